@@ -1,0 +1,46 @@
+//! Raw bindings generated from `wit/` (hidden: plugins use the safe wrappers).
+
+// The host interfaces, shared by both worlds.
+wit_bindgen::generate!({
+    world: "host",
+    path: "../wit",
+    generate_all,
+});
+
+/// Export glue for the `provider` world.
+pub mod provider {
+    wit_bindgen::generate!({
+        world: "provider",
+        path: "../wit",
+        with: {
+            "credbroker:plugin/types@0.1.0": crate::bindings::credbroker::plugin::types,
+            "credbroker:plugin/config@0.1.0": crate::bindings::credbroker::plugin::config,
+            "credbroker:plugin/log@0.1.0": crate::bindings::credbroker::plugin::log,
+            "credbroker:plugin/prompt@0.1.0": crate::bindings::credbroker::plugin::prompt,
+            "credbroker:plugin/http@0.1.0": crate::bindings::credbroker::plugin::http,
+            "credbroker:plugin/files@0.1.0": crate::bindings::credbroker::plugin::files,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_provider_world",
+        default_bindings_module: "credbroker_sdk::bindings::provider",
+    });
+}
+
+/// Export glue for the `validator` world.
+pub mod validator {
+    wit_bindgen::generate!({
+        world: "validator",
+        path: "../wit",
+        with: {
+            "credbroker:plugin/types@0.1.0": crate::bindings::credbroker::plugin::types,
+            "credbroker:plugin/config@0.1.0": crate::bindings::credbroker::plugin::config,
+            "credbroker:plugin/log@0.1.0": crate::bindings::credbroker::plugin::log,
+            "credbroker:plugin/prompt@0.1.0": crate::bindings::credbroker::plugin::prompt,
+            "credbroker:plugin/http@0.1.0": crate::bindings::credbroker::plugin::http,
+            "credbroker:plugin/files@0.1.0": crate::bindings::credbroker::plugin::files,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_validator_world",
+        default_bindings_module: "credbroker_sdk::bindings::validator",
+    });
+}

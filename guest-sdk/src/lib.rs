@@ -1,0 +1,136 @@
+//! The credbroker plugin SDK: write a credential provider or a token validator in
+//! a few lines of Rust, compile it for `wasm32-wasip2`, and credbroker runs it in
+//! its sandbox.
+//!
+//! A plugin is a `cdylib` crate. It implements [`Provider`] (for `credbroker get`,
+//! the kubectl exec plugin) or [`Validator`] (for `credbroker serve`, the webhook)
+//! and exports it with [`export_provider!`] or [`export_validator!`]. Everything
+//! from outside the sandbox comes through the capability modules: [`config`],
+//! [`log`], [`prompt`], [`http`], [`files`]. The operator grants them per plugin;
+//! a call the policy does not allow returns [`HostError::Denied`].
+//!
+//! # A complete provider
+//!
+//! ```no_run
+//! use credbroker_sdk::{config, http, log, Credential, CredentialRequest, Error, Provider};
+//!
+//! struct Vault;
+//!
+//! impl Provider for Vault {
+//!     fn get_credential(request: CredentialRequest) -> Result<Credential, Error> {
+//!         // Settings come from the operator's profile; `env:`/`file:` values arrive resolved.
+//!         let url = config::require("url")?;
+//!         let role = config::get("role").unwrap_or_else(|| "kubernetes".into());
+//!         log::debug(&format!("asking {url} for role {role}, interactive: {}", request.interactive));
+//!
+//!         // The host performs the request only if `url` is in this plugin's allowlist.
+//!         let response = http::Request::post(&format!("{url}/v1/token/{role}"))
+//!             .header("accept", "text/plain")
+//!             .send()?;
+//!         if response.status != 200 {
+//!             return Err(Error::denied(format!("token service answered {}", response.status)));
+//!         }
+//!         let token = response.text()?.trim().to_string();
+//!         log::mark_secret(&token);
+//!         Ok(Credential::token(token).expires_in(3600))
+//!     }
+//! }
+//!
+//! credbroker_sdk::export_provider!(Vault);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` and run it with
+//! `credbroker get --plugin target/wasm32-wasip2/release/vault.wasm --set url=...`.
+
+#[doc(hidden)]
+pub mod bindings;
+
+mod types;
+
+pub mod config;
+pub mod files;
+pub mod http;
+pub mod ldap_filter;
+pub mod log;
+pub mod prompt;
+
+pub use types::{
+    Authenticated, ClientCertificate, ClusterInfo, Credential, CredentialRequest, CredentialSecret,
+    Error, HostError, ReviewOutcome, Setting, TokenReview, UserInfo,
+};
+
+/// A credential provider: what `credbroker get` runs to obtain a credential for
+/// kubectl.
+pub trait Provider {
+    /// Produce a credential for `request`. Called on every `credbroker get` that
+    /// misses the token cache, in a fresh sandbox.
+    ///
+    /// # Errors
+    ///
+    /// Return [`Error::misconfigured`] for missing or wrong settings,
+    /// [`Error::denied`] when the identity backend refuses, and
+    /// [`Error::unavailable`] when it cannot be reached.
+    fn get_credential(request: CredentialRequest) -> Result<Credential, Error>;
+}
+
+/// A token validator: what `credbroker serve` runs to decide whose bearer token
+/// the API server is asking about.
+pub trait Validator {
+    /// Decide on `review`. Return [`ReviewOutcome::Rejected`] for a token that is
+    /// not valid; reserve errors for faults.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::unavailable`] makes the webhook answer with a retryable status,
+    /// so use it when a backend is down; other errors deny the review with the
+    /// message as `status.error`.
+    fn validate(review: TokenReview) -> Result<ReviewOutcome, Error>;
+}
+
+/// Export a [`Provider`] implementation as this component's `provider` world.
+///
+/// Use it once, at the crate root of a `cdylib` plugin: `export_provider!(MyProvider);`
+#[macro_export]
+macro_rules! export_provider {
+    ($provider:ty) => {
+        const _: () = {
+            struct __CredbrokerProvider;
+            impl $crate::bindings::provider::exports::credbroker::plugin::credential_provider::Guest
+                for __CredbrokerProvider
+            {
+                fn get_credential(
+                    request: $crate::CredentialRequest,
+                ) -> ::core::result::Result<$crate::Credential, $crate::Error> {
+                    <$provider as $crate::Provider>::get_credential(request)
+                }
+            }
+            $crate::bindings::provider::export_provider_world!(
+                __CredbrokerProvider with_types_in $crate::bindings::provider
+            );
+        };
+    };
+}
+
+/// Export a [`Validator`] implementation as this component's `validator` world.
+///
+/// Use it once, at the crate root of a `cdylib` plugin: `export_validator!(MyValidator);`
+#[macro_export]
+macro_rules! export_validator {
+    ($validator:ty) => {
+        const _: () = {
+            struct __CredbrokerValidator;
+            impl $crate::bindings::validator::exports::credbroker::plugin::token_validator::Guest
+                for __CredbrokerValidator
+            {
+                fn validate(
+                    review: $crate::TokenReview,
+                ) -> ::core::result::Result<$crate::ReviewOutcome, $crate::Error> {
+                    <$validator as $crate::Validator>::validate(review)
+                }
+            }
+            $crate::bindings::validator::export_validator_world!(
+                __CredbrokerValidator with_types_in $crate::bindings::validator
+            );
+        };
+    };
+}

@@ -1,0 +1,220 @@
+//! The configuration file of `credbroker get`: named profiles that say which
+//! plugin a provider name means, what it is granted and how it is limited.
+//!
+//! ```toml
+//! [profiles.corp-ldap]
+//! plugin = "ldap"                 # bundled or installed name, or a path to a .wasm
+//! sha256 = "9f86d08..."           # optional pin: refuse any other plugin
+//! cache-margin-seconds = 60       # renew this long before expiry
+//!
+//! [profiles.corp-ldap.settings]
+//! login-url = "https://broker.corp.example/v1/login/ldap"
+//! password = "env:LDAP_PASSWORD"  # resolved by the host, never seen as a reference
+//!
+//! [profiles.corp-ldap.grants]
+//! http = ["https://broker.corp.example"]
+//! ca-file = "/etc/credbroker/corp-ca.pem"
+//!
+//! [profiles.corp-ldap.limits]
+//! timeout-ms = 120000
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::capabilities::Grants;
+use crate::runtime::limits::Limits;
+
+/// What runs as one plugin: shared by `get` profiles and `serve` validators.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PluginSpec {
+    /// A bundled or installed plugin name, or a path to a `.wasm` (relative
+    /// paths are relative to the configuration file).
+    pub plugin: String,
+    /// The plugin's sha256 must be this (hex), or it does not run.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Settings handed to the plugin; values may be `env:NAME` or `file:PATH`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Capabilities granted to the plugin.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A `credbroker get` profile.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Profile {
+    /// The plugin and its sandbox.
+    #[serde(flatten)]
+    pub spec: PluginSpec,
+    /// Renew a cached credential this many seconds before it expires.
+    #[serde(default = "default_margin")]
+    pub cache_margin_seconds: u64,
+    /// Cache credentials that carry no expiry for this long (default: not at all).
+    #[serde(default)]
+    pub cache_ttl_seconds: Option<u64>,
+    /// Share cached credentials between clusters (default: one per API server).
+    #[serde(default)]
+    pub share_cache_across_clusters: bool,
+    /// Keys nobody knows: reported as errors (serde cannot deny unknown fields
+    /// next to a flattened struct).
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
+}
+
+fn default_margin() -> u64 {
+    60
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Profiles by name.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Profile>,
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration `{}`: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid configuration `{}`: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+}
+
+impl ClientConfig {
+    /// Load `path`. A missing file is an empty configuration only when
+    /// `optional` (the default location); a file named explicitly must exist.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the file cannot be read or parsed, or a profile's
+    /// limits make no sense.
+    pub fn load(path: &Path, optional: bool) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Unreadable {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut config: Self =
+            toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for (name, profile) in &mut config.profiles {
+            if let Some(key) = profile.unknown.keys().next() {
+                return Err(invalid(format!("profile `{name}`: unknown field `{key}`")));
+            }
+            profile
+                .spec
+                .limits
+                .validate()
+                .map_err(|e| invalid(format!("profile `{name}`: {e}")))?;
+            profile.spec.plugin = relative_to(base, &profile.spec.plugin);
+        }
+        Ok(config)
+    }
+}
+
+/// A plugin path relative to the configuration file's directory; names stay names.
+pub fn relative_to(base: &Path, plugin: &str) -> String {
+    if crate::plugin::is_path(plugin) && !Path::new(plugin).is_absolute() {
+        base.join(plugin).display().to_string()
+    } else {
+        plugin.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_parse_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(
+            &path,
+            r#"
+[profiles.corp]
+plugin = "plugins/corp.wasm"
+sha256 = "abc"
+[profiles.corp.settings]
+url = "https://x"
+[profiles.corp.grants]
+http = ["https://x"]
+[profiles.corp.limits]
+cpu-ms = 10
+"#,
+        )
+        .unwrap();
+        let config = ClientConfig::load(&path, false).unwrap();
+        let corp = &config.profiles["corp"];
+        assert_eq!(
+            corp.spec.plugin,
+            dir.path().join("plugins/corp.wasm").display().to_string()
+        );
+        assert_eq!(corp.spec.limits.cpu_ms, 10);
+        assert_eq!(corp.spec.limits.memory_mib, Limits::default().memory_mib);
+        assert_eq!(corp.cache_margin_seconds, 60);
+        assert_eq!(corp.spec.grants.http, vec!["https://x".to_string()]);
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[profiles.corp]\nplugin = \"x\"\ncache-margin = 5\n").unwrap();
+        let err = ClientConfig::load(&path, false).unwrap_err().to_string();
+        assert!(err.contains("unknown field `cache-margin`"), "{err}");
+        assert!(err.contains("profile `corp`"), "{err}");
+        std::fs::write(&path, "[profiles.corp]\nplugin = 5\n").unwrap();
+        let err = ClientConfig::load(&path, false).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(
+            ClientConfig::load(&dir.path().join("missing.toml"), true)
+                .unwrap()
+                .profiles
+                .is_empty()
+        );
+        assert!(ClientConfig::load(&dir.path().join("missing.toml"), false).is_err());
+        std::fs::write(
+            &path,
+            "[profiles.corp]\nplugin = \"x\"\n[profiles.corp.limits]\ncpu-ms = 0\n",
+        )
+        .unwrap();
+        let err = ClientConfig::load(&path, false).unwrap_err().to_string();
+        assert!(err.contains("`cpu-ms` must be greater than 0"), "{err}");
+    }
+}

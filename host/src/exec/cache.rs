@@ -1,0 +1,349 @@
+//! The on-disk credential cache of `credbroker get`.
+//!
+//! kubectl runs the exec plugin on every command, so a valid credential is
+//! reused from here without starting the WebAssembly runtime at all. Entries
+//! live in a private directory (0700), one private file (0600) per key, written
+//! atomically. A lock file per key, held across the provider run, makes many
+//! kubectl processes started at once log in only once; the lock is an `flock`,
+//! which the kernel releases when its holder dies, so a killed process never
+//! blocks the next one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::credential::ExecCredentialStatus;
+use crate::fsutil;
+
+/// Largest cache entry read; anything bigger is not ours.
+const MAX_ENTRY: u64 = 4 * 1024 * 1024;
+
+/// A cached credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedCredential {
+    /// Format version of the entry.
+    pub version: u32,
+    /// When the credential stops being valid (Unix seconds).
+    pub expires_at: i64,
+    /// Whether `expires_at` came from the provider (and goes to kubectl) or
+    /// from the operator's cache TTL (and does not).
+    pub provider_expiry: bool,
+    /// The credential as kubectl receives it.
+    pub status: ExecCredentialStatus,
+}
+
+const ENTRY_VERSION: u32 = 1;
+
+/// The cache directory.
+#[derive(Debug, Clone)]
+pub struct TokenCache {
+    dir: PathBuf,
+}
+
+/// The cache cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The directory cannot be made private.
+    #[error("credential cache: {0}")]
+    Dir(#[from] fsutil::PrivateDirError),
+    /// A lock or entry file cannot be opened or written.
+    #[error("credential cache: `{}`: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Another process has held the lock longer than we wait.
+    #[error("credential cache: another credbroker has held `{}` for over {} s; is it waiting for input?", path.display(), waited.as_secs())]
+    LockTimeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+/// The material a cache key is made of: everything that makes a credential
+/// different.
+#[derive(Debug, Serialize)]
+pub struct KeyMaterial<'a> {
+    /// The profile (or plugin) name the user selected.
+    pub profile: &'a str,
+    /// The plugin's sha256.
+    pub plugin_sha256: &'a str,
+    /// Effective settings, resolved (so a changed `env:` value is a new key).
+    pub settings: Vec<(&'a str, &'a str)>,
+    /// The API server, unless the operator shares credentials across clusters.
+    pub server: Option<&'a str>,
+}
+
+/// A held per-key lock: an exclusive `flock` on the key's lock file, released
+/// when this is dropped (the file closes) or by the kernel when the process dies.
+pub struct KeyLock {
+    _file: File,
+}
+
+impl TokenCache {
+    /// The cache in `dir`, created private if missing and narrowed to 0700 if
+    /// others could enter it.
+    ///
+    /// # Errors
+    ///
+    /// [`CacheError::Dir`] when the directory belongs to someone else or
+    /// cannot be created.
+    pub fn open(dir: PathBuf) -> Result<Self, CacheError> {
+        fsutil::ensure_private_dir(&dir)?;
+        Ok(Self { dir })
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file name stem for `material`: the profile name (for `cache clear
+    /// --provider`) and a hash of everything.
+    pub fn key(material: &KeyMaterial<'_>) -> String {
+        let json = serde_json::to_vec(material).unwrap_or_default();
+        let digest = hex::encode(&Sha256::digest(&json)[..16]);
+        let profile: String = material
+            .profile
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        format!("{profile}.{digest}")
+    }
+
+    fn entry_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.json"))
+    }
+
+    /// The cached credential for `key` if it is still valid `margin` seconds
+    /// from `now`. Missing, unreadable, foreign, corrupt or expiring entries are
+    /// all a miss.
+    pub fn read(&self, key: &str, now: i64, margin: u64) -> Option<CachedCredential> {
+        let path = self.entry_path(key);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        if !fsutil::is_private_file(&meta) || meta.len() > MAX_ENTRY {
+            tracing::warn!(
+                "ignoring cache entry `{}`: not a private file of this user",
+                path.display()
+            );
+            return None;
+        }
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).ok()?;
+        let entry: CachedCredential = match serde_json::from_slice(&text) {
+            Ok(entry) => entry,
+            Err(e) => {
+                tracing::warn!("ignoring corrupt cache entry `{}`: {e}", path.display());
+                return None;
+            }
+        };
+        let margin = i64::try_from(margin).unwrap_or(i64::MAX);
+        (entry.version == ENTRY_VERSION && entry.expires_at > now.saturating_add(margin))
+            .then_some(entry)
+    }
+
+    /// Store `entry` under `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`CacheError::Io`] when the file cannot be written.
+    pub fn write(&self, key: &str, entry: &CachedCredential) -> Result<(), CacheError> {
+        let name = format!("{key}.json");
+        let json = serde_json::to_vec(entry).unwrap_or_default();
+        fsutil::write_private_atomic(&self.dir, &name, &json).map_err(|source| CacheError::Io {
+            path: self.dir.join(name),
+            source,
+        })
+    }
+
+    /// Take the lock for `key`, waiting at most `timeout` for another process
+    /// to finish.
+    ///
+    /// # Errors
+    ///
+    /// [`CacheError::LockTimeout`] or [`CacheError::Io`].
+    pub fn lock(&self, key: &str, timeout: Duration) -> Result<KeyLock, CacheError> {
+        let path = self.dir.join(format!("{key}.lock"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|source| CacheError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            // SAFETY: flock on a file descriptor we own and keep open.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(KeyLock { _file: file });
+            }
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::WouldBlock {
+                return Err(CacheError::Io {
+                    path,
+                    source: error,
+                });
+            }
+            if started.elapsed() >= timeout {
+                return Err(CacheError::LockTimeout {
+                    path,
+                    waited: started.elapsed(),
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Remove every entry (or those of `profile`); returns how many were removed.
+    ///
+    /// # Errors
+    ///
+    /// [`CacheError::Io`] when the directory cannot be listed.
+    pub fn clear(&self, profile: Option<&str>) -> Result<usize, CacheError> {
+        let prefix = profile.map(|p| {
+            let key = Self::key(&KeyMaterial {
+                profile: p,
+                plugin_sha256: "",
+                settings: Vec::new(),
+                server: None,
+            });
+            key.split('.').next().unwrap_or_default().to_string() + "."
+        });
+        let entries = fs::read_dir(&self.dir).map_err(|source| CacheError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name.ends_with(".json") || name.ends_with(".lock");
+            let matches = prefix.as_deref().is_none_or(|p| name.starts_with(p));
+            if ours && matches && fs::remove_file(entry.path()).is_ok() && name.ends_with(".json") {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(expires_at: i64) -> CachedCredential {
+        CachedCredential {
+            version: ENTRY_VERSION,
+            expires_at,
+            provider_expiry: true,
+            status: ExecCredentialStatus {
+                token: Some("t".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn entries_expire_with_margin() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TokenCache::open(dir.path().join("c")).unwrap();
+        cache.write("k", &entry(1_000)).unwrap();
+        assert!(cache.read("k", 900, 60).is_some());
+        assert!(cache.read("k", 950, 60).is_none());
+        assert!(cache.read("other", 0, 0).is_none());
+    }
+
+    #[test]
+    fn corrupt_entries_are_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TokenCache::open(dir.path().join("c")).unwrap();
+        fs::write(cache.dir().join("k.json"), "{not json").unwrap();
+        assert!(cache.read("k", 0, 0).is_none());
+    }
+
+    #[test]
+    fn keys_differ_by_server_and_settings() {
+        let base = KeyMaterial {
+            profile: "p",
+            plugin_sha256: "d",
+            settings: vec![("a", "1")],
+            server: Some("https://a"),
+        };
+        let other_server = KeyMaterial {
+            server: Some("https://b"),
+            ..KeyMaterial {
+                settings: vec![("a", "1")],
+                ..base
+            }
+        };
+        let base = KeyMaterial {
+            profile: "p",
+            plugin_sha256: "d",
+            settings: vec![("a", "1")],
+            server: Some("https://a"),
+        };
+        let other_setting = KeyMaterial {
+            profile: "p",
+            plugin_sha256: "d",
+            settings: vec![("a", "2")],
+            server: Some("https://a"),
+        };
+        let k = TokenCache::key(&base);
+        assert!(k.starts_with("p."));
+        assert_ne!(k, TokenCache::key(&other_server));
+        assert_ne!(k, TokenCache::key(&other_setting));
+    }
+
+    #[test]
+    fn locks_exclude_and_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TokenCache::open(dir.path().join("c")).unwrap();
+        let held = cache.lock("k", Duration::from_secs(1)).unwrap();
+        assert!(matches!(
+            cache.lock("k", Duration::from_millis(50)),
+            Err(CacheError::LockTimeout { .. })
+        ));
+        drop(held);
+        assert!(cache.lock("k", Duration::from_millis(50)).is_ok());
+    }
+
+    #[test]
+    fn clear_by_profile() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = TokenCache::open(dir.path().join("c")).unwrap();
+        cache.write("a.1", &entry(1)).unwrap();
+        cache.write("b.2", &entry(1)).unwrap();
+        assert_eq!(cache.clear(Some("a")).unwrap(), 1);
+        assert!(cache.dir().join("b.2.json").exists());
+        assert_eq!(cache.clear(None).unwrap(), 1);
+    }
+}

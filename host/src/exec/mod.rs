@@ -1,0 +1,447 @@
+//! `credbroker get`: the exec credential plugin kubectl runs.
+//!
+//! Selects a provider (a profile from the configuration, or a plugin by name or
+//! path), answers from the credential cache when it can (without starting the
+//! WebAssembly runtime), and otherwise runs the provider in its sandbox under a
+//! per-key lock, so parallel kubectl processes log in once.
+
+pub mod cache;
+pub mod credential;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use self::cache::{CacheError, CachedCredential, KeyMaterial, TokenCache};
+use self::credential::{
+    ApiVersion, ExecCredential, ExecCredentialSpec, ExecCredentialStatus, ExecInfoError, KIND,
+};
+use crate::capabilities::{CapabilityPolicy, GrantError, StdioTerminal};
+use crate::config::{ClientConfig, ConfigError, PluginSpec};
+use crate::dirs::Dirs;
+use crate::plugin::{PluginError, PluginRef};
+use crate::runtime::bindings::types::{
+    ClusterInfo, Credential, CredentialRequest, CredentialSecret, Setting,
+};
+use crate::runtime::{Allocation, LoadError, RunError, Runtime, RuntimeOptions, Sandbox, World};
+use crate::settings::{ResolvedSettings, SettingsError};
+
+/// Which provider to run.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// `--provider NAME`: a profile, else a bundled or installed plugin.
+    Provider(String),
+    /// `--plugin PATH`: a `.wasm` file.
+    Plugin(PathBuf),
+}
+
+/// Everything `credbroker get` was asked.
+#[derive(Debug, Clone)]
+pub struct GetRequest {
+    /// The provider.
+    pub selection: Selection,
+    /// `--set KEY=VALUE`, in order (later wins).
+    pub set: Vec<(String, String)>,
+    /// `--config FILE`; `None` uses the default location, where the file is optional.
+    pub config: Option<PathBuf>,
+    /// `--api-version`, used when KUBERNETES_EXEC_INFO is absent.
+    pub api_version: Option<ApiVersion>,
+    /// The content of KUBERNETES_EXEC_INFO.
+    pub exec_info: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--allow-http ORIGIN`: extra HTTP grants.
+    pub allow_http: Vec<String>,
+    /// `--allow-file PATH`: extra file grants.
+    pub allow_file: Vec<PathBuf>,
+    /// Whether stdin is a terminal (decides interactivity without exec info).
+    pub stdin_is_terminal: bool,
+}
+
+/// Why `credbroker get` printed no credential.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    /// The configuration file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No profile or plugin has the requested name.
+    #[error("unknown provider `{name}`; profiles: {profiles}; plugins: {plugins}")]
+    UnknownProvider {
+        /// The name asked for.
+        name: String,
+        /// Profiles in the configuration.
+        profiles: String,
+        /// Bundled and installed plugins.
+        plugins: String,
+    },
+    /// The plugin cannot be found or fails its pin.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// A setting cannot be resolved.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A grant is malformed.
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    /// KUBERNETES_EXEC_INFO is unusable.
+    #[error(transparent)]
+    ExecInfo(#[from] ExecInfoError),
+    /// The plugin cannot be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The plugin failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// The cache is unusable.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The user's directories cannot be determined.
+    #[error("{0}")]
+    Dirs(String),
+    /// The async runtime cannot start.
+    #[error("cannot start: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The profile that applies: from the configuration, or made up for a plain
+/// plugin name or path.
+struct Resolved {
+    name: String,
+    spec: PluginSpec,
+    margin: u64,
+    ttl: Option<u64>,
+    share_across_clusters: bool,
+}
+
+fn resolve_profile(
+    request: &GetRequest,
+    config: &ClientConfig,
+    dirs: &Dirs,
+) -> Result<Resolved, GetError> {
+    let plain = |name: String, plugin: String| Resolved {
+        name,
+        spec: PluginSpec {
+            plugin,
+            ..PluginSpec::default()
+        },
+        margin: 60,
+        ttl: None,
+        share_across_clusters: false,
+    };
+    let mut resolved = match &request.selection {
+        Selection::Plugin(path) => plain(path.display().to_string(), path.display().to_string()),
+        Selection::Provider(name) => match config.profiles.get(name) {
+            Some(profile) => Resolved {
+                name: name.clone(),
+                spec: profile.spec.clone(),
+                margin: profile.cache_margin_seconds,
+                ttl: profile.cache_ttl_seconds,
+                share_across_clusters: profile.share_cache_across_clusters,
+            },
+            None if crate::plugin::is_path(name) => {
+                return Err(GetError::UnknownProvider {
+                    name: name.clone(),
+                    profiles: list_or_none(config.profiles.keys().cloned().collect()),
+                    plugins: list_or_none(crate::plugin::available(std::slice::from_ref(
+                        &dirs.plugins,
+                    ))),
+                });
+            }
+            None => plain(name.clone(), name.clone()),
+        },
+    };
+    for (key, value) in &request.set {
+        resolved.spec.settings.insert(key.clone(), value.clone());
+    }
+    resolved
+        .spec
+        .grants
+        .http
+        .extend(request.allow_http.iter().cloned());
+    resolved
+        .spec
+        .grants
+        .files
+        .extend(request.allow_file.iter().cloned());
+    Ok(resolved)
+}
+
+fn list_or_none(items: Vec<String>) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Run `credbroker get`: the ExecCredential to print.
+///
+/// # Errors
+///
+/// [`GetError`] with a message for the user; nothing must be printed on stdout then.
+pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
+    let dirs = Dirs::of_user().map_err(GetError::Dirs)?;
+    let (version, spec) = match &request.exec_info {
+        Some(info) if !info.trim().is_empty() => credential::parse_exec_info(info)?,
+        _ => (
+            request.api_version.unwrap_or(ApiVersion::V1Beta1),
+            ExecCredentialSpec {
+                cluster: None,
+                interactive: request.stdin_is_terminal,
+            },
+        ),
+    };
+    let config = match &request.config {
+        Some(path) => ClientConfig::load(path, false)?,
+        None => ClientConfig::load(&dirs.config_file, true)?,
+    };
+    let profile = resolve_profile(request, &config, &dirs)?;
+    let plugin = PluginRef::locate(&profile.spec.plugin, std::slice::from_ref(&dirs.plugins))
+        .map_err(|e| match e {
+            PluginError::Unknown { name, available }
+                if matches!(request.selection, Selection::Provider(_)) =>
+            {
+                GetError::UnknownProvider {
+                    name,
+                    profiles: list_or_none(config.profiles.keys().cloned().collect()),
+                    plugins: list_or_none(available),
+                }
+            }
+            other => GetError::Plugin(other),
+        })?;
+    if let Some(pin) = &profile.spec.sha256 {
+        plugin.verify_pin(pin)?;
+    }
+    let settings = ResolvedSettings::resolve(&profile.spec.settings)?;
+
+    let server = spec.cluster.as_ref().map(|c| c.server.as_str());
+    let key = TokenCache::key(&KeyMaterial {
+        profile: &profile.name,
+        plugin_sha256: &plugin.sha256,
+        settings: settings.iter().collect(),
+        server: if profile.share_across_clusters {
+            None
+        } else {
+            server
+        },
+    });
+    let cache = if request.no_cache {
+        None
+    } else {
+        match TokenCache::open(dirs.credentials()) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!("{e}; continuing without the credential cache");
+                None
+            }
+        }
+    };
+    let respond = |entry: &CachedCredential| ExecCredential {
+        kind: KIND.to_string(),
+        api_version: version.as_str().to_string(),
+        spec: ExecCredentialSpec {
+            cluster: None,
+            interactive: spec.interactive,
+        },
+        status: Some(entry.status.clone()),
+    };
+    // The fast path: a cache hit never starts the WebAssembly runtime.
+    if let Some(cache) = &cache
+        && let Some(hit) = cache.read(&key, now_unix(), profile.margin)
+    {
+        tracing::debug!(
+            "credential from cache, valid until {}",
+            credential::rfc3339(hit.expires_at)
+        );
+        return Ok(respond(&hit));
+    }
+
+    let policy = CapabilityPolicy::new(&profile.spec.grants)?;
+    let sandbox = Sandbox {
+        settings: Arc::new(settings),
+        policy: Arc::new(policy),
+        limits: profile.spec.limits.clone(),
+        terminal: Arc::new(StdioTerminal),
+    };
+    let _lock = match &cache {
+        // Wait for a parallel run as long as it may take to finish.
+        Some(cache) => Some(cache.lock(&key, sandbox.limits.timeout() + Duration::from_secs(5))?),
+        None => None,
+    };
+    if let Some(cache) = &cache
+        && let Some(hit) = cache.read(&key, now_unix(), profile.margin)
+    {
+        tracing::debug!("credential from cache after waiting for a parallel run");
+        return Ok(respond(&hit));
+    }
+
+    let credential_request = CredentialRequest {
+        settings: sandbox
+            .settings
+            .iter()
+            .map(|(k, v)| Setting {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        interactive: spec.interactive,
+        cluster: match &spec.cluster {
+            Some(cluster) => Some(ClusterInfo {
+                server: cluster.server.clone(),
+                certificate_authority_data: cluster
+                    .ca_bytes()
+                    .map_err(|_| ExecInfoError::BadCaData)?,
+                tls_server_name: cluster.tls_server_name.clone(),
+                insecure_skip_tls_verify: cluster.insecure_skip_tls_verify,
+                proxy_url: cluster.proxy_url.clone(),
+                config: cluster.config.as_ref().map(|c| c.to_string()),
+            }),
+            None => None,
+        },
+    };
+    let runtime = Runtime::new(RuntimeOptions {
+        allocation: Allocation::OnDemand,
+        artifact_dir: Some(dirs.artifacts()),
+    })?;
+    let loaded = runtime.load(&plugin, World::Provider)?;
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(GetError::Runtime)?;
+    let credential =
+        tokio.block_on(loaded.get_credential(runtime.engine(), &sandbox, credential_request))?;
+    let now = now_unix();
+    let status = check_credential(&credential, now).map_err(|detail| RunError::BadResult {
+        plugin: plugin.name.clone(),
+        detail,
+    })?;
+    let cache_until = credential
+        .expires_at
+        .or(profile.ttl.map(|ttl| now.saturating_add_unsigned(ttl)));
+    let entry = CachedCredential {
+        version: 1,
+        expires_at: cache_until.unwrap_or(now),
+        provider_expiry: credential.expires_at.is_some(),
+        status,
+    };
+    if let (Some(cache), Some(_)) = (&cache, cache_until) {
+        if let Err(e) = cache.write(&key, &entry) {
+            tracing::warn!("{e}; the credential is not cached");
+        }
+    }
+    Ok(respond(&entry))
+}
+
+/// Longest a credential may claim to be valid; beyond is a plugin bug.
+const MAX_LIFETIME_SECONDS: i64 = 10 * 366 * 24 * 3600;
+
+/// Turn a provider's credential into ExecCredential status, refusing what
+/// client-go would choke on or what cannot be right.
+fn check_credential(credential: &Credential, now: i64) -> Result<ExecCredentialStatus, String> {
+    let mut status = ExecCredentialStatus::default();
+    match &credential.secret {
+        CredentialSecret::Token(token) => {
+            if token.is_empty() {
+                return Err("an empty token".into());
+            }
+            if token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err("a token with whitespace or control characters, which cannot go into an HTTP header".into());
+            }
+            status.token = Some(token.clone());
+        }
+        CredentialSecret::ClientCertificate(cert) => {
+            let mut reader = cert.certificate_pem.as_bytes();
+            let certs = rustls_pemfile::certs(&mut reader).collect::<Result<Vec<_>, _>>();
+            if !matches!(certs, Ok(ref c) if !c.is_empty()) {
+                return Err("a client certificate that is not PEM".into());
+            }
+            let mut reader = cert.private_key_pem.as_bytes();
+            if !matches!(rustls_pemfile::private_key(&mut reader), Ok(Some(_))) {
+                return Err("a client key that is not a PEM private key".into());
+            }
+            status.client_certificate_data = Some(cert.certificate_pem.clone());
+            status.client_key_data = Some(cert.private_key_pem.clone());
+        }
+    }
+    if let Some(expires_at) = credential.expires_at {
+        if expires_at <= now {
+            return Err(format!(
+                "a credential that already expired at {}",
+                credential::rfc3339(expires_at)
+            ));
+        }
+        if expires_at - now > MAX_LIFETIME_SECONDS {
+            return Err(format!(
+                "an absurd expiry ({expires_at} seconds since 1970)"
+            ));
+        }
+        status.expiration_timestamp = Some(credential::rfc3339(expires_at));
+    }
+    Ok(status)
+}
+
+/// Remove cached credentials, all or those of one provider.
+///
+/// # Errors
+///
+/// [`GetError`] when the cache directory is unusable.
+pub fn clear_cache(provider: Option<&str>) -> Result<usize, GetError> {
+    let dirs = Dirs::of_user().map_err(GetError::Dirs)?;
+    if !dirs.credentials().exists() {
+        return Ok(0);
+    }
+    Ok(TokenCache::open(dirs.credentials())?.clear(provider)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bindings::types::ClientCertificate;
+
+    #[test]
+    fn credentials_are_checked() {
+        let token = |t: &str, exp: Option<i64>| Credential {
+            secret: CredentialSecret::Token(t.into()),
+            expires_at: exp,
+        };
+        assert!(check_credential(&token("abc", None), 100).is_ok());
+        assert_eq!(
+            check_credential(&token("abc", Some(160)), 100)
+                .unwrap()
+                .expiration_timestamp
+                .as_deref(),
+            Some("1970-01-01T00:02:40Z")
+        );
+        assert!(check_credential(&token("", None), 100).is_err());
+        assert!(check_credential(&token("a\r\nX-Evil: 1", None), 100).is_err());
+        assert!(
+            check_credential(&token("abc", Some(50)), 100)
+                .unwrap_err()
+                .contains("already expired")
+        );
+        assert!(
+            check_credential(&token("abc", Some(i64::MAX)), 100)
+                .unwrap_err()
+                .contains("absurd")
+        );
+        let cert = Credential {
+            secret: CredentialSecret::ClientCertificate(ClientCertificate {
+                certificate_pem: "not pem".into(),
+                private_key_pem: "not pem".into(),
+            }),
+            expires_at: None,
+        };
+        assert!(
+            check_credential(&cert, 100)
+                .unwrap_err()
+                .contains("not PEM")
+        );
+    }
+}

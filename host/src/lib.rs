@@ -1,0 +1,13 @@
+//! The credbroker host: a sandboxed WebAssembly plugin runtime, the host
+//! capabilities it lends plugins, and the two halves built on it: the exec
+//! credential plugin ([`exec`]) and the webhook token authenticator.
+
+pub mod bundled;
+pub mod capabilities;
+pub mod config;
+pub mod dirs;
+pub mod exec;
+pub mod fsutil;
+pub mod plugin;
+pub mod runtime;
+pub mod settings;

@@ -1,0 +1,32 @@
+//! Host-side bindings generated from `wit/`.
+
+/// The `provider` world, and with it every host interface and shared type.
+pub mod provider {
+    wasmtime::component::bindgen!({
+        world: "provider",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+/// The `validator` world; its imports are the same interfaces as the provider's.
+pub mod validator {
+    wasmtime::component::bindgen!({
+        world: "validator",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "credbroker:plugin/types": super::provider::credbroker::plugin::types,
+            "credbroker:plugin/config": super::provider::credbroker::plugin::config,
+            "credbroker:plugin/log": super::provider::credbroker::plugin::log,
+            "credbroker:plugin/prompt": super::provider::credbroker::plugin::prompt,
+            "credbroker:plugin/http": super::provider::credbroker::plugin::http,
+            "credbroker:plugin/files": super::provider::credbroker::plugin::files,
+        },
+    });
+}
+
+pub use provider::credbroker::plugin::types;
+pub use provider::credbroker::plugin::{config, files, http, log, prompt};

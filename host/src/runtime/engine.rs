@@ -1,0 +1,93 @@
+//! The one wasmtime `Engine` configuration credbroker uses.
+//!
+//! Every setting that affects compiled code is pinned here, so a precompiled
+//! artifact stays valid exactly as long as this binary does. Wasmtime's defaults
+//! are not good enough for that: some read environment variables
+//! (`WASMTIME_BACKTRACE_DETAILS`) and would silently change what the
+//! compatibility hash says.
+
+use std::hash::{Hash, Hasher};
+
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, Strategy, WasmBacktraceDetails,
+};
+
+/// Maximum native stack a plugin may use for wasm frames before it traps with
+/// "call stack exhausted".
+pub const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// How the engine allocates instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// Allocate on demand: the cheapest start for a short-lived process such as
+    /// `credbroker get`.
+    OnDemand,
+    /// Pre-reserve slots for up to `instances` concurrent instances, each with
+    /// at most `memory_bytes` of linear memory: cheap instantiation per request
+    /// in `credbroker serve`.
+    Pooling {
+        /// Concurrent instances.
+        instances: u32,
+        /// Largest linear memory of one instance.
+        memory_bytes: u64,
+    },
+}
+
+/// Build the engine.
+///
+/// # Errors
+///
+/// Fails when wasmtime rejects the configuration (it does not on supported
+/// platforms) or the host CPU is not supported.
+pub fn new_engine(allocation: Allocation) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config
+        .strategy(Strategy::Cranelift)
+        .cranelift_opt_level(OptLevel::Speed)
+        .cranelift_nan_canonicalization(false)
+        .wasm_component_model(true)
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(20))
+        // Pinned: the default reads WASMTIME_BACKTRACE_DETAILS.
+        .wasm_backtrace_details(WasmBacktraceDetails::Disable)
+        .generate_address_map(true)
+        .debug_info(false)
+        .epoch_interruption(true)
+        .consume_fuel(false)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .async_stack_size(MAX_WASM_STACK + 1024 * 1024)
+        .parallel_compilation(true)
+        .memory_init_cow(true)
+        .table_lazy_init(true)
+        .signals_based_traps(true);
+    config.native_unwind_info(true);
+    if let Allocation::Pooling {
+        instances,
+        memory_bytes,
+    } = allocation
+    {
+        let mut pooling = wasmtime::PoolingAllocationConfig::new();
+        pooling
+            .total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(4))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .total_stacks(instances)
+            .max_memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX));
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+    } else {
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    }
+    Engine::new(&config)
+}
+
+/// A stable fingerprint of everything that makes a precompiled artifact
+/// loadable by `engine`: wasmtime's version, its configuration and the host CPU
+/// features. Artifacts are filed under it, so a different build never even
+/// tries a foreign artifact.
+pub fn compatibility_fingerprint(engine: &Engine) -> String {
+    // DefaultHasher::new() uses fixed keys, so the value is stable for one build
+    // of this binary, which is all the artifact cache needs.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}

@@ -1,0 +1,54 @@
+//! The command line: one module per subcommand.
+
+mod cache;
+mod get;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing::Level;
+
+/// A Kubernetes credential broker with sandboxed WebAssembly identity plugins.
+///
+/// `credbroker get` is the exec credential plugin kubectl runs (name it in
+/// kubeconfig under users[].user.exec); `credbroker serve` is the webhook token
+/// authenticator kube-apiserver asks.
+#[derive(Debug, Parser)]
+#[command(name = "credbroker", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print an ExecCredential for kubectl (the exec credential plugin).
+    Get(get::GetArgs),
+    /// Manage the credential cache.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+}
+
+impl Command {
+    /// The log level without -v/-q: `get` is quiet, kubectl shows its stderr.
+    pub fn default_log_level(&self) -> Level {
+        match self {
+            Self::Get(_) | Self::Cache(_) => Level::WARN,
+        }
+    }
+
+    /// Run the subcommand.
+    pub fn run(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::Get(args) => get::run(args),
+            Self::Cache(command) => cache::run(command),
+        }
+    }
+}

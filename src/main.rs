@@ -1,0 +1,22 @@
+//! `credbroker`: a Kubernetes credential broker whose identity providers are
+//! sandboxed WebAssembly components.
+
+mod commands;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    logging::init(cli.verbose, cli.quiet, cli.command.default_log_level());
+    match cli.command.run() {
+        Ok(code) => code,
+        Err(error) => {
+            // Everything for people goes to stderr; stdout stays empty on failure.
+            eprintln!("credbroker: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
