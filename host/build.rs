@@ -19,12 +19,8 @@ struct PluginCrate {
 }
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir
-        .parent()
-        .expect("host/ lives in the workspace root")
-        .to_path_buf();
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().expect("host/ lives in the workspace root").to_path_buf();
     for watched in ["plugins", "guest-sdk", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
@@ -38,15 +34,10 @@ fn main() {
         .join("plugin-build");
     build_plugins(&root, &target_dir, &plugins);
 
-    let mut table =
-        String::from("/// Every bundled plugin, by name.\npub static ALL: &[BundledPlugin] = &[\n");
+    let mut table = String::from("/// Every bundled plugin, by name.\npub static ALL: &[BundledPlugin] = &[\n");
     for plugin in &plugins {
-        let wasm = target_dir
-            .join(TARGET)
-            .join(PROFILE)
-            .join(format!("{}.wasm", plugin.package.replace('-', "_")));
-        let bytes =
-            std::fs::read(&wasm).unwrap_or_else(|e| panic!("cannot read {}: {e}", wasm.display()));
+        let wasm = target_dir.join(TARGET).join(PROFILE).join(format!("{}.wasm", plugin.package.replace('-', "_")));
+        let bytes = std::fs::read(&wasm).unwrap_or_else(|e| panic!("cannot read {}: {e}", wasm.display()));
         let digest = hex(&Sha256::digest(&bytes));
         writeln!(
             table,
@@ -60,8 +51,7 @@ fn main() {
     }
     table.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
-    std::fs::write(out.join("bundled_plugins.rs"), table)
-        .expect("writing OUT_DIR/bundled_plugins.rs");
+    std::fs::write(out.join("bundled_plugins.rs"), table).expect("writing OUT_DIR/bundled_plugins.rs");
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -84,30 +74,15 @@ fn plugin_crates(dir: &Path) -> Vec<PluginCrate> {
         let Ok(text) = std::fs::read_to_string(&manifest) else {
             continue;
         };
-        let parsed: toml::Table = text
-            .parse()
-            .unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+        let parsed: toml::Table = text.parse().unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
         let package = &parsed["package"];
         let package_name = package["name"].as_str().expect("package.name").to_string();
         let name = package_name
             .strip_prefix("credbroker-plugin-")
-            .unwrap_or_else(|| {
-                panic!(
-                    "{}: plugin crates are named credbroker-plugin-NAME",
-                    manifest.display()
-                )
-            })
+            .unwrap_or_else(|| panic!("{}: plugin crates are named credbroker-plugin-NAME", manifest.display()))
             .to_string();
-        let description = package
-            .get("description")
-            .and_then(|d| d.as_str())
-            .unwrap_or_default()
-            .to_string();
-        plugins.push(PluginCrate {
-            name,
-            package: package_name,
-            description,
-        });
+        let description = package.get("description").and_then(|d| d.as_str()).unwrap_or_default().to_string();
+        plugins.push(PluginCrate { name, package: package_name, description });
     }
     plugins
 }
@@ -119,11 +94,7 @@ fn build_plugins(root: &Path, target_dir: &Path, plugins: &[PluginCrate]) {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    if !Path::new(&sysroot)
-        .join("lib/rustlib")
-        .join(TARGET)
-        .exists()
-    {
+    if !Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists() {
         panic!(
             "the {TARGET} target is not installed; credbroker compiles its bundled plugins for it.\n\
              Install it with: rustup target add {TARGET}"
@@ -131,17 +102,7 @@ fn build_plugins(root: &Path, target_dir: &Path, plugins: &[PluginCrate]) {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command
-        .current_dir(root)
-        .args([
-            "build",
-            "--profile",
-            PROFILE,
-            "--target",
-            TARGET,
-            "--target-dir",
-        ])
-        .arg(target_dir);
+    command.current_dir(root).args(["build", "--profile", PROFILE, "--target", TARGET, "--target-dir"]).arg(target_dir);
     for plugin in plugins {
         command.args(["-p", &plugin.package]);
     }
@@ -159,9 +120,7 @@ fn build_plugins(root: &Path, target_dir: &Path, plugins: &[PluginCrate]) {
     ] {
         command.env_remove(var);
     }
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build the plugins: {e}"));
+    let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo to build the plugins: {e}"));
     if !status.success() {
         panic!("building the bundled plugins failed ({status}); see the cargo output above");
     }

@@ -17,17 +17,13 @@ pub fn init(verbose: u8, quiet: bool, default: Level) {
             _ => Level::TRACE,
         }
     };
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time();
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).without_time();
     // The env filter is only built when asked for: `credbroker get` runs on
     // every kubectl command and must start fast.
     match std::env::var("CREDBROKER_LOG") {
         Ok(directives) if !directives.is_empty() => {
-            let filter = tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(level.into())
-                .parse_lossy(directives);
+            let filter =
+                tracing_subscriber::EnvFilter::builder().with_default_directive(level.into()).parse_lossy(directives);
             builder.with_env_filter(filter).init();
         }
         _ => builder.with_max_level(level).init(),

@@ -34,9 +34,10 @@ pub fn require(key: &str) -> Result<String, Error> {
 pub fn parse_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, Error> {
     match host::get(key) {
         None => Ok(default),
-        Some(value) => value.trim().parse().map_err(|_| {
-            Error::misconfigured(format!("setting `{key}` has an invalid value `{value}`"))
-        }),
+        Some(value) => value
+            .trim()
+            .parse()
+            .map_err(|_| Error::misconfigured(format!("setting `{key}` has an invalid value `{value}`"))),
     }
 }
 
@@ -50,9 +51,7 @@ pub fn flag(key: &str, default: bool) -> Result<bool, Error> {
         None => Ok(default),
         Some("true" | "yes" | "1" | "on") => Ok(true),
         Some("false" | "no" | "0" | "off") => Ok(false),
-        Some(other) => Err(Error::misconfigured(format!(
-            "setting `{key}` must be true or false, not `{other}`"
-        ))),
+        Some(other) => Err(Error::misconfigured(format!("setting `{key}` must be true or false, not `{other}`"))),
     }
 }
 

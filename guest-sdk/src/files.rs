@@ -19,6 +19,5 @@ pub fn read(path: &str) -> Result<Vec<u8>, HostError> {
 ///
 /// As [`read`], and [`HostError::Invalid`] when the file is not UTF-8.
 pub fn read_to_string(path: &str) -> Result<String, HostError> {
-    String::from_utf8(read(path)?)
-        .map_err(|_| HostError::Invalid(format!("{path} is not UTF-8 text")))
+    String::from_utf8(read(path)?).map_err(|_| HostError::Invalid(format!("{path} is not UTF-8 text")))
 }

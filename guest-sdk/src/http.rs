@@ -59,9 +59,7 @@ impl Request {
 
     /// Add a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.inner
-            .headers
-            .push((name.to_string(), value.to_string()));
+        self.inner.headers.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -73,19 +71,14 @@ impl Request {
 
     /// Set an `application/x-www-form-urlencoded` body.
     pub fn form(self, fields: &[(&str, &str)]) -> Self {
-        let body = fields
-            .iter()
-            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        self.header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
+        let body =
+            fields.iter().map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v))).collect::<Vec<_>>().join("&");
+        self.header("content-type", "application/x-www-form-urlencoded").body(body)
     }
 
     /// Set a JSON body (already serialised).
     pub fn json(self, json: &str) -> Self {
-        self.header("content-type", "application/json")
-            .body(json.as_bytes())
+        self.header("content-type", "application/json").body(json.as_bytes())
     }
 
     /// Give up after `millis` milliseconds (capped by the host's limit).
@@ -113,10 +106,7 @@ impl Request {
 impl Response {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Whether the status is 2xx.
@@ -130,8 +120,7 @@ impl Response {
     ///
     /// [`Error::Failed`] when the body is not UTF-8.
     pub fn text(&self) -> Result<String, Error> {
-        String::from_utf8(self.body.clone())
-            .map_err(|_| Error::failed("response body is not UTF-8"))
+        String::from_utf8(self.body.clone()).map_err(|_| Error::failed("response body is not UTF-8"))
     }
 }
 
@@ -140,9 +129,7 @@ pub fn form_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
-                out.push(byte as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(byte as char),
             b' ' => out.push('+'),
             _ => out.push_str(&format!("%{byte:02X}")),
         }

@@ -55,8 +55,8 @@ pub mod log;
 pub mod prompt;
 
 pub use types::{
-    Authenticated, ClientCertificate, ClusterInfo, Credential, CredentialRequest, CredentialSecret,
-    Error, HostError, ReviewOutcome, Setting, TokenReview, UserInfo,
+    Authenticated, ClientCertificate, ClusterInfo, Credential, CredentialRequest, CredentialSecret, Error, HostError,
+    ReviewOutcome, Setting, TokenReview, UserInfo,
 };
 
 /// A credential provider: what `credbroker get` runs to obtain a credential for
@@ -93,6 +93,9 @@ pub trait Validator {
 #[macro_export]
 macro_rules! export_provider {
     ($provider:ty) => {
+        // Only a wasm build exports anything: native builds of a plugin crate
+        // (its unit tests, `cargo clippy`) link without the component glue.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __CredbrokerProvider;
             impl $crate::bindings::provider::exports::credbroker::plugin::credential_provider::Guest
@@ -108,6 +111,9 @@ macro_rules! export_provider {
                 __CredbrokerProvider with_types_in $crate::bindings::provider
             );
         };
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn($crate::CredentialRequest) -> ::core::result::Result<$crate::Credential, $crate::Error> =
+            <$provider as $crate::Provider>::get_credential;
     };
 }
 
@@ -117,6 +123,7 @@ macro_rules! export_provider {
 #[macro_export]
 macro_rules! export_validator {
     ($validator:ty) => {
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __CredbrokerValidator;
             impl $crate::bindings::validator::exports::credbroker::plugin::token_validator::Guest
@@ -132,5 +139,8 @@ macro_rules! export_validator {
                 __CredbrokerValidator with_types_in $crate::bindings::validator
             );
         };
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn($crate::TokenReview) -> ::core::result::Result<$crate::ReviewOutcome, $crate::Error> =
+            <$validator as $crate::Validator>::validate;
     };
 }

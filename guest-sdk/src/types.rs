@@ -1,8 +1,8 @@
 //! The contract's types, with constructors that keep plugin code short.
 
 pub use crate::bindings::credbroker::plugin::types::{
-    Authenticated, ClientCertificate, ClusterInfo, Credential, CredentialRequest, CredentialSecret,
-    HostError, ReviewOutcome, Setting, TokenReview, UserInfo,
+    Authenticated, ClientCertificate, ClusterInfo, Credential, CredentialRequest, CredentialSecret, HostError,
+    ReviewOutcome, Setting, TokenReview, UserInfo,
 };
 
 /// Why a plugin failed; the host shows the message and picks retries by the case.
@@ -58,12 +58,8 @@ impl HostError {
 impl From<HostError> for Error {
     fn from(error: HostError) -> Self {
         match error {
-            HostError::Denied(_) | HostError::NotInteractive => {
-                Self::Misconfigured(error.describe())
-            }
-            HostError::Unreachable(_) | HostError::Timeout(_) => {
-                Self::Unavailable(error.describe())
-            }
+            HostError::Denied(_) | HostError::NotInteractive => Self::Misconfigured(error.describe()),
+            HostError::Unreachable(_) | HostError::Timeout(_) => Self::Unavailable(error.describe()),
             HostError::Invalid(_) => Self::Failed(error.describe()),
         }
     }
@@ -72,17 +68,11 @@ impl From<HostError> for Error {
 impl Credential {
     /// A bearer token without expiry.
     pub fn token(token: impl Into<String>) -> Self {
-        Self {
-            secret: CredentialSecret::Token(token.into()),
-            expires_at: None,
-        }
+        Self { secret: CredentialSecret::Token(token.into()), expires_at: None }
     }
 
     /// A TLS client certificate and its private key, both PEM.
-    pub fn client_certificate(
-        certificate_pem: impl Into<String>,
-        private_key_pem: impl Into<String>,
-    ) -> Self {
+    pub fn client_certificate(certificate_pem: impl Into<String>, private_key_pem: impl Into<String>) -> Self {
         Self {
             secret: CredentialSecret::ClientCertificate(ClientCertificate {
                 certificate_pem: certificate_pem.into(),
@@ -107,32 +97,21 @@ impl Credential {
 impl CredentialRequest {
     /// The value of setting `key` in this request.
     pub fn setting(&self, key: &str) -> Option<&str> {
-        self.settings
-            .iter()
-            .find(|s| s.key == key)
-            .map(|s| s.value.as_str())
+        self.settings.iter().find(|s| s.key == key).map(|s| s.value.as_str())
     }
 }
 
 impl UserInfo {
     /// A user with a name and groups, no uid and no extra attributes.
     pub fn new(username: impl Into<String>, groups: Vec<String>) -> Self {
-        Self {
-            username: username.into(),
-            uid: None,
-            groups,
-            extra: Vec::new(),
-        }
+        Self { username: username.into(), uid: None, groups, extra: Vec::new() }
     }
 }
 
 impl ReviewOutcome {
     /// The token belongs to `user`; valid for any audience the operator configured.
     pub fn authenticated(user: UserInfo) -> Self {
-        Self::Authenticated(Authenticated {
-            user,
-            audiences: Vec::new(),
-        })
+        Self::Authenticated(Authenticated { user, audiences: Vec::new() })
     }
 
     /// The token is not valid, for `reason`.
@@ -143,8 +122,5 @@ impl ReviewOutcome {
 
 /// Seconds since the Unix epoch by the sandbox's wall clock (the host's clock).
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

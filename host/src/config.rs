@@ -49,12 +49,23 @@ pub struct PluginSpec {
 }
 
 /// A `credbroker get` profile.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Profile {
-    /// The plugin and its sandbox.
-    #[serde(flatten)]
-    pub spec: PluginSpec,
+    /// A bundled or installed plugin name, or a path to a `.wasm`.
+    pub plugin: String,
+    /// The plugin's sha256 must be this (hex), or it does not run.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Settings handed to the plugin; values may be `env:NAME` or `file:PATH`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Capabilities granted to the plugin.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
     /// Renew a cached credential this many seconds before it expires.
     #[serde(default = "default_margin")]
     pub cache_margin_seconds: u64,
@@ -64,10 +75,19 @@ pub struct Profile {
     /// Share cached credentials between clusters (default: one per API server).
     #[serde(default)]
     pub share_cache_across_clusters: bool,
-    /// Keys nobody knows: reported as errors (serde cannot deny unknown fields
-    /// next to a flattened struct).
-    #[serde(flatten)]
-    unknown: BTreeMap<String, toml::Value>,
+}
+
+impl Profile {
+    /// The plugin and its sandbox.
+    pub fn spec(&self) -> PluginSpec {
+        PluginSpec {
+            plugin: self.plugin.clone(),
+            sha256: self.sha256.clone(),
+            settings: self.settings.clone(),
+            grants: self.grants.clone(),
+            limits: self.limits.clone(),
+        }
+    }
 }
 
 fn default_margin() -> u64 {
@@ -75,7 +95,7 @@ fn default_margin() -> u64 {
 }
 
 /// The configuration file.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClientConfig {
     /// Profiles by name.
@@ -87,12 +107,12 @@ pub struct ClientConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read the configuration `{}`: {source}", path.display())]
+    #[error("cannot read the configuration `{}`: {error}", path.display())]
     Unreadable {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not valid TOML of the expected shape.
     #[error("invalid configuration `{}`: {message}", path.display())]
@@ -118,30 +138,16 @@ impl ClientConfig {
             Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Self::default());
             }
-            Err(source) => {
-                return Err(ConfigError::Unreadable {
-                    path: path.to_path_buf(),
-                    source,
-                });
+            Err(error) => {
+                return Err(ConfigError::Unreadable { path: path.to_path_buf(), error });
             }
         };
-        let invalid = |message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
-        let mut config: Self =
-            toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        let mut config: Self = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for (name, profile) in &mut config.profiles {
-            if let Some(key) = profile.unknown.keys().next() {
-                return Err(invalid(format!("profile `{name}`: unknown field `{key}`")));
-            }
-            profile
-                .spec
-                .limits
-                .validate()
-                .map_err(|e| invalid(format!("profile `{name}`: {e}")))?;
-            profile.spec.plugin = relative_to(base, &profile.spec.plugin);
+            profile.limits.validate().map_err(|e| invalid(format!("profile `{name}`: {e}")))?;
+            profile.plugin = relative_to(base, &profile.plugin);
         }
         Ok(config)
     }
@@ -181,14 +187,11 @@ cpu-ms = 10
         .unwrap();
         let config = ClientConfig::load(&path, false).unwrap();
         let corp = &config.profiles["corp"];
-        assert_eq!(
-            corp.spec.plugin,
-            dir.path().join("plugins/corp.wasm").display().to_string()
-        );
-        assert_eq!(corp.spec.limits.cpu_ms, 10);
-        assert_eq!(corp.spec.limits.memory_mib, Limits::default().memory_mib);
+        assert_eq!(corp.plugin, dir.path().join("plugins/corp.wasm").display().to_string());
+        assert_eq!(corp.limits.cpu_ms, 10);
+        assert_eq!(corp.limits.memory_mib, Limits::default().memory_mib);
         assert_eq!(corp.cache_margin_seconds, 60);
-        assert_eq!(corp.spec.grants.http, vec!["https://x".to_string()]);
+        assert_eq!(corp.grants.http, vec!["https://x".to_string()]);
     }
 
     #[test]
@@ -198,22 +201,13 @@ cpu-ms = 10
         std::fs::write(&path, "[profiles.corp]\nplugin = \"x\"\ncache-margin = 5\n").unwrap();
         let err = ClientConfig::load(&path, false).unwrap_err().to_string();
         assert!(err.contains("unknown field `cache-margin`"), "{err}");
-        assert!(err.contains("profile `corp`"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
         std::fs::write(&path, "[profiles.corp]\nplugin = 5\n").unwrap();
         let err = ClientConfig::load(&path, false).unwrap_err().to_string();
         assert!(err.contains("line 2"), "{err}");
-        assert!(
-            ClientConfig::load(&dir.path().join("missing.toml"), true)
-                .unwrap()
-                .profiles
-                .is_empty()
-        );
+        assert!(ClientConfig::load(&dir.path().join("missing.toml"), true).unwrap().profiles.is_empty());
         assert!(ClientConfig::load(&dir.path().join("missing.toml"), false).is_err());
-        std::fs::write(
-            &path,
-            "[profiles.corp]\nplugin = \"x\"\n[profiles.corp.limits]\ncpu-ms = 0\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "[profiles.corp]\nplugin = \"x\"\n[profiles.corp.limits]\ncpu-ms = 0\n").unwrap();
         let err = ClientConfig::load(&path, false).unwrap_err().to_string();
         assert!(err.contains("`cpu-ms` must be greater than 0"), "{err}");
     }

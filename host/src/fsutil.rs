@@ -24,9 +24,7 @@ pub enum DirState {
 #[derive(Debug, thiserror::Error)]
 pub enum PrivateDirError {
     /// It belongs to another user: credbroker will not use it.
-    #[error(
-        "`{path}` belongs to uid {owner}, not to the current user (uid {uid}); refusing to use it"
-    )]
+    #[error("`{path}` belongs to uid {owner}, not to the current user (uid {uid}); refusing to use it")]
     ForeignOwner {
         /// The directory.
         path: PathBuf,
@@ -39,12 +37,12 @@ pub enum PrivateDirError {
     #[error("`{0}` is not a directory (or is a symlink); refusing to use it")]
     NotADirectory(PathBuf),
     /// Creating or inspecting it failed.
-    #[error("cannot create `{path}`: {source}")]
+    #[error("cannot create `{path}`: {error}")]
     Io {
         /// The directory.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -62,10 +60,7 @@ pub fn current_uid() -> u32 {
 ///
 /// [`PrivateDirError`] when the directory cannot be created or made private.
 pub fn ensure_private_dir(path: &Path) -> Result<DirState, PrivateDirError> {
-    let io_err = |source| PrivateDirError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |error| PrivateDirError::Io { path: path.to_path_buf(), error };
     let state = match fs::symlink_metadata(path) {
         Ok(meta) => {
             if !meta.file_type().is_dir() {
@@ -73,11 +68,7 @@ pub fn ensure_private_dir(path: &Path) -> Result<DirState, PrivateDirError> {
             }
             let uid = current_uid();
             if meta.uid() != uid {
-                return Err(PrivateDirError::ForeignOwner {
-                    path: path.to_path_buf(),
-                    owner: meta.uid(),
-                    uid,
-                });
+                return Err(PrivateDirError::ForeignOwner { path: path.to_path_buf(), owner: meta.uid(), uid });
             }
             let mode = meta.mode() & 0o7777;
             if mode & 0o077 != 0 {
@@ -90,11 +81,7 @@ pub fn ensure_private_dir(path: &Path) -> Result<DirState, PrivateDirError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // Missing parents are created 0700 too, as the XDG spec asks.
             if let Some(parent) = path.parent() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(parent)
-                    .map_err(io_err)?;
+                fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(io_err)?;
             }
             match fs::DirBuilder::new().mode(0o700).create(path) {
                 Ok(()) => DirState::Created,
@@ -108,10 +95,7 @@ pub fn ensure_private_dir(path: &Path) -> Result<DirState, PrivateDirError> {
         Err(e) => return Err(io_err(e)),
     };
     if let DirState::Fixed { old_mode } = state {
-        tracing::warn!(
-            "`{}` had mode {old_mode:04o}, which let other users in; changed it to 0700",
-            path.display()
-        );
+        tracing::warn!("`{}` had mode {old_mode:04o}, which let other users in; changed it to 0700", path.display());
     }
     Ok(state)
 }
@@ -130,10 +114,7 @@ pub fn is_private_file(meta: &fs::Metadata) -> bool {
 /// I/O errors creating, writing or renaming the temporary file.
 pub fn write_private_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
     // tempfile creates the file with mode 0600 and a random name in `dir`.
-    let mut file = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
+    let mut file = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".tmp").tempfile_in(dir)?;
     file.write_all(bytes)?;
     file.as_file().sync_data()?;
     file.persist(dir.join(name)).map_err(|e| e.error)?;
@@ -152,10 +133,7 @@ mod tests {
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
         assert_eq!(ensure_private_dir(&dir).unwrap(), DirState::Existed);
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-        assert_eq!(
-            ensure_private_dir(&dir).unwrap(),
-            DirState::Fixed { old_mode: 0o777 }
-        );
+        assert_eq!(ensure_private_dir(&dir).unwrap(), DirState::Fixed { old_mode: 0o777 });
         assert_eq!(fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
     }
 
@@ -164,10 +142,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let link = root.path().join("link");
         std::os::unix::fs::symlink(root.path(), &link).unwrap();
-        assert!(matches!(
-            ensure_private_dir(&link),
-            Err(PrivateDirError::NotADirectory(_))
-        ));
+        assert!(matches!(ensure_private_dir(&link), Err(PrivateDirError::NotADirectory(_))));
     }
 
     #[test]

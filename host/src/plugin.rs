@@ -41,17 +41,15 @@ pub enum PluginError {
         available: Vec<String>,
     },
     /// The file cannot be read.
-    #[error("cannot read plugin `{}`: {source}", path.display())]
+    #[error("cannot read plugin `{}`: {error}", path.display())]
     Unreadable {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The sha256 does not match the operator's pin.
-    #[error(
-        "plugin `{name}` has sha256 {actual}, but the configuration pins {expected}; refusing to run it"
-    )]
+    #[error("plugin `{name}` has sha256 {actual}, but the configuration pins {expected}; refusing to run it")]
     DigestMismatch {
         /// The plugin.
         name: String,
@@ -101,23 +99,12 @@ impl PluginRef {
                 wasm: None,
             });
         }
-        Err(PluginError::Unknown {
-            name: spec.to_string(),
-            available: available(plugin_dirs),
-        })
+        Err(PluginError::Unknown { name: spec.to_string(), available: available(plugin_dirs) })
     }
 
     fn from_file(name: String, path: &Path) -> Result<Self, PluginError> {
-        let wasm = std::fs::read(path).map_err(|source| PluginError::Unreadable {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Ok(Self {
-            name,
-            origin: PluginOrigin::File(path.to_path_buf()),
-            sha256: sha256_hex(&wasm),
-            wasm: Some(wasm),
-        })
+        let wasm = std::fs::read(path).map_err(|error| PluginError::Unreadable { path: path.to_path_buf(), error })?;
+        Ok(Self { name, origin: PluginOrigin::File(path.to_path_buf()), sha256: sha256_hex(&wasm), wasm: Some(wasm) })
     }
 
     /// Refuse to go on unless the plugin's sha256 is `pin`.
@@ -127,19 +114,12 @@ impl PluginRef {
     /// [`PluginError::DigestMismatch`] naming both digests, or
     /// [`PluginError::BadPin`].
     pub fn verify_pin(&self, pin: &str) -> Result<(), PluginError> {
-        let expected = pin
-            .trim()
-            .trim_start_matches("sha256:")
-            .to_ascii_lowercase();
+        let expected = pin.trim().trim_start_matches("sha256:").to_ascii_lowercase();
         if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(PluginError::BadPin(pin.to_string()));
         }
         if expected != self.sha256 {
-            return Err(PluginError::DigestMismatch {
-                name: self.name.clone(),
-                expected,
-                actual: self.sha256.clone(),
-            });
+            return Err(PluginError::DigestMismatch { name: self.name.clone(), expected, actual: self.sha256.clone() });
         }
         Ok(())
     }

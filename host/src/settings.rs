@@ -24,14 +24,14 @@ pub enum SettingsError {
         var: String,
     },
     /// `file:PATH` names a file that cannot be read.
-    #[error("setting `{key}`: cannot read `{path}`: {source}")]
+    #[error("setting `{key}`: cannot read `{path}`: {error}")]
     FileUnreadable {
         /// The setting.
         key: String,
         /// The file it names.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `file:PATH` names a file that is not UTF-8 text.
     #[error("setting `{key}`: `{path}` is not UTF-8 text")]
@@ -89,16 +89,7 @@ impl SettingSource {
 /// literally: they are redacted from logs all the same.
 fn is_secret_name(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    [
-        "token",
-        "password",
-        "secret",
-        "private-key",
-        "client-key",
-        "credential",
-    ]
-    .iter()
-    .any(|word| key.contains(word))
+    ["token", "password", "secret", "private-key", "client-key", "credential"].iter().any(|word| key.contains(word))
 }
 
 /// Settings with every reference resolved, ready to hand to a plugin.
@@ -122,34 +113,21 @@ impl ResolvedSettings {
                 SettingSource::Literal(v) => v.clone(),
                 SettingSource::Env(var) => {
                     if var.is_empty() {
-                        return Err(SettingsError::EmptyReference {
-                            key: key.clone(),
-                            prefix: "env:",
-                        });
+                        return Err(SettingsError::EmptyReference { key: key.clone(), prefix: "env:" });
                     }
-                    std::env::var(var).map_err(|_| SettingsError::EnvNotSet {
-                        key: key.clone(),
-                        var: var.clone(),
-                    })?
+                    std::env::var(var).map_err(|_| SettingsError::EnvNotSet { key: key.clone(), var: var.clone() })?
                 }
                 SettingSource::File(path) => {
                     if path.as_os_str().is_empty() {
-                        return Err(SettingsError::EmptyReference {
-                            key: key.clone(),
-                            prefix: "file:",
-                        });
+                        return Err(SettingsError::EmptyReference { key: key.clone(), prefix: "file:" });
                     }
-                    let bytes =
-                        std::fs::read(path).map_err(|source| SettingsError::FileUnreadable {
-                            key: key.clone(),
-                            path: path.clone(),
-                            source,
-                        })?;
-                    let mut text =
-                        String::from_utf8(bytes).map_err(|_| SettingsError::FileNotText {
-                            key: key.clone(),
-                            path: path.clone(),
-                        })?;
+                    let bytes = std::fs::read(path).map_err(|error| SettingsError::FileUnreadable {
+                        key: key.clone(),
+                        path: path.clone(),
+                        error,
+                    })?;
+                    let mut text = String::from_utf8(bytes)
+                        .map_err(|_| SettingsError::FileNotText { key: key.clone(), path: path.clone() })?;
                     if text.ends_with('\n') {
                         text.pop();
                         if text.ends_with('\r') {
@@ -190,9 +168,7 @@ impl ResolvedSettings {
 /// [`SettingsError::NotKeyValue`] without `=` or with an empty key.
 pub fn parse_key_value(arg: &str) -> Result<(String, String), SettingsError> {
     match arg.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_string(), value.to_string()))
-        }
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
         _ => Err(SettingsError::NotKeyValue(arg.to_string())),
     }
 }
@@ -202,10 +178,7 @@ mod tests {
     use super::*;
 
     fn raw(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -229,26 +202,15 @@ mod tests {
 
     #[test]
     fn missing_references_name_the_setting_not_the_value() {
-        let err = ResolvedSettings::resolve(&raw(&[("token", "env:CREDBROKER_TEST_UNSET_VAR")]))
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "setting `token`: environment variable `CREDBROKER_TEST_UNSET_VAR` is not set"
-        );
-        let err = ResolvedSettings::resolve(&raw(&[("token", "file:/nonexistent/credbroker")]))
-            .unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("setting `token`: cannot read `/nonexistent/credbroker`")
-        );
+        let err = ResolvedSettings::resolve(&raw(&[("token", "env:CREDBROKER_TEST_UNSET_VAR")])).unwrap_err();
+        assert_eq!(err.to_string(), "setting `token`: environment variable `CREDBROKER_TEST_UNSET_VAR` is not set");
+        let err = ResolvedSettings::resolve(&raw(&[("token", "file:/nonexistent/credbroker")])).unwrap_err();
+        assert!(err.to_string().starts_with("setting `token`: cannot read `/nonexistent/credbroker`"));
     }
 
     #[test]
     fn key_value_arguments() {
-        assert_eq!(
-            parse_key_value("a=b=c").unwrap(),
-            ("a".into(), "b=c".into())
-        );
+        assert_eq!(parse_key_value("a=b=c").unwrap(), ("a".into(), "b=c".into()));
         assert!(parse_key_value("novalue").is_err());
         assert!(parse_key_value("=x").is_err());
     }

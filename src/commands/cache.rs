@@ -21,11 +21,7 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
     match command {
         CacheCommand::Clear { provider } => {
             let removed = exec::clear_cache(provider.as_deref())?;
-            let what = if removed == 1 {
-                "credential"
-            } else {
-                "credentials"
-            };
+            let what = if removed == 1 { "credential" } else { "credentials" };
             match provider {
                 Some(p) => eprintln!("removed {removed} cached {what} of provider `{p}`"),
                 None => eprintln!("removed {removed} cached {what}"),

@@ -17,12 +17,7 @@ use credbroker_host::settings::parse_key_value;
 )]
 pub struct GetArgs {
     /// The provider: a profile of the config file, or a bundled or installed plugin.
-    #[arg(
-        long,
-        env = "CREDBROKER_PROVIDER",
-        conflicts_with = "plugin",
-        required_unless_present = "plugin"
-    )]
+    #[arg(long, env = "CREDBROKER_PROVIDER", conflicts_with = "plugin", required_unless_present = "plugin")]
     provider: Option<String>,
     /// Run this plugin file (.wasm) instead of a named provider.
     #[arg(long, env = "CREDBROKER_PLUGIN", value_name = "PATH")]
@@ -60,12 +55,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
             "name a provider with --provider NAME (or CREDBROKER_PROVIDER), or a plugin with --plugin PATH"
         ),
     };
-    let set = args
-        .set
-        .iter()
-        .map(|arg| parse_key_value(arg))
-        .collect::<Result<Vec<_>, _>>()
-        .context("--set")?;
+    let set = args.set.iter().map(|arg| parse_key_value(arg)).collect::<Result<Vec<_>, _>>().context("--set")?;
     let request = GetRequest {
         selection,
         set,

@@ -17,10 +17,7 @@ pub struct FilePolicy {
 }
 
 fn is_normal_absolute(path: &Path) -> bool {
-    path.is_absolute()
-        && path
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+    path.is_absolute() && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
 }
 
 impl FilePolicy {
@@ -54,9 +51,7 @@ impl FilePolicy {
     fn check(&self, path: &str) -> Result<PathBuf, HostError> {
         let requested = Path::new(path);
         if !is_normal_absolute(requested) {
-            return Err(HostError::Invalid(format!(
-                "`{path}` must be an absolute path without `.` or `..`"
-            )));
+            return Err(HostError::Invalid(format!("`{path}` must be an absolute path without `.` or `..`")));
         }
         if self.files.iter().any(|f| f == requested) {
             return Ok(requested.to_path_buf());
@@ -67,9 +62,9 @@ impl FilePolicy {
                 let real = requested
                     .canonicalize()
                     .map_err(|e| HostError::Unreachable(format!("cannot read `{path}`: {e}")))?;
-                let real_dir = dir.canonicalize().map_err(|e| {
-                    HostError::Unreachable(format!("cannot read `{}`: {e}", dir.display()))
-                })?;
+                let real_dir = dir
+                    .canonicalize()
+                    .map_err(|e| HostError::Unreachable(format!("cannot read `{}`: {e}", dir.display())))?;
                 if real.starts_with(&real_dir) {
                     return Ok(real);
                 }
@@ -79,9 +74,7 @@ impl FilePolicy {
                 )));
             }
         }
-        Err(HostError::Denied(format!(
-            "`{path}` is not granted to this plugin (grants.files)"
-        )))
+        Err(HostError::Denied(format!("`{path}` is not granted to this plugin (grants.files)")))
     }
 }
 
@@ -90,16 +83,14 @@ impl Host for PluginContext {
         let _timer = self.clock.host_call();
         let limit = self.limits.max_call_bytes;
         let result = self.policy.files.check(&path).and_then(|real| {
-            let file = std::fs::File::open(&real)
-                .map_err(|e| HostError::Unreachable(format!("cannot read `{path}`: {e}")))?;
+            let file =
+                std::fs::File::open(&real).map_err(|e| HostError::Unreachable(format!("cannot read `{path}`: {e}")))?;
             let mut bytes = Vec::new();
             file.take(limit + 1)
                 .read_to_end(&mut bytes)
                 .map_err(|e| HostError::Unreachable(format!("cannot read `{path}`: {e}")))?;
             if bytes.len() as u64 > limit {
-                return Err(HostError::Invalid(format!(
-                    "`{path}` is larger than the per-call limit of {limit} bytes"
-                )));
+                return Err(HostError::Invalid(format!("`{path}` is larger than the per-call limit of {limit} bytes")));
             }
             Ok(bytes)
         });
@@ -120,28 +111,15 @@ mod tests {
         std::fs::create_dir(&sub).unwrap();
         std::fs::write(sub.join("a.pem"), "x").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", sub.join("escape")).unwrap();
-        let policy = FilePolicy::new(&[
-            granted.clone(),
-            PathBuf::from(format!("{}/", sub.display())),
-        ])
-        .unwrap();
+        let policy = FilePolicy::new(&[granted.clone(), PathBuf::from(format!("{}/", sub.display()))]).unwrap();
 
         assert!(policy.check(granted.to_str().unwrap()).is_ok());
         assert!(policy.check(sub.join("a.pem").to_str().unwrap()).is_ok());
-        assert!(matches!(
-            policy.check("/etc/passwd"),
-            Err(HostError::Denied(_))
-        ));
-        assert!(matches!(
-            policy.check(sub.join("escape").to_str().unwrap()),
-            Err(HostError::Denied(_))
-        ));
+        assert!(matches!(policy.check("/etc/passwd"), Err(HostError::Denied(_))));
+        assert!(matches!(policy.check(sub.join("escape").to_str().unwrap()), Err(HostError::Denied(_))));
         let dotdot = format!("{}/../tokens.csv", sub.display());
         assert!(matches!(policy.check(&dotdot), Err(HostError::Invalid(_))));
-        assert!(matches!(
-            policy.check("relative"),
-            Err(HostError::Invalid(_))
-        ));
+        assert!(matches!(policy.check("relative"), Err(HostError::Invalid(_))));
         assert!(FilePolicy::new(&[PathBuf::from("etc/x")]).is_err());
     }
 }

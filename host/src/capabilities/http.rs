@@ -31,10 +31,7 @@ enum HostPattern {
 
 impl AllowedOrigin {
     fn parse(entry: &str) -> Result<Self, GrantError> {
-        let bad = |reason: &str| GrantError::BadOrigin {
-            entry: entry.to_string(),
-            reason: reason.to_string(),
-        };
+        let bad = |reason: &str| GrantError::BadOrigin { entry: entry.to_string(), reason: reason.to_string() };
         let (wildcard, parse_from) = match entry.split_once("://*.") {
             Some((scheme, rest)) => (true, format!("{scheme}://{rest}")),
             None => (false, entry.to_string()),
@@ -70,9 +67,9 @@ impl AllowedOrigin {
             && self.port == port
             && match &self.host {
                 HostPattern::Exact(h) => h == host,
-                HostPattern::Subdomains(domain) => host
-                    .strip_suffix(domain.as_str())
-                    .is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.')),
+                HostPattern::Subdomains(domain) => {
+                    host.strip_suffix(domain.as_str()).is_some_and(|prefix| prefix.len() > 1 && prefix.ends_with('.'))
+                }
             }
     }
 }
@@ -80,22 +77,15 @@ impl AllowedOrigin {
 /// Check `url` against `origins`; the error says exactly why it is refused.
 fn check_url(origins: &[AllowedOrigin], url: &Url) -> Result<(), HostError> {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(HostError::Invalid(format!(
-            "`{}` URLs are not supported; use http or https",
-            url.scheme()
-        )));
+        return Err(HostError::Invalid(format!("`{}` URLs are not supported; use http or https", url.scheme())));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(HostError::Invalid(
             "URLs with user info (user@host) are refused; send credentials in headers".into(),
         ));
     }
-    let host = url
-        .host_str()
-        .ok_or_else(|| HostError::Invalid("the URL has no host".into()))?;
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| HostError::Invalid("the URL has no port".into()))?;
+    let host = url.host_str().ok_or_else(|| HostError::Invalid("the URL has no host".into()))?;
+    let port = url.port_or_known_default().ok_or_else(|| HostError::Invalid("the URL has no port".into()))?;
     let origin = format!("{}://{}:{}", url.scheme(), host, port);
     if host.ends_with('.') {
         return Err(HostError::Denied(format!(
@@ -105,9 +95,7 @@ fn check_url(origins: &[AllowedOrigin], url: &Url) -> Result<(), HostError> {
     if origins.iter().any(|o| o.allows(url.scheme(), host, port)) {
         Ok(())
     } else {
-        Err(HostError::Denied(format!(
-            "`{origin}` is not in this plugin's allowlist (grants.http)"
-        )))
+        Err(HostError::Denied(format!("`{origin}` is not in this plugin's allowlist (grants.http)")))
     }
 }
 
@@ -144,16 +132,8 @@ impl HttpPolicy {
     ///
     /// [`GrantError::BadOrigin`] for the first malformed entry.
     pub fn new(entries: &[String], ca_file: Option<PathBuf>) -> Result<Self, GrantError> {
-        let origins = entries
-            .iter()
-            .map(|e| AllowedOrigin::parse(e))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            origins: Arc::new(origins),
-            ca_file,
-            following: OnceLock::new(),
-            not_following: OnceLock::new(),
-        })
+        let origins = entries.iter().map(|e| AllowedOrigin::parse(e)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { origins: Arc::new(origins), ca_file, following: OnceLock::new(), not_following: OnceLock::new() })
     }
 
     /// Allows nothing.
@@ -167,14 +147,8 @@ impl HttpPolicy {
     }
 
     fn client(&self, follow_redirects: bool) -> Result<reqwest::Client, HostError> {
-        let slot = if follow_redirects {
-            &self.following
-        } else {
-            &self.not_following
-        };
-        slot.get_or_init(|| self.build_client(follow_redirects))
-            .clone()
-            .map_err(HostError::Unreachable)
+        let slot = if follow_redirects { &self.following } else { &self.not_following };
+        slot.get_or_init(|| self.build_client(follow_redirects)).clone().map_err(HostError::Unreachable)
     }
 
     fn build_client(&self, follow_redirects: bool) -> Result<reqwest::Client, String> {
@@ -183,9 +157,8 @@ impl HttpPolicy {
             let origins = Arc::clone(&self.origins);
             reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() > MAX_REDIRECTS {
-                    return attempt.error(RedirectDenied(HostError::Invalid(format!(
-                        "more than {MAX_REDIRECTS} redirects"
-                    ))));
+                    return attempt
+                        .error(RedirectDenied(HostError::Invalid(format!("more than {MAX_REDIRECTS} redirects"))));
                 }
                 match check_url(&origins, attempt.url()) {
                     Ok(()) => attempt.follow(),
@@ -208,26 +181,18 @@ impl HttpPolicy {
 
 /// Roots for a plugin's TLS: the operator's CA bundle when given, else the
 /// system's.
-pub(crate) fn tls_config(
-    ca_file: Option<&std::path::Path>,
-) -> Result<rustls::ClientConfig, String> {
+pub(crate) fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read CA file `{}`: {e}", path.display()))?;
+            let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file `{}`: {e}", path.display()))?;
             let mut reader = std::io::BufReader::new(pem.as_slice());
             for cert in rustls_pemfile::certs(&mut reader) {
                 let cert = cert.map_err(|e| format!("CA file `{}`: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("CA file `{}`: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("CA file `{}`: {e}", path.display()))?;
             }
             if roots.is_empty() {
-                return Err(format!(
-                    "CA file `{}` holds no certificates",
-                    path.display()
-                ));
+                return Err(format!("CA file `{}` holds no certificates", path.display()));
             }
         }
         None => {
@@ -250,7 +215,11 @@ fn classify(error: &reqwest::Error) -> HostError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(RedirectDenied(inner)) = e.downcast_ref::<RedirectDenied>() {
-            return inner.clone();
+            return match inner {
+                HostError::Denied(m) => HostError::Denied(format!("redirect refused: {m}")),
+                HostError::Invalid(m) => HostError::Invalid(format!("redirect refused: {m}")),
+                other => other.clone(),
+            };
         }
         source = e.source();
     }
@@ -279,14 +248,9 @@ impl PluginContext {
     async fn http_send(&mut self, request: Request) -> Result<Response, HostError> {
         let size = request.url.len()
             + request.body.len()
-            + request
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>();
+            + request.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         self.check_call_size("request", size)?;
-        let url =
-            Url::parse(&request.url).map_err(|e| HostError::Invalid(format!("bad URL: {e}")))?;
+        let url = Url::parse(&request.url).map_err(|e| HostError::Invalid(format!("bad URL: {e}")))?;
         check_url(&self.policy.http.origins, &url)?;
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| HostError::Invalid(format!("bad method `{}`", request.method)))?;
@@ -295,18 +259,14 @@ impl PluginContext {
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| HostError::Invalid(format!("bad header name `{name}`")))?;
             if name == reqwest::header::HOST || name == reqwest::header::CONTENT_LENGTH {
-                return Err(HostError::Invalid(format!(
-                    "header `{name}` is set by the host"
-                )));
+                return Err(HostError::Invalid(format!("header `{name}` is set by the host")));
             }
             let value = reqwest::header::HeaderValue::from_str(value)
                 .map_err(|_| HostError::Invalid(format!("bad value for header `{name}`")))?;
             headers.append(name, value);
         }
         let cap = Duration::from_millis(self.limits.http_timeout_ms);
-        let timeout = request
-            .timeout_ms
-            .map_or(cap, |ms| Duration::from_millis(u64::from(ms)).min(cap));
+        let timeout = request.timeout_ms.map_or(cap, |ms| Duration::from_millis(u64::from(ms)).min(cap));
         let client = self.policy.http.client(request.follow_redirects)?;
         let started = std::time::Instant::now();
         let mut response = client
@@ -321,12 +281,7 @@ impl PluginContext {
         let response_headers = response
             .headers()
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
         let limit = self.limits.max_call_bytes;
         let mut body = Vec::new();
@@ -345,11 +300,7 @@ impl PluginContext {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "plugin HTTP request"
         );
-        Ok(Response {
-            status,
-            headers: response_headers,
-            body,
-        })
+        Ok(Response { status, headers: response_headers, body })
     }
 }
 
@@ -365,10 +316,7 @@ mod tests {
     use super::*;
 
     fn origins(entries: &[&str]) -> Vec<AllowedOrigin> {
-        entries
-            .iter()
-            .map(|e| AllowedOrigin::parse(e).unwrap())
-            .collect()
+        entries.iter().map(|e| AllowedOrigin::parse(e).unwrap()).collect()
     }
 
     fn check(origins: &[AllowedOrigin], url: &str) -> Result<(), HostError> {
@@ -381,48 +329,21 @@ mod tests {
         assert!(check(&allowed, "https://idp.example.com/token").is_ok());
         assert!(check(&allowed, "https://IDP.Example.COM:443/x").is_ok());
         assert!(check(&allowed, "http://127.0.0.1:5556/").is_ok());
-        assert!(matches!(
-            check(&allowed, "http://idp.example.com/"),
-            Err(HostError::Denied(_))
-        ));
-        assert!(matches!(
-            check(&allowed, "https://idp.example.com:8443/"),
-            Err(HostError::Denied(_))
-        ));
-        assert!(matches!(
-            check(&allowed, "https://idp.example.com.evil.net/"),
-            Err(HostError::Denied(_))
-        ));
-        assert!(matches!(
-            check(&allowed, "https://localhost:5556/"),
-            Err(HostError::Denied(_))
-        ));
-        assert!(matches!(
-            check(&allowed, "http://[::1]:5556/"),
-            Err(HostError::Denied(_))
-        ));
+        assert!(matches!(check(&allowed, "http://idp.example.com/"), Err(HostError::Denied(_))));
+        assert!(matches!(check(&allowed, "https://idp.example.com:8443/"), Err(HostError::Denied(_))));
+        assert!(matches!(check(&allowed, "https://idp.example.com.evil.net/"), Err(HostError::Denied(_))));
+        assert!(matches!(check(&allowed, "https://localhost:5556/"), Err(HostError::Denied(_))));
+        assert!(matches!(check(&allowed, "http://[::1]:5556/"), Err(HostError::Denied(_))));
     }
 
     #[test]
     fn host_tricks_are_refused() {
         let allowed = origins(&["https://idp.example.com"]);
-        assert!(matches!(
-            check(&allowed, "https://idp.example.com@evil.net/"),
-            Err(HostError::Invalid(_))
-        ));
-        assert!(matches!(
-            check(&allowed, "https://idp.example.com./"),
-            Err(HostError::Denied(_))
-        ));
-        assert!(matches!(
-            check(&allowed, "file:///etc/passwd"),
-            Err(HostError::Invalid(_))
-        ));
+        assert!(matches!(check(&allowed, "https://idp.example.com@evil.net/"), Err(HostError::Invalid(_))));
+        assert!(matches!(check(&allowed, "https://idp.example.com./"), Err(HostError::Denied(_))));
+        assert!(matches!(check(&allowed, "file:///etc/passwd"), Err(HostError::Invalid(_))));
         // 2130706433 is 127.0.0.1: the parser normalises it, and it is not allowed.
-        assert!(matches!(
-            check(&allowed, "https://2130706433/"),
-            Err(HostError::Denied(_))
-        ));
+        assert!(matches!(check(&allowed, "https://2130706433/"), Err(HostError::Denied(_))));
     }
 
     #[test]
@@ -436,13 +357,7 @@ mod tests {
 
     #[test]
     fn malformed_grants_are_rejected() {
-        for entry in [
-            "idp.example.com",
-            "ftp://x",
-            "https://x/path",
-            "https://u@x",
-            "https://x.",
-        ] {
+        for entry in ["idp.example.com", "ftp://x", "https://x/path", "https://u@x", "https://x."] {
             assert!(AllowedOrigin::parse(entry).is_err(), "{entry}");
         }
     }

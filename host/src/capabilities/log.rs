@@ -38,20 +38,12 @@ struct LogState {
 impl PluginLog {
     /// A log for `plugin` with `budget` bytes and the given known secrets.
     pub fn new(plugin: Arc<str>, budget: usize, secrets: &[String]) -> Self {
-        let mut state = LogState {
-            plugin,
-            secrets: Vec::new(),
-            budget,
-            used: 0,
-            suppressed: false,
-            stderr_tail: VecDeque::new(),
-        };
+        let mut state =
+            LogState { plugin, secrets: Vec::new(), budget, used: 0, suppressed: false, stderr_tail: VecDeque::new() };
         for secret in secrets {
             state.add_secret(secret);
         }
-        Self {
-            inner: Arc::new(Mutex::new(state)),
-        }
+        Self { inner: Arc::new(Mutex::new(state)) }
     }
 
     fn state(&self) -> MutexGuard<'_, LogState> {
@@ -74,7 +66,7 @@ impl PluginLog {
     pub fn emit(&self, level: Level, source: &str, message: &str) {
         let mut state = self.state();
         let line = state.prepare(message);
-        if source == "stderr" {
+        if source == "stderr" && !line.trim().is_empty() {
             if state.stderr_tail.len() == STDERR_TAIL {
                 state.stderr_tail.pop_front();
             }
@@ -175,11 +167,7 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_longest_first() {
-        let log = PluginLog::new(
-            "p".into(),
-            1024,
-            &["hunter2".into(), "hunter2-extended".into(), "ab".into()],
-        );
+        let log = PluginLog::new("p".into(), 1024, &["hunter2".into(), "hunter2-extended".into(), "ab".into()]);
         assert_eq!(log.redact("pw=hunter2-extended ab"), "pw=[REDACTED] ab");
         log.mark_secret("tok-123");
         assert_eq!(log.redact("bearer tok-123"), "bearer [REDACTED]");

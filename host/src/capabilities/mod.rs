@@ -83,10 +83,7 @@ impl CapabilityPolicy {
 
     /// A policy that grants nothing.
     pub fn deny_all() -> Self {
-        Self {
-            http: http::HttpPolicy::deny_all(),
-            files: files::FilePolicy::deny_all(),
-        }
+        Self { http: http::HttpPolicy::deny_all(), files: files::FilePolicy::deny_all() }
     }
 }
 

@@ -38,10 +38,7 @@ pub struct StdioTerminal;
 fn read_answer() -> io::Result<String> {
     let mut line = String::new();
     if io::stdin().lock().read_line(&mut line)? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "no input (stdin is closed)",
-        ));
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no input (stdin is closed)"));
     }
     while line.ends_with('\n') || line.ends_with('\r') {
         line.pop();
@@ -143,11 +140,7 @@ impl PluginContext {
         let terminal = Arc::clone(&self.terminal);
         let question = as_question(&message);
         let answer = tokio::task::spawn_blocking(move || {
-            if secret {
-                terminal.read_secret(&question)
-            } else {
-                terminal.read_line(&question)
-            }
+            if secret { terminal.read_secret(&question) } else { terminal.read_line(&question) }
         })
         .await
         .map_err(|e| HostError::Unreachable(format!("prompt failed: {e}")))?
@@ -176,9 +169,6 @@ impl Host for PluginContext {
             return Ok(Err(e));
         }
         let text = sanitize(&self.log.redact(&message), true);
-        Ok(self
-            .terminal
-            .show(&text)
-            .map_err(|e| HostError::Unreachable(format!("cannot write to the terminal: {e}"))))
+        Ok(self.terminal.show(&text).map_err(|e| HostError::Unreachable(format!("cannot write to the terminal: {e}"))))
     }
 }

@@ -54,12 +54,12 @@ pub enum CacheError {
     #[error("credential cache: {0}")]
     Dir(#[from] fsutil::PrivateDirError),
     /// A lock or entry file cannot be opened or written.
-    #[error("credential cache: `{}`: {source}", path.display())]
+    #[error("credential cache: `{}`: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Another process has held the lock longer than we wait.
     #[error("credential cache: another credbroker has held `{}` for over {} s; is it waiting for input?", path.display(), waited.as_secs())]
@@ -117,13 +117,7 @@ impl TokenCache {
         let profile: String = material
             .profile
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
             .take(64)
             .collect();
         format!("{profile}.{digest}")
@@ -138,17 +132,10 @@ impl TokenCache {
     /// all a miss.
     pub fn read(&self, key: &str, now: i64, margin: u64) -> Option<CachedCredential> {
         let path = self.entry_path(key);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .ok()?;
+        let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path).ok()?;
         let meta = file.metadata().ok()?;
         if !fsutil::is_private_file(&meta) || meta.len() > MAX_ENTRY {
-            tracing::warn!(
-                "ignoring cache entry `{}`: not a private file of this user",
-                path.display()
-            );
+            tracing::warn!("ignoring cache entry `{}`: not a private file of this user", path.display());
             return None;
         }
         let mut text = Vec::new();
@@ -161,8 +148,7 @@ impl TokenCache {
             }
         };
         let margin = i64::try_from(margin).unwrap_or(i64::MAX);
-        (entry.version == ENTRY_VERSION && entry.expires_at > now.saturating_add(margin))
-            .then_some(entry)
+        (entry.version == ENTRY_VERSION && entry.expires_at > now.saturating_add(margin)).then_some(entry)
     }
 
     /// Store `entry` under `key`.
@@ -173,10 +159,8 @@ impl TokenCache {
     pub fn write(&self, key: &str, entry: &CachedCredential) -> Result<(), CacheError> {
         let name = format!("{key}.json");
         let json = serde_json::to_vec(entry).unwrap_or_default();
-        fsutil::write_private_atomic(&self.dir, &name, &json).map_err(|source| CacheError::Io {
-            path: self.dir.join(name),
-            source,
-        })
+        fsutil::write_private_atomic(&self.dir, &name, &json)
+            .map_err(|error| CacheError::Io { path: self.dir.join(name), error })
     }
 
     /// Take the lock for `key`, waiting at most `timeout` for another process
@@ -195,10 +179,7 @@ impl TokenCache {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|source| CacheError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(|error| CacheError::Io { path: path.clone(), error })?;
         let started = Instant::now();
         let mut pause = Duration::from_millis(5);
         loop {
@@ -208,16 +189,10 @@ impl TokenCache {
             }
             let error = std::io::Error::last_os_error();
             if error.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(CacheError::Io {
-                    path,
-                    source: error,
-                });
+                return Err(CacheError::Io { path, error });
             }
             if started.elapsed() >= timeout {
-                return Err(CacheError::LockTimeout {
-                    path,
-                    waited: started.elapsed(),
-                });
+                return Err(CacheError::LockTimeout { path, waited: started.elapsed() });
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
@@ -231,18 +206,10 @@ impl TokenCache {
     /// [`CacheError::Io`] when the directory cannot be listed.
     pub fn clear(&self, profile: Option<&str>) -> Result<usize, CacheError> {
         let prefix = profile.map(|p| {
-            let key = Self::key(&KeyMaterial {
-                profile: p,
-                plugin_sha256: "",
-                settings: Vec::new(),
-                server: None,
-            });
+            let key = Self::key(&KeyMaterial { profile: p, plugin_sha256: "", settings: Vec::new(), server: None });
             key.split('.').next().unwrap_or_default().to_string() + "."
         });
-        let entries = fs::read_dir(&self.dir).map_err(|source| CacheError::Io {
-            path: self.dir.clone(),
-            source,
-        })?;
+        let entries = fs::read_dir(&self.dir).map_err(|error| CacheError::Io { path: self.dir.clone(), error })?;
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -265,10 +232,7 @@ mod tests {
             version: ENTRY_VERSION,
             expires_at,
             provider_expiry: true,
-            status: ExecCredentialStatus {
-                token: Some("t".into()),
-                ..Default::default()
-            },
+            status: ExecCredentialStatus { token: Some("t".into()), ..Default::default() },
         }
     }
 
@@ -292,31 +256,14 @@ mod tests {
 
     #[test]
     fn keys_differ_by_server_and_settings() {
-        let base = KeyMaterial {
-            profile: "p",
-            plugin_sha256: "d",
-            settings: vec![("a", "1")],
-            server: Some("https://a"),
-        };
-        let other_server = KeyMaterial {
-            server: Some("https://b"),
-            ..KeyMaterial {
-                settings: vec![("a", "1")],
-                ..base
-            }
-        };
-        let base = KeyMaterial {
-            profile: "p",
-            plugin_sha256: "d",
-            settings: vec![("a", "1")],
-            server: Some("https://a"),
-        };
-        let other_setting = KeyMaterial {
-            profile: "p",
-            plugin_sha256: "d",
-            settings: vec![("a", "2")],
-            server: Some("https://a"),
-        };
+        let base =
+            KeyMaterial { profile: "p", plugin_sha256: "d", settings: vec![("a", "1")], server: Some("https://a") };
+        let other_server =
+            KeyMaterial { server: Some("https://b"), ..KeyMaterial { settings: vec![("a", "1")], ..base } };
+        let base =
+            KeyMaterial { profile: "p", plugin_sha256: "d", settings: vec![("a", "1")], server: Some("https://a") };
+        let other_setting =
+            KeyMaterial { profile: "p", plugin_sha256: "d", settings: vec![("a", "2")], server: Some("https://a") };
         let k = TokenCache::key(&base);
         assert!(k.starts_with("p."));
         assert_ne!(k, TokenCache::key(&other_server));
@@ -328,10 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = TokenCache::open(dir.path().join("c")).unwrap();
         let held = cache.lock("k", Duration::from_secs(1)).unwrap();
-        assert!(matches!(
-            cache.lock("k", Duration::from_millis(50)),
-            Err(CacheError::LockTimeout { .. })
-        ));
+        assert!(matches!(cache.lock("k", Duration::from_millis(50)), Err(CacheError::LockTimeout { .. })));
         drop(held);
         assert!(cache.lock("k", Duration::from_millis(50)).is_ok());
     }

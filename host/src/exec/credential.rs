@@ -157,13 +157,11 @@ pub fn parse_exec_info(text: &str) -> Result<(ApiVersion, ExecCredentialSpec), E
     if text.len() > MAX_EXEC_INFO {
         return Err(ExecInfoError::TooLarge(text.len()));
     }
-    let info: ExecCredential =
-        serde_json::from_str(text).map_err(|e| ExecInfoError::Malformed(e.to_string()))?;
+    let info: ExecCredential = serde_json::from_str(text).map_err(|e| ExecInfoError::Malformed(e.to_string()))?;
     if info.kind != KIND {
         return Err(ExecInfoError::WrongKind(info.kind));
     }
-    let version = ApiVersion::parse(&info.api_version)
-        .ok_or(ExecInfoError::UnknownVersion(info.api_version))?;
+    let version = ApiVersion::parse(&info.api_version).ok_or(ExecInfoError::UnknownVersion(info.api_version))?;
     if let Some(cluster) = &info.spec.cluster {
         cluster.ca_bytes().map_err(|_| ExecInfoError::BadCaData)?;
     }
@@ -172,8 +170,7 @@ pub fn parse_exec_info(text: &str) -> Result<(ApiVersion, ExecCredentialSpec), E
 
 /// RFC 3339 in UTC with second precision, as Kubernetes' `metav1.Time` writes it.
 pub fn rfc3339(unix_seconds: i64) -> String {
-    let time =
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds.max(0).unsigned_abs());
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_seconds.max(0).unsigned_abs());
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
@@ -197,28 +194,14 @@ mod tests {
 
     #[test]
     fn bad_exec_info_is_named() {
+        assert!(matches!(parse_exec_info("{"), Err(ExecInfoError::Malformed(_))));
+        assert!(matches!(parse_exec_info(r#"{"kind":"Pod","apiVersion":"v1"}"#), Err(ExecInfoError::WrongKind(_))));
         assert!(matches!(
-            parse_exec_info("{"),
-            Err(ExecInfoError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse_exec_info(r#"{"kind":"Pod","apiVersion":"v1"}"#),
-            Err(ExecInfoError::WrongKind(_))
-        ));
-        assert!(matches!(
-            parse_exec_info(
-                r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1alpha1"}"#
-            ),
+            parse_exec_info(r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1alpha1"}"#),
             Err(ExecInfoError::UnknownVersion(_))
         ));
-        let huge = format!(
-            r#"{{"kind":"ExecCredential","x":"{}"}}"#,
-            "a".repeat(MAX_EXEC_INFO)
-        );
-        assert!(matches!(
-            parse_exec_info(&huge),
-            Err(ExecInfoError::TooLarge(_))
-        ));
+        let huge = format!(r#"{{"kind":"ExecCredential","x":"{}"}}"#, "a".repeat(MAX_EXEC_INFO));
+        assert!(matches!(parse_exec_info(&huge), Err(ExecInfoError::TooLarge(_))));
     }
 
     #[test]

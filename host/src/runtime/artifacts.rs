@@ -3,22 +3,27 @@
 //! Compiling a plugin takes tens of milliseconds; loading a precompiled one
 //! takes well under one. An artifact is filed under the sha256 of its `.wasm`
 //! and the engine's compatibility fingerprint, so a changed plugin or a
-//! different credbroker build never picks up a stale one. Each file carries a
-//! sha256 of its own content, checked before wasmtime sees it: a truncated,
-//! corrupted or tampered artifact is recompiled, never executed.
+//! different credbroker build never picks up a stale one. Each artifact has a
+//! checksum of its whole content beside it, checked before wasmtime maps the
+//! file: a truncated, corrupted or tampered artifact is recompiled, never
+//! executed. (The checksum is xxh3-128, not a cryptographic hash: anyone who
+//! can rewrite both files already runs code as this user, so a key would buy
+//! nothing, and start-up time matters on every kubectl command.)
 
-use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::fsutil;
 
-const MAGIC: &[u8; 8] = b"CBCWASM1";
-const HEADER: usize = MAGIC.len() + 32;
+/// Prefix of the checksum file's content.
+const SUM_PREFIX: &str = "xxh3-128:";
+
+fn checksum(bytes: &[u8]) -> String {
+    format!("{SUM_PREFIX}{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
+}
 
 /// Why a cached artifact was not used (it is then recompiled).
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +34,8 @@ enum Rejected {
     NotPrivate,
     #[error("checksum mismatch (truncated, corrupted or tampered with)")]
     Checksum,
+    #[error("its checksum file is missing or unreadable")]
+    NoChecksum,
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("wasmtime refused it: {0}")]
@@ -53,17 +60,12 @@ impl ArtifactCache {
                 None
             }
         });
-        Self {
-            dir,
-            fingerprint: super::engine::compatibility_fingerprint(engine),
-        }
+        Self { dir, fingerprint: super::engine::compatibility_fingerprint(engine) }
     }
 
     /// Where the artifact for `digest` lives.
     pub fn path_for(&self, digest: &str) -> Option<PathBuf> {
-        self.dir
-            .as_ref()
-            .map(|d| d.join(format!("{digest}-{}.cwasm", self.fingerprint)))
+        self.dir.as_ref().map(|d| d.join(format!("{digest}-{}.cwasm", self.fingerprint)))
     }
 
     /// Load the artifact for the plugin with sha256 `digest`, compiling
@@ -83,36 +85,22 @@ impl ArtifactCache {
             match load(engine, path) {
                 Ok(component) => return Ok(component),
                 Err(Rejected::Missing) => {}
-                Err(reason) => tracing::warn!(
-                    "ignoring cached artifact `{}`: {reason}; recompiling",
-                    path.display()
-                ),
+                Err(reason) => tracing::warn!("ignoring cached artifact `{}`: {reason}; recompiling", path.display()),
             }
         }
         let wasm = wasm().map_err(CompileError::Read)?;
+        check_header(&wasm)?;
         let started = std::time::Instant::now();
-        let artifact = engine
-            .precompile_component(&wasm)
-            .map_err(CompileError::Invalid)?;
-        tracing::debug!(
-            "compiled plugin {digest} ({} bytes) in {} ms",
-            wasm.len(),
-            started.elapsed().as_millis()
-        );
+        let artifact = engine.precompile_component(&wasm).map_err(CompileError::Invalid)?;
+        tracing::debug!("compiled plugin {digest} ({} bytes) in {} ms", wasm.len(), started.elapsed().as_millis());
         if let (Some(path), Some(dir)) = (&path, &self.dir) {
-            let mut file = Vec::with_capacity(HEADER + artifact.len());
-            file.extend_from_slice(MAGIC);
-            file.extend_from_slice(&Sha256::digest(&artifact));
-            file.extend_from_slice(&artifact);
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if let Err(e) = fsutil::write_private_atomic(dir, name, &file) {
-                tracing::warn!(
-                    "cannot cache the compiled plugin in `{}`: {e}",
-                    dir.display()
-                );
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            // The artifact first, then its checksum: a reader in between sees a
+            // mismatch and compiles for itself, which is merely slower.
+            let written = fsutil::write_private_atomic(dir, name, &artifact)
+                .and_then(|()| fsutil::write_private_atomic(dir, &sum_name(name), checksum(&artifact).as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!("cannot cache the compiled plugin in `{}`: {e}", dir.display());
             }
         }
         // SAFETY: `artifact` was produced by `precompile_component` of this very
@@ -121,32 +109,49 @@ impl ArtifactCache {
     }
 }
 
+fn sum_name(artifact_name: &str) -> String {
+    format!("{artifact_name}.sum")
+}
+
 fn load(engine: &Engine, path: &Path) -> Result<Component, Rejected> {
-    let mut file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Rejected::Missing),
         Err(e) => return Err(Rejected::Io(e)),
     };
-    if !fsutil::is_private_file(&file.metadata()?) {
+    let meta = file.metadata()?;
+    if !fsutil::is_private_file(&meta) {
         return Err(Rejected::NotPrivate);
     }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let sum_path = path.with_file_name(sum_name(name));
+    let expected = std::fs::read_to_string(&sum_path).map_err(|_| Rejected::NoChecksum)?;
+    // SAFETY: a read-only private mapping of a file only this user can write;
+    // if it changed under us the checksum fails and the artifact is recompiled.
+    let mapped = unsafe { memmap2::Mmap::map(&file) }?;
+    if checksum(&mapped) != expected.trim() {
         return Err(Rejected::Checksum);
     }
-    let (header, payload) = bytes.split_at(HEADER);
-    if Sha256::digest(payload).as_slice() != &header[MAGIC.len()..] {
-        return Err(Rejected::Checksum);
+    drop(mapped);
+    // SAFETY: the file is a private file of this user whose content matched the
+    // checksum written with it by `precompile_component`'s output, and wasmtime
+    // itself checks it was made by a compatible engine. Nothing else writes in
+    // the private cache directory.
+    unsafe { Component::deserialize_file(engine, path) }.map_err(Rejected::Wasmtime)
+}
+
+/// Tell a non-wasm file and a core module apart from a component before
+/// wasmtime's parser does, with advice instead of a byte dump.
+fn check_header(wasm: &[u8]) -> Result<(), CompileError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const COMPONENT: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+    if wasm.len() < 8 || &wasm[..4] != MAGIC {
+        return Err(CompileError::NotWasm);
     }
-    // SAFETY: the payload is byte for byte what `precompile_component` wrote
-    // (checked above against the digest stored with it, in a private file of
-    // this user), and wasmtime itself checks it was made by a compatible engine.
-    unsafe { Component::deserialize(engine, payload) }.map_err(Rejected::Wasmtime)
+    if wasm[4..8] != COMPONENT {
+        return Err(CompileError::CoreModule);
+    }
+    Ok(())
 }
 
 /// A plugin that cannot be compiled.
@@ -155,6 +160,12 @@ pub enum CompileError {
     /// Its `.wasm` could not be read.
     #[error("cannot read the plugin: {0}")]
     Read(std::io::Error),
+    /// It is not WebAssembly at all.
+    #[error("not a WebAssembly file")]
+    NotWasm,
+    /// It is a core module, not a component.
+    #[error("a core WebAssembly module, not a component; build plugins with `cargo build --target wasm32-wasip2`")]
+    CoreModule,
     /// It is not a valid WebAssembly component.
     #[error("not a valid WebAssembly component: {0:#}")]
     Invalid(wasmtime::Error),

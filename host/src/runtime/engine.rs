@@ -8,9 +8,7 @@
 
 use std::hash::{Hash, Hasher};
 
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, OptLevel, Strategy, WasmBacktraceDetails,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, Strategy, WasmBacktraceDetails};
 
 /// Maximum native stack a plugin may use for wasm frames before it traps with
 /// "call stack exhausted".
@@ -56,15 +54,10 @@ pub fn new_engine(allocation: Allocation) -> wasmtime::Result<Engine> {
         .max_wasm_stack(MAX_WASM_STACK)
         .async_stack_size(MAX_WASM_STACK + 1024 * 1024)
         .parallel_compilation(true)
-        .memory_init_cow(true)
         .table_lazy_init(true)
         .signals_based_traps(true);
     config.native_unwind_info(true);
-    if let Allocation::Pooling {
-        instances,
-        memory_bytes,
-    } = allocation
-    {
+    if let Allocation::Pooling { instances, memory_bytes } = allocation {
         let mut pooling = wasmtime::PoolingAllocationConfig::new();
         pooling
             .total_component_instances(instances)
@@ -73,9 +66,12 @@ pub fn new_engine(allocation: Allocation) -> wasmtime::Result<Engine> {
             .total_tables(instances.saturating_mul(4))
             .total_stacks(instances)
             .max_memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX));
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        // Copy-on-write memory images make each of many instantiations cheap.
+        config.memory_init_cow(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     } else {
-        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        // One instance per process: copying the data segments is cheaper than
+        // building a memory image for it.
+        config.memory_init_cow(false).allocation_strategy(InstanceAllocationStrategy::OnDemand);
     }
     Engine::new(&config)
 }

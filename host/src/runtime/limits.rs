@@ -125,12 +125,7 @@ impl ResourceGuard {
 }
 
 impl wasmtime::ResourceLimiter for ResourceGuard {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired as u64 > self.memory_bytes {
             // An error (not `Ok(false)`) traps at the grow, so the plugin cannot
             // mistake the limit for an allocator failure and the host can name it.
@@ -139,12 +134,7 @@ impl wasmtime::ResourceLimiter for ResourceGuard {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.table_elements as usize {
             return Err(LimitExceeded::TableElements(self.table_elements).into());
         }
@@ -175,10 +165,7 @@ pub struct RunClock {
 impl RunClock {
     /// A clock started now.
     pub fn start() -> Arc<Self> {
-        Arc::new(Self {
-            started: Instant::now(),
-            host_nanos: AtomicU64::new(0),
-        })
+        Arc::new(Self { started: Instant::now(), host_nanos: AtomicU64::new(0) })
     }
 
     /// Time spent outside host calls so far.
@@ -190,10 +177,7 @@ impl RunClock {
     /// Mark the start of a host call; the returned guard charges its duration
     /// to the host when dropped.
     pub fn host_call(self: &Arc<Self>) -> HostCallTimer {
-        HostCallTimer {
-            clock: Arc::clone(self),
-            started: Instant::now(),
-        }
+        HostCallTimer { clock: Arc::clone(self), started: Instant::now() }
     }
 }
 

@@ -23,9 +23,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use self::artifacts::{ArtifactCache, CompileError};
 use self::bindings::provider::ProviderPre;
-use self::bindings::types::{
-    Credential, CredentialRequest, CredentialSecret, PluginError, ReviewOutcome, TokenReview,
-};
+use self::bindings::types::{Credential, CredentialRequest, CredentialSecret, PluginError, ReviewOutcome, TokenReview};
 use self::bindings::validator::ValidatorPre;
 pub use self::engine::Allocation;
 use self::limits::{LimitExceeded, Limits, ResourceGuard, RunClock};
@@ -48,10 +46,7 @@ pub struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -59,12 +54,12 @@ impl WasiView for HostState {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// It does not compile.
-    #[error("plugin `{plugin}`: {source}")]
+    #[error("plugin `{plugin}`: {error}")]
     Compile {
         /// The plugin.
         plugin: String,
         /// Why.
-        source: CompileError,
+        error: CompileError,
     },
     /// It does not implement the world it is used as, or imports what the
     /// host does not provide.
@@ -143,24 +138,14 @@ fn plugin_error_message(error: &PluginError) -> String {
 }
 
 fn last_output(lines: &[String]) -> String {
-    if lines.is_empty() {
-        String::new()
-    } else {
-        format!("; its last output: {}", lines.join(" | "))
-    }
+    if lines.is_empty() { String::new() } else { format!("; its last output: {}", lines.join(" | ")) }
 }
 
 impl RunError {
     /// Whether retrying later may succeed: the plugin's backend was unavailable
     /// or the call timed out.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Plugin {
-                error: PluginError::Unavailable(_),
-                ..
-            } | Self::Timeout { .. }
-        )
+        matches!(self, Self::Plugin { error: PluginError::Unavailable(_), .. } | Self::Timeout { .. })
     }
 }
 
@@ -200,23 +185,14 @@ impl Runtime {
     ///
     /// [`LoadError::Engine`] when wasmtime cannot start on this machine.
     pub fn new(options: RuntimeOptions) -> Result<Self, LoadError> {
-        let engine = engine::new_engine(options.allocation)
-            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        let engine = engine::new_engine(options.allocation).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         start_epoch_ticker(&engine);
         let artifacts = ArtifactCache::new(options.artifact_dir, &engine);
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        bindings::provider::Provider::add_to_linker::<HostState, HasSelf<PluginContext>>(&mut linker, |s| &mut s.ctx)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        bindings::provider::Provider::add_to_linker::<HostState, HasSelf<PluginContext>>(
-            &mut linker,
-            |s| &mut s.ctx,
-        )
-        .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        Ok(Self {
-            engine,
-            artifacts,
-            linker,
-        })
+        Ok(Self { engine, artifacts, linker })
     }
 
     /// The engine.
@@ -239,10 +215,7 @@ impl Runtime {
         let component = self
             .artifacts
             .load_or_compile(&self.engine, &plugin.sha256, || plugin.wasm())
-            .map_err(|source| LoadError::Compile {
-                plugin: plugin.name.clone(),
-                source,
-            })?;
+            .map_err(|error| LoadError::Compile { plugin: plugin.name.clone(), error })?;
         let shape = ComponentShape::of(&self.engine, &component);
         Ok((component, shape))
     }
@@ -255,31 +228,16 @@ impl Runtime {
     /// imports something this host does not provide.
     pub fn load(&self, plugin: &PluginRef, world: World) -> Result<LoadedPlugin, LoadError> {
         let (component, shape) = self.compile(plugin)?;
-        let contract = |detail: String| LoadError::Contract {
-            plugin: plugin.name.clone(),
-            detail,
-        };
+        let contract = |detail: String| LoadError::Contract { plugin: plugin.name.clone(), detail };
         shape.check(world).map_err(contract)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            contract(format!(
-                "it needs an import this credbroker does not provide ({}): {e:#}",
-                world::CONTRACT
-            ))
+            contract(format!("it needs an import this credbroker does not provide ({}): {e:#}", world::CONTRACT))
         })?;
         let entry = match world {
-            World::Provider => {
-                Entry::Provider(ProviderPre::new(pre).map_err(|e| contract(format!("{e:#}")))?)
-            }
-            World::Validator => {
-                Entry::Validator(ValidatorPre::new(pre).map_err(|e| contract(format!("{e:#}")))?)
-            }
+            World::Provider => Entry::Provider(ProviderPre::new(pre).map_err(|e| contract(format!("{e:#}")))?),
+            World::Validator => Entry::Validator(ValidatorPre::new(pre).map_err(|e| contract(format!("{e:#}")))?),
         };
-        Ok(LoadedPlugin {
-            name: plugin.name.clone().into(),
-            sha256: plugin.sha256.clone(),
-            shape,
-            entry,
-        })
+        Ok(LoadedPlugin { name: plugin.name.clone().into(), sha256: plugin.sha256.clone(), shape, entry })
     }
 }
 
@@ -291,15 +249,13 @@ fn start_epoch_ticker(engine: &Engine) {
     // ticker through a weak handle below.
     let weak = engine.weak();
     let first = STARTED.set(()).is_ok();
-    let spawn = std::thread::Builder::new()
-        .name("credbroker-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        });
+    let spawn = std::thread::Builder::new().name("credbroker-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
     if let Err(e) = spawn {
         // Without the ticker CPU limits would never fire: say so loudly.
         tracing::error!(first, "cannot start the CPU-limit timer thread: {e}");
@@ -335,12 +291,7 @@ impl LoadedPlugin {
         &self.shape
     }
 
-    fn new_store(
-        &self,
-        engine: &Engine,
-        sandbox: &Sandbox,
-        interactive: bool,
-    ) -> (Store<HostState>, PluginLog) {
+    fn new_store(&self, engine: &Engine, sandbox: &Sandbox, interactive: bool) -> (Store<HostState>, PluginLog) {
         let log = PluginLog::new(
             Arc::clone(&self.name),
             usize::try_from(sandbox.limits.log_bytes).unwrap_or(usize::MAX),
@@ -393,23 +344,18 @@ impl LoadedPlugin {
     fn classify(&self, error: wasmtime::Error, log: &PluginLog) -> RunError {
         let plugin = self.name.to_string();
         if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
-            return RunError::Limit {
-                plugin,
-                limit: *limit,
-            };
+            return RunError::Limit { plugin, limit: *limit };
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::StackOverflow) => RunError::StackExhausted { plugin },
-            Some(trap) => RunError::Crashed {
+            Some(Trap::MemoryOutOfBounds) => RunError::Crashed {
                 plugin,
-                trap: trap.to_string(),
+                trap: "out-of-bounds memory access (in Rust plugins usually a stack overflow from deep recursion)"
+                    .into(),
                 output: log.stderr_tail(),
             },
-            None => RunError::Crashed {
-                plugin,
-                trap: log.redact(&format!("{error:#}")),
-                output: log.stderr_tail(),
-            },
+            Some(trap) => RunError::Crashed { plugin, trap: trap.to_string(), output: log.stderr_tail() },
+            None => RunError::Crashed { plugin, trap: log.redact(&format!("{error:#}")), output: log.stderr_tail() },
         }
     }
 
@@ -435,25 +381,16 @@ impl LoadedPlugin {
         let (mut store, log) = self.new_store(engine, sandbox, request.interactive);
         let call = async {
             let provider = pre.instantiate_async(&mut store).await?;
-            provider
-                .credbroker_plugin_credential_provider()
-                .call_get_credential(&mut store, &request)
-                .await
+            provider.credbroker_plugin_credential_provider().call_get_credential(&mut store, &request).await
         };
-        let result = self.finish(
-            tokio::time::timeout(sandbox.limits.timeout(), call).await,
-            sandbox,
-            &log,
-        )?;
+        let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
         let credential = result.map_err(|error| RunError::Plugin {
             plugin: self.name.to_string(),
             error: redact_plugin_error(error, &log),
         })?;
         let size = match &credential.secret {
             CredentialSecret::Token(token) => token.len(),
-            CredentialSecret::ClientCertificate(cert) => {
-                cert.certificate_pem.len() + cert.private_key_pem.len()
-            }
+            CredentialSecret::ClientCertificate(cert) => cert.certificate_pem.len() + cert.private_key_pem.len(),
         };
         if size as u64 > sandbox.limits.max_call_bytes {
             return Err(RunError::BadResult {
@@ -486,16 +423,9 @@ impl LoadedPlugin {
         log.mark_secret(&review.token);
         let call = async {
             let validator = pre.instantiate_async(&mut store).await?;
-            validator
-                .credbroker_plugin_token_validator()
-                .call_validate(&mut store, &review)
-                .await
+            validator.credbroker_plugin_token_validator().call_validate(&mut store, &review).await
         };
-        let result = self.finish(
-            tokio::time::timeout(sandbox.limits.timeout(), call).await,
-            sandbox,
-            &log,
-        )?;
+        let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
         result.map_err(|error| RunError::Plugin {
             plugin: self.name.to_string(),
             error: redact_plugin_error(error, &log),
@@ -509,20 +439,14 @@ impl LoadedPlugin {
         log: &PluginLog,
     ) -> Result<T, RunError> {
         match outcome {
-            Err(_) => Err(RunError::Timeout {
-                plugin: self.name.to_string(),
-                limit: sandbox.limits.timeout(),
-            }),
+            Err(_) => Err(RunError::Timeout { plugin: self.name.to_string(), limit: sandbox.limits.timeout() }),
             Ok(Err(error)) => Err(self.classify(error, log)),
             Ok(Ok(value)) => Ok(value),
         }
     }
 
     fn not_a(&self, world: World) -> RunError {
-        RunError::BadResult {
-            plugin: self.name.to_string(),
-            detail: format!("it was not loaded as a {world}"),
-        }
+        RunError::BadResult { plugin: self.name.to_string(), detail: format!("it was not loaded as a {world}") }
     }
 }
 

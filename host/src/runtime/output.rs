@@ -25,11 +25,7 @@ pub struct GuestOutput {
 impl GuestOutput {
     /// A stream named `source` (`stdout` or `stderr`) into `log`.
     pub fn new(log: PluginLog, source: &'static str) -> Self {
-        Self {
-            log,
-            source,
-            pending: Default::default(),
-        }
+        Self { log, source, pending: Default::default() }
     }
 
     fn accept(&self, bytes: &[u8]) {
@@ -95,11 +91,7 @@ impl Pollable for GuestOutput {
 }
 
 impl tokio::io::AsyncWrite for GuestOutput {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.accept(buf);
         Poll::Ready(Ok(buf.len()))
     }

@@ -64,14 +64,8 @@ impl ComponentShape {
     pub fn of(engine: &Engine, component: &Component) -> Self {
         let ty = component.component_type();
         Self {
-            imports: ty
-                .imports(engine)
-                .map(|(name, _)| name.to_string())
-                .collect(),
-            exports: ty
-                .exports(engine)
-                .map(|(name, _)| name.to_string())
-                .collect(),
+            imports: ty.imports(engine).map(|(name, _)| name.to_string()).collect(),
+            exports: ty.exports(engine).map(|(name, _)| name.to_string()).collect(),
         }
     }
 
@@ -93,17 +87,8 @@ impl ComponentShape {
     pub fn check(&self, world: World) -> Result<(), String> {
         let wanted = interface_name(world.export());
         if !self.exports.contains(&wanted) {
-            let found = self
-                .exports
-                .iter()
-                .filter(|e| !e.starts_with("wasi:"))
-                .cloned()
-                .collect::<Vec<_>>();
-            let found = if found.is_empty() {
-                "nothing".to_string()
-            } else {
-                found.join(", ")
-            };
+            let found = self.exports.iter().filter(|e| !e.starts_with("wasi:")).cloned().collect::<Vec<_>>();
+            let found = if found.is_empty() { "nothing".to_string() } else { found.join(", ") };
             return Err(format!(
                 "it does not implement the `{world}` world: it must export `{wanted}` but exports {found} \
                  (this credbroker speaks {CONTRACT})"

@@ -1,0 +1,160 @@
+//! Whole-process start-up benchmark of `credbroker get`, the command kubectl
+//! runs before every request. Prints wall times and the ratios the project
+//! targets, in one run:
+//!
+//! - fresh credential from a precompiled plugin vs `/bin/true`  (target ≤ 3.5×)
+//! - first run, compiling the plugin (target ≤ 150 ms for ~250 KB)
+//! - cache hit vs a native binary printing the same JSON        (target ≤ 1.3×)
+//! - peak RSS of `credbroker get`                               (target ≤ 15 MB)
+//!
+//! Run with `cargo bench --bench startup`. `STARTUP_RUNS` sets the repetitions.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CREDENTIAL_JSON: &str = r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1beta1","spec":{"interactive":false},"status":{"expirationTimestamp":"2030-01-01T00:00:00Z","token":"abc"}}"#;
+
+/// One measured run: wall time and the child's peak RSS in KiB.
+fn run_once(command: &mut Command) -> (Duration, i64) {
+    let started = Instant::now();
+    let child = command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for a child we spawned and have not waited for.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = started.elapsed();
+    assert_eq!(waited, pid, "wait4");
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{command:?} failed");
+    // The child is reaped; std must not wait for it again.
+    std::mem::forget(child);
+    (elapsed, usage.ru_maxrss)
+}
+
+struct Stats {
+    median: Duration,
+    p90: Duration,
+    max_rss_kib: i64,
+}
+
+fn measure(runs: usize, mut make: impl FnMut() -> Command, mut before_each: impl FnMut()) -> Stats {
+    let mut times = Vec::with_capacity(runs);
+    let mut max_rss = 0;
+    for _ in 0..runs {
+        before_each();
+        let (elapsed, rss) = run_once(&mut make());
+        times.push(elapsed);
+        max_rss = max_rss.max(rss);
+    }
+    times.sort();
+    Stats { median: times[times.len() / 2], p90: times[times.len() * 9 / 10], max_rss_kib: max_rss }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    // Re-executed as the native reference: a Rust binary printing the credential.
+    if std::env::var_os("CREDBROKER_BENCH_NATIVE").is_some() {
+        println!("{CREDENTIAL_JSON}");
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runs: usize = std::env::var("STARTUP_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(200);
+    let credbroker = PathBuf::from(env!("CARGO_BIN_EXE_credbroker"));
+    let home = tempfile::tempdir().expect("temp home");
+    let get = |home: &Path, extra: &[&str]| {
+        let mut command = Command::new(&credbroker);
+        command
+            .args(["get", "--provider", "static", "--set", "token=abc"])
+            .args(extra)
+            .env("HOME", home)
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env_remove("KUBERNETES_EXEC_INFO");
+        command
+    };
+    let artifacts = home.path().join(".cache/credbroker/artifacts");
+
+    let true_stats = measure(runs, || Command::new("/bin/true"), || {});
+    let native = std::env::current_exe().expect("current exe");
+    let native_stats = measure(
+        runs,
+        || {
+            let mut c = Command::new(&native);
+            c.env("CREDBROKER_BENCH_NATIVE", "1");
+            c
+        },
+        || {},
+    );
+    // Warm the artifact cache, then run the plugin every time (--no-cache).
+    run_once(&mut get(home.path(), &["--no-cache"]));
+    let fresh = measure(runs, || get(home.path(), &["--no-cache"]), || {});
+    let compile_runs = (runs / 10).max(5);
+    let first = measure(
+        compile_runs,
+        || get(home.path(), &["--no-cache"]),
+        || {
+            let _ = std::fs::remove_dir_all(&artifacts);
+        },
+    );
+    let probe_wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/plugin-build/wasm32-wasip2/plugin/test_plugin_probe.wasm");
+    let probe_first = probe_wasm.exists().then(|| {
+        let size = std::fs::metadata(&probe_wasm).map(|m| m.len()).unwrap_or(0);
+        let stats = measure(
+            compile_runs,
+            || {
+                let mut c = Command::new(&credbroker);
+                c.args(["get", "--no-cache", "--plugin"])
+                    .arg(&probe_wasm)
+                    .args(["--set", "behavior=echo", "--set", "value=x"])
+                    .env("HOME", home.path())
+                    .env("XDG_CACHE_HOME", home.path().join(".cache"));
+                c
+            },
+            || {
+                let _ = std::fs::remove_dir_all(&artifacts);
+            },
+        );
+        (size, stats)
+    });
+    // A cached credential with an expiry: every run is a cache hit.
+    run_once(&mut get(home.path(), &["--set", "expires-in=86400"]));
+    let hit = measure(runs, || get(home.path(), &["--set", "expires-in=86400"]), || {});
+
+    println!("credbroker get start-up, {runs} runs each (median, p90):");
+    let row = |name: &str, s: &Stats| {
+        println!(
+            "  {name:<44} {:>7.2} ms  {:>7.2} ms  peak RSS {:>6.1} MB",
+            ms(s.median),
+            ms(s.p90),
+            s.max_rss_kib as f64 / 1024.0
+        );
+    };
+    row("/bin/true", &true_stats);
+    row("native Rust binary printing the credential", &native_stats);
+    row("credbroker get, cache hit", &hit);
+    row("credbroker get, precompiled static plugin", &fresh);
+    row("credbroker get, first run (compiles static)", &first);
+    if let Some((size, stats)) = &probe_first {
+        row(&format!("credbroker get, first run ({} KB plugin)", size / 1024), stats);
+    }
+    println!("ratios:");
+    println!("  precompiled run / /bin/true   = {:.2}x (target <= 3.5x)", ms(fresh.median) / ms(true_stats.median));
+    println!("  cache hit / native binary     = {:.2}x (target <= 1.3x)", ms(hit.median) / ms(native_stats.median));
+    println!(
+        "  first run (compile)           = {:.1} ms (target <= 150 ms for ~250 KB)",
+        ms(probe_first.as_ref().map_or(first.median, |(_, s)| s.median))
+    );
+    println!(
+        "  peak RSS of credbroker get    = {:.1} MB (target <= 15 MB)",
+        fresh.max_rss_kib.max(hit.max_rss_kib) as f64 / 1024.0
+    );
+}

@@ -1,0 +1,297 @@
+//! What every test needs: an isolated user environment to run `credbroker` in,
+//! plugins built from source, and small servers on loopback.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `credbroker` binary under test.
+pub fn credbroker_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_credbroker"))
+}
+
+/// Where plugins are built (shared with the host's build script).
+fn plugin_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|d| if d.is_absolute() { d } else { root().join(d) })
+        .unwrap_or_else(|| root().join("target"))
+        .join("plugin-build")
+}
+
+/// The component of test plugin `name` (`tests/plugins/NAME`), built once per
+/// test run.
+pub fn test_plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut command = Command::new(cargo);
+        command
+            .current_dir(root())
+            .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2", "--target-dir"])
+            .arg(plugin_target_dir());
+        for entry in std::fs::read_dir(root().join("tests/plugins")).expect("tests/plugins") {
+            let dir = entry.expect("entry").path();
+            command
+                .arg("-p")
+                .arg(format!("test-plugin-{}", dir.file_name().and_then(|n| n.to_str()).expect("utf-8 name")));
+        }
+        for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+            command.env_remove(var);
+        }
+        let status = command.status().expect("running cargo to build the test plugins");
+        assert!(status.success(), "building the test plugins failed");
+    });
+    let dir = plugin_target_dir().join("wasm32-wasip2/plugin");
+    let snake = dir.join(format!("test_plugin_{}.wasm", name.replace('-', "_")));
+    if snake.exists() {
+        return snake;
+    }
+    dir.join(format!("test-plugin-{name}.wasm"))
+}
+
+/// The probe plugin: one behaviour per `behavior` setting.
+pub fn probe() -> PathBuf {
+    test_plugin("probe")
+}
+
+/// An isolated user: its own HOME and XDG directories, so caches and
+/// configuration never leak between tests or into the real user's.
+pub struct UserEnv {
+    home: tempfile::TempDir,
+}
+
+impl UserEnv {
+    /// A fresh user environment.
+    pub fn new() -> Self {
+        Self { home: tempfile::tempdir().expect("temp home") }
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// `~/.cache/credbroker`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.home().join(".cache/credbroker")
+    }
+
+    /// `~/.config/credbroker`.
+    pub fn config_dir(&self) -> PathBuf {
+        self.home().join(".config/credbroker")
+    }
+
+    /// `~/.local/share/credbroker/plugins`.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.home().join(".local/share/credbroker/plugins")
+    }
+
+    /// Write `~/.config/credbroker/config.toml`.
+    pub fn write_config(&self, toml: &str) {
+        std::fs::create_dir_all(self.config_dir()).expect("config dir");
+        std::fs::write(self.config_dir().join("config.toml"), toml).expect("config file");
+    }
+
+    /// `credbroker ARGS` as this user, with nothing of the test process's
+    /// credbroker or kubectl environment.
+    pub fn credbroker(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(credbroker_bin());
+        command
+            .args(args)
+            .env("HOME", self.home())
+            .env("XDG_CACHE_HOME", self.home().join(".cache"))
+            .env("XDG_CONFIG_HOME", self.home().join(".config"))
+            .env("XDG_DATA_HOME", self.home().join(".local/share"))
+            .env_remove("KUBERNETES_EXEC_INFO")
+            .env_remove("CREDBROKER_PROVIDER")
+            .env_remove("CREDBROKER_PLUGIN")
+            .env_remove("CREDBROKER_CONFIG")
+            .env_remove("CREDBROKER_CACHE_DIR")
+            .env_remove("CREDBROKER_LOG")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Run `credbroker ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::of(self.credbroker(args).output().expect("running credbroker"))
+    }
+}
+
+/// A finished `credbroker` process.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status.
+    pub code: Option<i32>,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+impl Run {
+    /// From a process output.
+    pub fn of(output: Output) -> Self {
+        Self {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Assert success and return the ExecCredential printed on stdout.
+    #[track_caller]
+    pub fn credential(&self) -> Value {
+        assert_eq!(self.code, Some(0), "credbroker failed: {}", self.stderr);
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+
+    /// Assert success and return `status.token`.
+    #[track_caller]
+    pub fn token(&self) -> String {
+        self.credential()["status"]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token in {}", self.stdout))
+            .to_string()
+    }
+
+    /// Assert failure with nothing on stdout; return stderr.
+    #[track_caller]
+    pub fn error(&self) -> &str {
+        assert_ne!(self.code, Some(0), "credbroker unexpectedly succeeded: {}", self.stdout);
+        assert_eq!(self.stdout, "", "stdout must stay empty on failure");
+        &self.stderr
+    }
+}
+
+/// A minimal HTTP/1.1 server on 127.0.0.1 with fixed routes, for exercising
+/// the http capability. Each route maps a path to (status, extra headers, body);
+/// the path `/hang` never answers. It counts requests per path.
+pub struct HttpStub {
+    /// Its port.
+    pub port: u16,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One canned answer.
+#[derive(Clone)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Extra headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+    /// Never answer the first request to this path (a backend that hangs once).
+    pub hang_first: bool,
+}
+
+impl Answer {
+    /// 200 with `body`.
+    pub fn ok(body: &str) -> Self {
+        Self { status: 200, headers: Vec::new(), body: body.to_string(), hang_first: false }
+    }
+
+    /// Like [`Answer::ok`], but the first request hangs forever.
+    pub fn ok_after_hanging_once(body: &str) -> Self {
+        Self { hang_first: true, ..Self::ok(body) }
+    }
+
+    /// A 302 redirect to `location`.
+    pub fn redirect(location: &str) -> Self {
+        Self {
+            status: 302,
+            headers: vec![("location".into(), location.into())],
+            body: String::new(),
+            hang_first: false,
+        }
+    }
+}
+
+impl HttpStub {
+    /// Serve `routes` until the test process ends.
+    pub fn start(routes: Vec<(&str, Answer)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let routes: Vec<(String, Answer)> = routes.into_iter().map(|(p, a)| (p.to_string(), a)).collect();
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let counter = Arc::clone(&hits);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let routes = routes.clone();
+                let counter = Arc::clone(&counter);
+                std::thread::spawn(move || serve_one(stream, &routes, &counter));
+            }
+        });
+        Self { port, hits }
+    }
+
+    /// How many requests reached `path`.
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+fn serve_one(stream: TcpStream, routes: &[(String, Answer)], hits: &Mutex<HashMap<String, usize>>) {
+    let mut reader = BufReader::new(stream);
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; content_length];
+    let _ = reader.read_exact(&mut body);
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let count = {
+        let mut hits = hits.lock().unwrap();
+        let count = hits.entry(path.clone()).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let hang_once = routes.iter().any(|(p, a)| *p == path && a.hang_first) && count == 1;
+    if path == "/hang" || hang_once {
+        std::thread::sleep(Duration::from_secs(3600));
+        return;
+    }
+    let answer = routes.iter().find(|(p, _)| *p == path).map(|(_, a)| a.clone()).unwrap_or(Answer {
+        status: 404,
+        headers: Vec::new(),
+        body: "not found".into(),
+        hang_first: false,
+    });
+    let mut stream = reader.into_inner();
+    let mut response =
+        format!("HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n", answer.status, answer.body.len());
+    for (k, v) in &answer.headers {
+        response.push_str(&format!("{k}: {v}\r\n"));
+    }
+    response.push_str("\r\n");
+    response.push_str(&answer.body);
+    let _ = stream.write_all(response.as_bytes());
+}

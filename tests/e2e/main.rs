@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `credbroker` binary, real plugins built from
+//! source, real servers and the real kubectl.
+//!
+//! One test binary for everything (wasmtime links slowly); one module per area.
+
+mod harness;
+
+mod exec;
+mod runtime;
