@@ -6,4 +6,5 @@
 mod harness;
 
 mod exec;
+mod kubectl;
 mod runtime;

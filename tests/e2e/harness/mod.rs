@@ -1,6 +1,10 @@
 //! What every test needs: an isolated user environment to run `credbroker` in,
 //! plugins built from source, and small servers on loopback.
 
+pub mod apiserver;
+pub mod kubectl;
+pub mod pki;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
