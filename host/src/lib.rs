@@ -1,6 +1,7 @@
 //! The credbroker host: a sandboxed WebAssembly plugin runtime, the host
 //! capabilities it lends plugins, and the two halves built on it: the exec
-//! credential plugin ([`exec`]) and the webhook token authenticator.
+//! credential plugin ([`exec`]) and the webhook token authenticator
+//! ([`webhook`]).
 
 pub mod bundled;
 pub mod capabilities;
@@ -11,3 +12,4 @@ pub mod fsutil;
 pub mod plugin;
 pub mod runtime;
 pub mod settings;
+pub mod webhook;

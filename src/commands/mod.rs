@@ -2,6 +2,7 @@
 
 mod cache;
 mod get;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Print an ExecCredential for kubectl (the exec credential plugin).
     Get(get::GetArgs),
+    /// Answer TokenReviews for kube-apiserver (the webhook token authenticator).
+    Serve(serve::ServeArgs),
     /// Manage the credential cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -41,6 +44,7 @@ impl Command {
     pub fn default_log_level(&self) -> Level {
         match self {
             Self::Get(_) | Self::Cache(_) => Level::WARN,
+            Self::Serve(_) => Level::INFO,
         }
     }
 
@@ -48,6 +52,7 @@ impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Get(args) => get::run(args),
+            Self::Serve(args) => serve::run(args),
             Self::Cache(command) => cache::run(command),
         }
     }

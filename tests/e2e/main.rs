@@ -8,3 +8,4 @@ mod harness;
 mod exec;
 mod kubectl;
 mod runtime;
+mod serve;

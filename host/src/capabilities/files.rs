@@ -1,11 +1,20 @@
 //! `files`: read-only access to files the operator granted by path.
 
+use std::collections::HashMap;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::{GrantError, PluginContext};
 use crate::runtime::bindings::files::Host;
 use crate::runtime::bindings::types::HostError;
+
+/// Identity of a file's content: modification time, size, inode.
+type Stamp = (std::time::SystemTime, u64, u64);
+
+/// File content by path, with the stamp it was read at.
+type ContentCache = HashMap<PathBuf, (Stamp, Arc<Vec<u8>>)>;
 
 /// The files one plugin may read.
 #[derive(Debug, Default)]
@@ -14,6 +23,9 @@ pub struct FilePolicy {
     files: Vec<PathBuf>,
     /// Granted directories (written with a trailing `/`).
     dirs: Vec<PathBuf>,
+    /// Content read before, kept until the file changes: a validator reads its
+    /// grants on every review, and most reviews see the same file.
+    cache: Mutex<ContentCache>,
 }
 
 fn is_normal_absolute(path: &Path) -> bool {
@@ -78,22 +90,38 @@ impl FilePolicy {
     }
 }
 
+impl FilePolicy {
+    /// Read a checked path, from the content cache when the file is unchanged.
+    fn read(&self, path: &str, real: &Path, limit: u64) -> Result<Arc<Vec<u8>>, HostError> {
+        let unreadable = |e: std::io::Error| HostError::Unreachable(format!("cannot read `{path}`: {e}"));
+        let file = std::fs::File::open(real).map_err(unreadable)?;
+        let meta = file.metadata().map_err(unreadable)?;
+        let stamp = (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len(), meta.ino());
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, bytes)) = cache.get(real)
+            && *cached == stamp
+        {
+            return Ok(Arc::clone(bytes));
+        }
+        let mut bytes = Vec::new();
+        file.take(limit + 1).read_to_end(&mut bytes).map_err(unreadable)?;
+        if bytes.len() as u64 > limit {
+            return Err(HostError::Invalid(format!("`{path}` is larger than the per-call limit of {limit} bytes")));
+        }
+        let bytes = Arc::new(bytes);
+        cache.insert(real.to_path_buf(), (stamp, Arc::clone(&bytes)));
+        Ok(bytes)
+    }
+}
+
 impl Host for PluginContext {
     async fn read(&mut self, path: String) -> wasmtime::Result<Result<Vec<u8>, HostError>> {
         let _timer = self.clock.host_call();
-        let limit = self.limits.max_call_bytes;
-        let result = self.policy.files.check(&path).and_then(|real| {
-            let file =
-                std::fs::File::open(&real).map_err(|e| HostError::Unreachable(format!("cannot read `{path}`: {e}")))?;
-            let mut bytes = Vec::new();
-            file.take(limit + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| HostError::Unreachable(format!("cannot read `{path}`: {e}")))?;
-            if bytes.len() as u64 > limit {
-                return Err(HostError::Invalid(format!("`{path}` is larger than the per-call limit of {limit} bytes")));
-            }
-            Ok(bytes)
-        });
+        let policy = &self.policy.files;
+        let result = policy
+            .check(&path)
+            .and_then(|real| policy.read(&path, &real, self.limits.max_call_bytes))
+            .map(|bytes| bytes.as_ref().clone());
         Ok(result)
     }
 }

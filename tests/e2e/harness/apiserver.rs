@@ -49,7 +49,7 @@ impl ApiServer {
                     let service = hyper::service::service_fn(move |request| {
                         let check = Arc::clone(&check);
                         let seen = Arc::clone(&seen);
-                        async move { Ok::<_, Infallible>(answer(request, &check, &seen)) }
+                        async move { Ok::<_, Infallible>(answer(request, check, &seen).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -64,6 +64,31 @@ impl ApiServer {
     pub fn with_token(token: &str) -> Self {
         let token = token.to_string();
         Self::start(Arc::new(move |t| t == token))
+    }
+
+    /// Ask `webhook` about every bearer token, like kube-apiserver with
+    /// `--authentication-token-webhook-config-file`; the usernames it answers
+    /// are recorded.
+    pub fn with_webhook(webhook: &super::webhook::Webhook) -> (Self, Arc<Mutex<Vec<String>>>) {
+        let client = webhook.client();
+        let url = format!("{}/authenticate", webhook.url);
+        let users: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen_users = Arc::clone(&users);
+        let server = Self::start(Arc::new(move |token| {
+            let body = super::webhook::review_body("v1", token, &["https://kubernetes.default.svc"]);
+            let Ok(response) = client.post(&url).body(body).send() else { return false };
+            let Ok(text) = response.text() else { return false };
+            let Ok(answer) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
+            let authenticated = answer["status"]["authenticated"] == true;
+            if authenticated {
+                seen_users
+                    .lock()
+                    .unwrap()
+                    .push(answer["status"]["user"]["username"].as_str().unwrap_or("").to_string());
+            }
+            authenticated
+        }));
+        (server, users)
     }
 
     /// Every bearer token presented so far (accepted or not), in order.
@@ -95,7 +120,7 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .expect("response")
 }
 
-fn answer(request: Request<Incoming>, check: &TokenCheck, seen: &Mutex<Vec<String>>) -> Response<Full<Bytes>> {
+async fn answer(request: Request<Incoming>, check: TokenCheck, seen: &Mutex<Vec<String>>) -> Response<Full<Bytes>> {
     let token = request
         .headers()
         .get("authorization")
@@ -105,7 +130,12 @@ fn answer(request: Request<Incoming>, check: &TokenCheck, seen: &Mutex<Vec<Strin
     if let Some(token) = &token {
         seen.lock().unwrap().push(token.clone());
     }
-    if !token.as_deref().is_some_and(|t| check(t)) {
+    // The check may block (asking a webhook): keep it off the async workers.
+    let accepted = match token {
+        Some(token) => tokio::task::spawn_blocking(move || check(&token)).await.unwrap_or(false),
+        None => false,
+    };
+    if !accepted {
         return json(
             StatusCode::UNAUTHORIZED,
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#.into(),

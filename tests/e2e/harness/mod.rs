@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod kubectl;
 pub mod pki;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,0 +1,286 @@
+//! The configuration file of `credbroker serve`.
+//!
+//! ```toml
+//! [server]
+//! listen = "0.0.0.0:8443"
+//! tls-cert-file = "/etc/credbroker/tls/tls.crt"
+//! tls-key-file = "/etc/credbroker/tls/tls.key"
+//! client-ca-file = "/etc/credbroker/tls/apiserver-ca.crt"   # makes mTLS mandatory
+//!
+//! [[validators]]
+//! name = "tokens"
+//! plugin = "token-file"
+//! token-prefix = "tf-"                 # only tokens starting with this go here
+//! audiences = ["https://kubernetes.default.svc"]
+//! [validators.settings]
+//! path = "/etc/credbroker/tokens.csv"
+//! [validators.grants]
+//! files = ["/etc/credbroker/tokens.csv"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::capabilities::Grants;
+use crate::config::{ConfigError, PluginSpec, relative_to};
+use crate::runtime::limits::Limits;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The listener.
+    #[serde(default)]
+    pub server: ListenerConfig,
+    /// The response cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// Validators, tried in order.
+    #[serde(default)]
+    pub validators: Vec<ValidatorConfig>,
+}
+
+/// `[server]`: where and how to listen. Changes need a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain (reloaded when it changes).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (reloaded when it changes).
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle for client certificates; when set, every client must
+    /// present a certificate it signed.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Serve plain HTTP. Only for local testing.
+    #[serde(default)]
+    pub insecure_plain_http: bool,
+    /// Reviews running plugins at once; more wait, then get 429.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrent_reviews: u32,
+    /// Open connections at once; more wait in the accept queue.
+    #[serde(default = "default_connections")]
+    pub max_connections: u32,
+    /// Largest linear memory any validator may get, in MiB (the size of each
+    /// slot of the instance pool).
+    #[serde(default = "default_pool_memory")]
+    pub max_plugin_memory_mib: u64,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn default_concurrency() -> u32 {
+    64
+}
+fn default_connections() -> u32 {
+    1024
+}
+fn default_pool_memory() -> u64 {
+    128
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
+            insecure_plain_http: false,
+            max_concurrent_reviews: default_concurrency(),
+            max_connections: default_connections(),
+            max_plugin_memory_mib: default_pool_memory(),
+        }
+    }
+}
+
+/// `[cache]`: the response cache.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long an authenticated answer is reused, in seconds (0: never).
+    #[serde(default = "default_positive_ttl")]
+    pub positive_ttl_seconds: u64,
+    /// How long a denial is reused, in seconds (0: never).
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl_seconds: u64,
+    /// Most answers kept.
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+}
+
+fn default_positive_ttl() -> u64 {
+    30
+}
+fn default_negative_ttl() -> u64 {
+    5
+}
+fn default_cache_entries() -> usize {
+    10_000
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            positive_ttl_seconds: default_positive_ttl(),
+            negative_ttl_seconds: default_negative_ttl(),
+            max_entries: default_cache_entries(),
+        }
+    }
+}
+
+/// One `[[validators]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ValidatorConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// A bundled or installed plugin name, or a path to a `.wasm`.
+    pub plugin: String,
+    /// The plugin's sha256 must be this.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Only tokens starting with this prefix are sent to this validator.
+    #[serde(default)]
+    pub token_prefix: Option<String>,
+    /// Audiences this validator's tokens are valid for.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Settings handed to the plugin; values may be `env:NAME` or `file:PATH`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Capabilities granted to the plugin.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+impl ValidatorConfig {
+    /// The plugin and its sandbox.
+    pub fn spec(&self) -> PluginSpec {
+        PluginSpec {
+            plugin: self.plugin.clone(),
+            sha256: self.sha256.clone(),
+            settings: self.settings.clone(),
+            grants: self.grants.clone(),
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Load and check `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the file cannot be read, does not parse, or makes no sense.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| ConfigError::Unreadable { path: path.to_path_buf(), error })?;
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
+        let mut config: Self = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.validators.is_empty() {
+            return Err(invalid("no [[validators]]: nothing could ever authenticate".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for validator in &mut config.validators {
+            if !names.insert(validator.name.clone()) {
+                return Err(invalid(format!("two validators are named `{}`", validator.name)));
+            }
+            validator.limits.validate().map_err(|e| invalid(format!("validator `{}`: {e}", validator.name)))?;
+            if validator.limits.memory_mib > config.server.max_plugin_memory_mib {
+                return Err(invalid(format!(
+                    "validator `{}`: memory-mib {} is over the server's max-plugin-memory-mib {}",
+                    validator.name, validator.limits.memory_mib, config.server.max_plugin_memory_mib
+                )));
+            }
+            validator.plugin = relative_to(base, &validator.plugin);
+        }
+        let server = &mut config.server;
+        for file in
+            [&mut server.tls_cert_file, &mut server.tls_key_file, &mut server.client_ca_file].into_iter().flatten()
+        {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+        if !server.insecure_plain_http && (server.tls_cert_file.is_none() || server.tls_key_file.is_none()) {
+            return Err(invalid(
+                "[server] needs tls-cert-file and tls-key-file (or insecure-plain-http = true for local testing)"
+                    .into(),
+            ));
+        }
+        if server.max_concurrent_reviews == 0 || server.max_connections == 0 {
+            return Err(invalid("[server] max-concurrent-reviews and max-connections must be at least 1".into()));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<ServerConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, text).unwrap();
+        ServerConfig::load(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let config = load(
+            r#"
+[server]
+listen = "127.0.0.1:9443"
+tls-cert-file = "tls.crt"
+tls-key-file = "/abs/tls.key"
+[cache]
+positive-ttl-seconds = 60
+[[validators]]
+name = "a"
+plugin = "token-file"
+token-prefix = "a-"
+audiences = ["x"]
+[validators.settings]
+path = "/tokens.csv"
+[validators.limits]
+cpu-ms = 50
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 9443);
+        assert!(config.server.tls_cert_file.unwrap().is_absolute());
+        assert_eq!(config.cache.positive_ttl_seconds, 60);
+        assert_eq!(config.cache.negative_ttl_seconds, 5);
+        assert_eq!(config.validators[0].limits.cpu_ms, 50);
+        assert_eq!(config.validators[0].limits.timeout_ms, Limits::default().timeout_ms);
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        assert!(load("[server]\ninsecure-plain-http = true\n").unwrap_err().contains("no [[validators]]"));
+        let no_tls = load("[[validators]]\nname = \"a\"\nplugin = \"x\"\n").unwrap_err();
+        assert!(no_tls.contains("needs tls-cert-file"), "{no_tls}");
+        let twice = load(
+            "[server]\ninsecure-plain-http = true\n[[validators]]\nname = \"a\"\nplugin = \"x\"\n[[validators]]\nname = \"a\"\nplugin = \"y\"\n",
+        )
+        .unwrap_err();
+        assert!(twice.contains("two validators are named `a`"), "{twice}");
+        let typo = load("[server]\ninsecure-plain-http = true\nlisten-addr = \"x\"\n").unwrap_err();
+        assert!(typo.contains("unknown field `listen-addr`"), "{typo}");
+    }
+}

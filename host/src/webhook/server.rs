@@ -1,0 +1,502 @@
+//! The HTTPS server: connections, routes, reloads, shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use super::cache::{ReviewCache, Source};
+use super::config::ServerConfig;
+use super::metrics::Metrics;
+use super::review::{self, TokenReviewResponse, TokenReviewStatus};
+use super::tls::{ReloadingTls, TlsFiles};
+use super::validators::{ValidatorSet, Verdict};
+use crate::config::ConfigError;
+use crate::runtime::{Allocation, Runtime, RuntimeOptions};
+
+/// Largest request body accepted; a TokenReview is a few kilobytes.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Time allowed for the TLS handshake and for a request's headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to answer one request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often files are checked for changes.
+const RELOAD_POLL: Duration = Duration::from_secs(2);
+/// How long in-flight requests get to finish on shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The path kube-apiserver POSTs TokenReviews to.
+pub const REVIEW_PATH: &str = "/authenticate";
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The configuration file.
+    pub config: PathBuf,
+    /// Directories of installed plugins.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Where compiled plugins are cached.
+    pub artifact_dir: Option<PathBuf>,
+    /// Overrides `[server] listen`.
+    pub listen: Option<SocketAddr>,
+    /// Serve plain HTTP even if the file does not say so (local testing).
+    pub insecure_plain_http: bool,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A validator cannot be loaded.
+    #[error(transparent)]
+    Validators(#[from] super::validators::BuildError),
+    /// TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
+    /// The runtime cannot start.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::LoadError),
+    /// The address cannot be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+}
+
+/// State shared by every connection.
+struct Shared {
+    options: ServeOptions,
+    metrics: Metrics,
+    cache: ReviewCache,
+    runtime: Arc<Runtime>,
+    slots: Arc<Semaphore>,
+    validators: RwLock<Arc<ValidatorSet>>,
+    listener_config: super::config::ListenerConfig,
+    ready: AtomicBool,
+    tls: Option<ReloadingTls>,
+}
+
+/// A bound, loaded server, ready to run.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Load the configuration and validators and bind the listener.
+    ///
+    /// # Errors
+    ///
+    /// [`ServeError`] for anything that keeps the server from starting.
+    pub async fn bind(options: ServeOptions) -> Result<Self, ServeError> {
+        let config = ServerConfig::load(&options.config)?;
+        let mut listener_config = config.server.clone();
+        if options.insecure_plain_http {
+            listener_config.insecure_plain_http = true;
+        }
+        if let Some(addr) = options.listen {
+            listener_config.listen = addr;
+        }
+        let reviews = listener_config.max_concurrent_reviews;
+        let runtime = Arc::new(Runtime::new(RuntimeOptions {
+            allocation: Allocation::Pooling {
+                // One instance per concurrent review, and a few spare for
+                // instances being torn down while new ones start.
+                instances: reviews.saturating_add(reviews / 4 + 2),
+                memory_bytes: listener_config.max_plugin_memory_mib.saturating_mul(1024 * 1024),
+            },
+            artifact_dir: options.artifact_dir.clone(),
+        })?);
+        let slots = Arc::new(Semaphore::new(reviews as usize));
+        let validators = load_validators(&options, &config, &runtime, &slots)?;
+        let tls = if listener_config.insecure_plain_http {
+            tracing::warn!("serving plain HTTP: tokens cross the network in the clear; for local testing only");
+            None
+        } else {
+            Some(ReloadingTls::new(TlsFiles {
+                cert: listener_config.tls_cert_file.clone().unwrap_or_default(),
+                key: listener_config.tls_key_file.clone().unwrap_or_default(),
+                client_ca: listener_config.client_ca_file.clone(),
+            })?)
+        };
+        if tls.is_some() && listener_config.client_ca_file.is_none() {
+            tracing::warn!("no client-ca-file: any client that reaches the port can ask for TokenReviews");
+        }
+        let listener = TcpListener::bind(listener_config.listen)
+            .await
+            .map_err(|error| ServeError::Bind { addr: listener_config.listen, error })?;
+        let metrics = Metrics::new();
+        metrics.set_validators(validators.len());
+        let cache = ReviewCache::new(
+            Duration::from_secs(config.cache.positive_ttl_seconds),
+            Duration::from_secs(config.cache.negative_ttl_seconds),
+            config.cache.max_entries,
+        );
+        let shared = Arc::new(Shared {
+            options,
+            metrics,
+            cache,
+            runtime,
+            slots,
+            validators: RwLock::new(Arc::new(validators)),
+            listener_config,
+            ready: AtomicBool::new(true),
+            tls,
+        });
+        Ok(Self { shared, listener })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serve until `shutdown` resolves, then stop accepting and drain.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Self { shared, listener } = self;
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(
+            "serving TokenReviews on {}://{addr}{REVIEW_PATH} with {} validator(s)",
+            if shared.tls.is_some() { "https" } else { "http" },
+            shared.validators().len()
+        );
+        let reloader = tokio::spawn(reload_loop(Arc::clone(&shared)));
+        let connections = Arc::new(Semaphore::new(shared.listener_config.max_connections as usize));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&connections).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, do not spin.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = Arc::clone(&shared);
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match &shared.tls {
+                    Some(tls) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => serve_connection(stream, peer, shared, watcher).await,
+                            Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                    None => serve_connection(stream, peer, shared, watcher).await,
+                }
+            });
+        }
+        shared.ready.store(false, Ordering::SeqCst);
+        drop(listener);
+        reloader.abort();
+        tracing::info!("shutting down: draining in-flight requests");
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+            tracing::warn!("some connections did not finish within {} s", DRAIN_TIMEOUT.as_secs());
+        }
+    }
+}
+
+fn load_validators(
+    options: &ServeOptions,
+    config: &ServerConfig,
+    runtime: &Arc<Runtime>,
+    slots: &Arc<Semaphore>,
+) -> Result<ValidatorSet, super::validators::BuildError> {
+    let mut set = ValidatorSet::load(config, runtime, &options.plugin_dirs, Arc::clone(slots))?;
+    set.watched.push(options.config.clone());
+    Ok(set)
+}
+
+impl Shared {
+    fn validators(&self) -> Arc<ValidatorSet> {
+        Arc::clone(&self.validators.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(route(request, &shared).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT).keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert(CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn review_response(status: StatusCode, api_version: &str, review: TokenReviewStatus) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(&TokenReviewResponse::new(api_version, review)).unwrap_or_default();
+    respond(status, "application/json", body)
+}
+
+fn review_error(status: StatusCode, api_version: &str, error: String) -> Response<Full<Bytes>> {
+    review_response(
+        status,
+        api_version,
+        TokenReviewStatus { authenticated: false, error: Some(error), ..Default::default() },
+    )
+}
+
+async fn route(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    let (label, response) = match (request.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => ("/healthz", respond(StatusCode::OK, "text/plain", "ok\n")),
+        (&Method::GET, "/readyz") => (
+            "/readyz",
+            if shared.ready.load(Ordering::SeqCst) && !shared.validators().is_empty() {
+                respond(StatusCode::OK, "text/plain", "ok\n")
+            } else {
+                respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+            },
+        ),
+        (&Method::GET, "/metrics") => (
+            "/metrics",
+            respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                shared.metrics.render(),
+            ),
+        ),
+        (&Method::POST, REVIEW_PATH) => {
+            let response = match tokio::time::timeout(REQUEST_TIMEOUT, token_review(request, shared)).await {
+                Ok(response) => response,
+                Err(_) => review_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    review::V1,
+                    format!("the review took longer than {} s", REQUEST_TIMEOUT.as_secs()),
+                ),
+            };
+            (REVIEW_PATH, response)
+        }
+        (_, REVIEW_PATH) => {
+            (REVIEW_PATH, respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "POST a TokenReview\n"))
+        }
+        _ => ("other", respond(StatusCode::NOT_FOUND, "text/plain", "not found\n")),
+    };
+    shared.metrics.request(label, response.status().as_u16());
+    response
+}
+
+async fn token_review(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let declared =
+        request.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let mut body = request.into_body();
+    let too_large = |body| async move {
+        // Read (and drop) a bounded amount more, so a client still sending its
+        // body sees the answer instead of a broken connection.
+        drain(body).await;
+        review_error(StatusCode::PAYLOAD_TOO_LARGE, review::V1, format!("the body is over {MAX_BODY} bytes"))
+    };
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return too_large(body).await;
+    }
+    let mut bytes = Vec::new();
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if bytes.len() + data.len() > MAX_BODY {
+                        return too_large(body).await;
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => {
+                return review_error(StatusCode::BAD_REQUEST, review::V1, format!("cannot read the body: {e}"));
+            }
+        }
+    }
+    let body = bytes;
+    let parsed = match review::parse(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let version = match &e {
+                review::BadReview::WrongKind(_) | review::BadReview::Malformed(_) => review::V1,
+                review::BadReview::WrongVersion(_) => review::V1,
+            };
+            return review_error(StatusCode::BAD_REQUEST, version, e.to_string());
+        }
+    };
+    let version = parsed.api_version.as_str();
+    let token = parsed.spec.token.as_str();
+    if token.is_empty() {
+        shared.metrics.review("", "denied", started.elapsed().as_secs_f64());
+        return review_error(StatusCode::OK, version, "the token is empty".into());
+    }
+    let validators = shared.validators();
+    let audiences = &parsed.spec.audiences;
+    let (verdict, source) = shared
+        .cache
+        .get_or_compute(token, audiences, || async { validators.review(token, audiences, &shared.metrics).await })
+        .await;
+    shared.metrics.cache(source == Source::Hit);
+    let seconds = started.elapsed().as_secs_f64();
+    match verdict {
+        Verdict::Authenticated { validator, user, audiences } => {
+            tracing::debug!(%validator, user = %user.username, ms = seconds * 1000.0, "authenticated");
+            shared.metrics.review(&validator, "authenticated", seconds);
+            review_response(
+                StatusCode::OK,
+                version,
+                TokenReviewStatus { authenticated: true, user: Some(user), audiences, error: None },
+            )
+        }
+        Verdict::Denied { reason } => {
+            tracing::debug!(%reason, ms = seconds * 1000.0, "denied");
+            shared.metrics.review("", "denied", seconds);
+            review_error(StatusCode::OK, version, reason)
+        }
+        Verdict::Transient { reason } => {
+            tracing::warn!(%reason, "cannot decide now; the API server will retry");
+            shared.metrics.review("", "transient", seconds);
+            review_error(StatusCode::SERVICE_UNAVAILABLE, version, reason)
+        }
+        Verdict::Busy => {
+            shared.metrics.review("", "busy", seconds);
+            review_error(StatusCode::TOO_MANY_REQUESTS, version, "too many reviews in progress".into())
+        }
+    }
+}
+
+/// Most bytes read and dropped from an oversized body before answering.
+const MAX_DRAIN: usize = 8 * 1024 * 1024;
+/// Longest time spent draining.
+const DRAIN_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn drain(mut body: Incoming) {
+    let _ = tokio::time::timeout(DRAIN_BODY_TIMEOUT, async {
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > MAX_DRAIN {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Identity of a file's content, to notice changes.
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), m.ino()))
+}
+
+/// Watch the configuration, plugin and TLS files (and SIGHUP); swap in a new
+/// validator set when they change. A broken new configuration is logged and
+/// the old one keeps serving.
+async fn reload_loop(shared: Arc<Shared>) {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut watched: Vec<(PathBuf, _)> = shared.validators().watched.iter().map(|p| (p.clone(), stamp(p))).collect();
+    let mut interval = tokio::time::interval(RELOAD_POLL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = interval.tick() => false,
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        if let Some(tls) = &shared.tls {
+            match tls.reload_if_changed() {
+                Ok(true) => tracing::info!("reloaded the TLS certificate"),
+                Ok(false) => {}
+                Err(e) => tracing::error!("keeping the previous TLS certificate: {e}"),
+            }
+        }
+        let changed = watched.iter().any(|(path, old)| stamp(path) != *old);
+        if !(forced || changed) {
+            continue;
+        }
+        // Whatever the outcome, do not retry the same broken files every poll.
+        watched = watched
+            .into_iter()
+            .map(|(p, _)| {
+                let s = stamp(&p);
+                (p, s)
+            })
+            .collect();
+        let reload = Arc::clone(&shared);
+        let result = tokio::task::spawn_blocking(move || {
+            let config = ServerConfig::load(&reload.options.config).map_err(|e| e.to_string())?;
+            if config.server != reload.listener_config {
+                tracing::warn!("[server] settings changed; they take effect after a restart");
+            }
+            let set =
+                load_validators(&reload.options, &config, &reload.runtime, &reload.slots).map_err(|e| e.to_string())?;
+            Ok::<_, String>((set, config))
+        })
+        .await;
+        match result {
+            Ok(Ok((set, config))) => {
+                watched = set.watched.iter().map(|p| (p.clone(), stamp(p))).collect();
+                let count = set.len();
+                *shared.validators.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+                shared.cache.clear();
+                shared.metrics.reload(true);
+                shared.metrics.set_validators(count);
+                let _ = config;
+                tracing::info!("reloaded the configuration: {count} validator(s)");
+            }
+            Ok(Err(e)) => {
+                shared.metrics.reload(false);
+                tracing::error!("the new configuration is broken; the previous one keeps serving: {e}");
+            }
+            Err(e) => {
+                shared.metrics.reload(false);
+                tracing::error!("reloading failed: {e}");
+            }
+        }
+    }
+}

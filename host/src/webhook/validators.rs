@@ -1,0 +1,261 @@
+//! The ordered set of validators a review runs through.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::config::ServerConfig;
+use super::metrics::Metrics;
+use super::review::UserInfo;
+use crate::capabilities::{CapabilityPolicy, NoTerminal};
+use crate::plugin::PluginRef;
+use crate::runtime::bindings::types::{ReviewOutcome, TokenReview};
+use crate::runtime::limits::LimitExceeded;
+use crate::runtime::{LoadedPlugin, RunError, Runtime, Sandbox, World};
+use crate::settings::ResolvedSettings;
+
+/// How long a review waits for a free plugin slot before answering 429.
+const SLOT_WAIT: Duration = Duration::from_secs(5);
+
+/// Something that decides on tokens: a wasm plugin, or (in benchmarks and
+/// embedders) native code.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync {
+    /// Review `token` for `audiences`.
+    async fn review(&self, token: &str, audiences: &[String]) -> Result<ReviewOutcome, RunError>;
+}
+
+/// A validator plugin in its sandbox.
+pub struct WasmBackend {
+    runtime: Arc<Runtime>,
+    plugin: LoadedPlugin,
+    sandbox: Sandbox,
+}
+
+#[async_trait::async_trait]
+impl Backend for WasmBackend {
+    async fn review(&self, token: &str, audiences: &[String]) -> Result<ReviewOutcome, RunError> {
+        let review = TokenReview { token: token.to_string(), audiences: audiences.to_vec() };
+        self.plugin.validate(self.runtime.engine(), &self.sandbox, review).await
+    }
+}
+
+/// One configured validator.
+pub struct Validator {
+    /// Its name in logs and metrics.
+    pub name: String,
+    /// Only tokens with this prefix go here.
+    pub token_prefix: Option<String>,
+    /// Audiences the operator says its tokens are valid for.
+    pub audiences: Vec<String>,
+    /// What decides.
+    pub backend: Arc<dyn Backend>,
+}
+
+/// The result of running a review through the validators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// A validator accepted the token.
+    Authenticated {
+        /// Which one.
+        validator: String,
+        /// The user.
+        user: UserInfo,
+        /// Audiences to report (empty: the API server's own, implicitly).
+        audiences: Vec<String>,
+    },
+    /// No validator accepted it.
+    Denied {
+        /// Why, per validator.
+        reason: String,
+    },
+    /// A validator that might have accepted it could not decide (backend down,
+    /// timeout): the API server should retry.
+    Transient {
+        /// Why.
+        reason: String,
+    },
+    /// Every plugin slot stayed busy: the API server should retry later.
+    Busy,
+}
+
+/// The validators of one configuration generation, shared by the reviews that
+/// started under it.
+pub struct ValidatorSet {
+    validators: Vec<Validator>,
+    slots: Arc<Semaphore>,
+    /// Files whose change means a reload (the configuration, plugin files).
+    pub watched: Vec<PathBuf>,
+}
+
+/// A validator set that cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("validator `{name}`: {message}")]
+pub struct BuildError {
+    /// The validator.
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ValidatorSet {
+    /// A set of `validators` sharing `slots` concurrent plugin runs.
+    pub fn new(validators: Vec<Validator>, slots: Arc<Semaphore>) -> Self {
+        Self { validators, slots, watched: Vec::new() }
+    }
+
+    /// Load every validator of `config` (compiling plugins as needed).
+    ///
+    /// # Errors
+    ///
+    /// The first validator that cannot be loaded.
+    pub fn load(
+        config: &ServerConfig,
+        runtime: &Arc<Runtime>,
+        plugin_dirs: &[PathBuf],
+        slots: Arc<Semaphore>,
+    ) -> Result<Self, BuildError> {
+        let mut validators = Vec::new();
+        let mut watched = Vec::new();
+        for entry in &config.validators {
+            let fail = |message: String| BuildError { name: entry.name.clone(), message };
+            let spec = entry.spec();
+            let plugin = PluginRef::locate(&spec.plugin, plugin_dirs).map_err(|e| fail(e.to_string()))?;
+            if let Some(pin) = &spec.sha256 {
+                plugin.verify_pin(pin).map_err(|e| fail(e.to_string()))?;
+            }
+            if let crate::plugin::PluginOrigin::File(path) = &plugin.origin {
+                watched.push(path.clone());
+            }
+            let settings = ResolvedSettings::resolve(&spec.settings).map_err(|e| fail(e.to_string()))?;
+            let policy = CapabilityPolicy::new(&spec.grants).map_err(|e| fail(e.to_string()))?;
+            let loaded = runtime.load(&plugin, World::Validator).map_err(|e| fail(e.to_string()))?;
+            let sandbox = Sandbox {
+                settings: Arc::new(settings),
+                policy: Arc::new(policy),
+                limits: spec.limits.clone(),
+                terminal: Arc::new(NoTerminal),
+            };
+            validators.push(Validator {
+                name: entry.name.clone(),
+                token_prefix: entry.token_prefix.clone(),
+                audiences: entry.audiences.clone(),
+                backend: Arc::new(WasmBackend { runtime: Arc::clone(runtime), plugin: loaded, sandbox }),
+            });
+        }
+        Ok(Self { validators, slots, watched })
+    }
+
+    /// How many validators there are.
+    pub fn len(&self) -> usize {
+        self.validators.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.validators.is_empty()
+    }
+
+    /// Run `token` through the validators in order; the first that
+    /// authenticates wins.
+    pub async fn review(&self, token: &str, audiences: &[String], metrics: &Metrics) -> Verdict {
+        let mut reasons = Vec::new();
+        let mut transient = None;
+        let mut routed = false;
+        for validator in &self.validators {
+            if validator.token_prefix.as_deref().is_some_and(|p| !token.starts_with(p)) {
+                continue;
+            }
+            routed = true;
+            let permit = match tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.slots).acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => return Verdict::Busy,
+            };
+            let outcome = validator.backend.review(token, audiences).await;
+            drop(permit);
+            match outcome {
+                Ok(ReviewOutcome::Authenticated(accepted)) => {
+                    let offered =
+                        if accepted.audiences.is_empty() { validator.audiences.clone() } else { accepted.audiences };
+                    match intersect_audiences(audiences, &offered) {
+                        Some(audiences) => {
+                            let user = accepted.user;
+                            return Verdict::Authenticated {
+                                validator: validator.name.clone(),
+                                user: UserInfo {
+                                    username: user.username,
+                                    uid: user.uid.unwrap_or_default(),
+                                    groups: user.groups,
+                                    extra: user.extra.into_iter().collect(),
+                                },
+                                audiences,
+                            };
+                        }
+                        None => reasons
+                            .push(format!("{}: the token is not valid for the requested audiences", validator.name)),
+                    }
+                }
+                Ok(ReviewOutcome::Rejected(reason)) => reasons.push(format!("{}: {reason}", validator.name)),
+                Err(error) => {
+                    metrics.plugin_failure(&validator.name, failure_kind(&error));
+                    tracing::warn!(validator = %validator.name, "{error}");
+                    if error.is_transient() {
+                        transient = Some(format!("{}: {error}", validator.name));
+                    }
+                    reasons.push(format!("{}: {error}", validator.name));
+                }
+            }
+        }
+        if let Some(reason) = transient {
+            return Verdict::Transient { reason };
+        }
+        if !routed {
+            return Verdict::Denied { reason: "no validator handles tokens like this one".into() };
+        }
+        Verdict::Denied { reason: reasons.join("; ") }
+    }
+}
+
+/// The audiences to report: `None` when the token is not valid for any
+/// requested audience. A validator that names no audiences is audience-agnostic:
+/// it reports none, which the API server reads as its own.
+fn intersect_audiences(requested: &[String], offered: &[String]) -> Option<Vec<String>> {
+    if requested.is_empty() || offered.is_empty() {
+        return Some(if requested.is_empty() { offered.to_vec() } else { Vec::new() });
+    }
+    let both: Vec<String> = requested.iter().filter(|a| offered.contains(a)).cloned().collect();
+    (!both.is_empty()).then_some(both)
+}
+
+fn failure_kind(error: &RunError) -> &'static str {
+    match error {
+        RunError::Plugin { .. } => "plugin_error",
+        RunError::Limit { limit: LimitExceeded::CpuTime(_), .. } => "cpu_limit",
+        RunError::Limit { limit: LimitExceeded::Memory(_), .. } => "memory_limit",
+        RunError::Limit { .. } => "limit",
+        RunError::Timeout { .. } => "timeout",
+        RunError::StackExhausted { .. } => "stack",
+        RunError::Crashed { .. } => "trap",
+        RunError::BadResult { .. } => "bad_result",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn audiences_intersect_like_the_apiserver_expects() {
+        assert_eq!(intersect_audiences(&s(&["a", "b"]), &s(&["b", "c"])), Some(s(&["b"])));
+        assert_eq!(intersect_audiences(&s(&["a"]), &s(&["c"])), None);
+        assert_eq!(intersect_audiences(&s(&["a"]), &[]), Some(Vec::new()));
+        assert_eq!(intersect_audiences(&[], &s(&["c"])), Some(s(&["c"])));
+        assert_eq!(intersect_audiences(&[], &[]), Some(Vec::new()));
+    }
+}

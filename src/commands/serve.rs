@@ -1,0 +1,133 @@
+//! `credbroker serve`: the webhook token authenticator.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use credbroker_host::dirs::Dirs;
+use credbroker_host::webhook::config::ServerConfig;
+use credbroker_host::webhook::server::REVIEW_PATH;
+use credbroker_host::webhook::{ServeOptions, Server};
+
+/// Arguments of `credbroker serve`.
+#[derive(Debug, Args)]
+#[command(after_help = "kube-apiserver flags to use it:\n  \
+    --authentication-token-webhook-config-file=<the output of --print-apiserver-config>\n  \
+    --authentication-token-webhook-version=v1")]
+pub struct ServeArgs {
+    /// The server configuration (listener, TLS, validators).
+    #[arg(long, env = "CREDBROKER_SERVE_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+    /// Listen here instead of `[server] listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Serve plain HTTP (tokens in the clear): only for local testing.
+    #[arg(long)]
+    insecure_plain_http: bool,
+    /// Print the webhook kubeconfig kube-apiserver needs, then exit.
+    #[arg(long)]
+    print_apiserver_config: bool,
+    /// With --print-apiserver-config: the URL kube-apiserver reaches this server at.
+    #[arg(long, value_name = "URL", requires = "print_apiserver_config")]
+    url: Option<String>,
+    /// With --print-apiserver-config: the CA that signed this server's certificate.
+    #[arg(long, value_name = "FILE", requires = "print_apiserver_config")]
+    ca_file: Option<PathBuf>,
+    /// With --print-apiserver-config: kube-apiserver's client certificate.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// With --print-apiserver-config: kube-apiserver's client key.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+}
+
+/// Run `credbroker serve`.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.print_apiserver_config {
+        print!("{}", apiserver_config(&args)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let dirs = Dirs::of_user().map_err(anyhow::Error::msg)?;
+    let options = ServeOptions {
+        config: args.config,
+        plugin_dirs: vec![dirs.plugins.clone()],
+        artifact_dir: Some(dirs.artifacts()),
+        listen: args.listen,
+        insecure_plain_http: args.insecure_plain_http,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(async {
+        let server = Server::bind(options).await?;
+        server.run(shutdown_signal()).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::error!("cannot watch SIGTERM: {e}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+    }
+}
+
+/// A YAML string (JSON string syntax is valid YAML and escapes everything).
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
+}
+
+fn absolute(path: &PathBuf) -> anyhow::Result<String> {
+    let path = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    Ok(path.display().to_string())
+}
+
+/// The kubeconfig kube-apiserver's `--authentication-token-webhook-config-file` reads.
+fn apiserver_config(args: &ServeArgs) -> anyhow::Result<String> {
+    let config = ServerConfig::load(&args.config)?;
+    let scheme = if config.server.insecure_plain_http { "http" } else { "https" };
+    let url = match &args.url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => format!("{scheme}://{}", config.server.listen),
+    };
+    let url = if url.ends_with(REVIEW_PATH) { url } else { format!("{url}{REVIEW_PATH}") };
+    let mut cluster = format!("    server: {}\n", quoted(&url));
+    if let Some(ca) = &args.ca_file {
+        cluster.push_str(&format!("    certificate-authority: {}\n", quoted(&absolute(ca)?)));
+    }
+    let user = match (&args.client_cert, &args.client_key) {
+        (Some(cert), Some(key)) => format!(
+            "    client-certificate: {}\n    client-key: {}\n",
+            quoted(&absolute(cert)?),
+            quoted(&absolute(key)?)
+        ),
+        _ => "    {}\n".to_string(),
+    };
+    Ok(format!(
+        "# kube-apiserver --authentication-token-webhook-config-file=THIS_FILE --authentication-token-webhook-version=v1\n\
+         apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: credbroker\n  \
+           cluster:\n{cluster}\
+         users:\n\
+         - name: kube-apiserver\n  \
+           user:\n{user}\
+         contexts:\n\
+         - name: webhook\n  \
+           context:\n    \
+             cluster: credbroker\n    \
+             user: kube-apiserver\n\
+         current-context: webhook\n"
+    ))
+}

@@ -1,0 +1,329 @@
+//! `credbroker serve` as kube-apiserver meets it: TokenReviews over mTLS, both
+//! API versions, audiences, bad requests, hostile validators, hot reload and
+//! metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use serde_json::json;
+
+use crate::harness::webhook::{Webhook, client, review_body};
+use crate::harness::{UserEnv, probe};
+
+/// A token-file validator named `tokens` reading `tokens.csv` in the user's home.
+fn token_file_validator(env: &UserEnv, extra: &str) -> String {
+    let csv = env.home().join("tokens.csv");
+    if !csv.exists() {
+        std::fs::write(&csv, "tok-alice,alice,1001,\"devs,ops\"\ntok-bob,bob,1002\n").unwrap();
+    }
+    format!(
+        "[[validators]]\nname = \"tokens\"\nplugin = \"token-file\"\n{extra}\n[validators.settings]\npath = {csv:?}\n[validators.grants]\nfiles = [{csv:?}]\n",
+        csv = csv.display().to_string()
+    )
+}
+
+/// A probe validator named `name` with `behavior`, for tokens with `prefix`.
+fn probe_validator(name: &str, behavior: &str, prefix: &str, limits: &str) -> String {
+    format!(
+        "[[validators]]\nname = {name:?}\nplugin = {:?}\ntoken-prefix = {prefix:?}\n[validators.settings]\nbehavior = {behavior:?}\nvalue = \"v\"\n[validators.limits]\n{limits}\n",
+        probe().display().to_string()
+    )
+}
+
+#[test]
+fn reviews_authenticate_in_the_version_asked() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &token_file_validator(&env, ""));
+    for version in ["v1", "v1beta1"] {
+        let (status, answer) = webhook.review(version, "tok-alice", &[]);
+        assert_eq!(status, 200);
+        assert_eq!(
+            answer,
+            json!({
+                "apiVersion": format!("authentication.k8s.io/{version}"),
+                "kind": "TokenReview",
+                "status": {
+                    "authenticated": true,
+                    "user": {"username": "alice", "uid": "1001", "groups": ["devs", "ops"]},
+                },
+            })
+        );
+    }
+}
+
+#[test]
+fn a_denial_is_a_cacheable_200() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &token_file_validator(&env, ""));
+    let (status, answer) = webhook.review("v1", "tok-mallory", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(answer["status"]["authenticated"], false);
+    assert_eq!(answer["status"]["error"], "tokens: unknown token");
+    assert!(answer["status"].get("user").is_none());
+    assert!(!answer.to_string().contains("tok-mallory"), "the token is never echoed");
+}
+
+#[test]
+fn audiences_are_intersected() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &token_file_validator(&env, "audiences = [\"api\", \"vault\"]"));
+    let (_, answer) = webhook.review("v1", "tok-bob", &["vault", "other"]);
+    assert_eq!(answer["status"]["authenticated"], true);
+    assert_eq!(answer["status"]["audiences"], json!(["vault"]));
+    let (status, answer) = webhook.review("v1", "tok-bob", &["other"]);
+    assert_eq!(status, 200);
+    assert_eq!(answer["status"]["authenticated"], false);
+    assert_eq!(answer["status"]["error"], "tokens: the token is not valid for the requested audiences");
+    let (_, answer) = webhook.review("v1", "tok-bob", &[]);
+    assert_eq!(answer["status"]["audiences"], json!(["api", "vault"]));
+}
+
+#[test]
+fn clients_without_the_right_certificate_are_refused() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &token_file_validator(&env, ""));
+    let body = review_body("v1", "tok-alice", &[]);
+    let anonymous = client(&webhook.server_ca.cert_pem, None);
+    assert!(anonymous.post(format!("{}/authenticate", webhook.url)).body(body.clone()).send().is_err());
+    let stranger = crate::harness::pki::TestCa::new("someone else").client("kube-apiserver", &[]);
+    let impostor = client(&webhook.server_ca.cert_pem, Some(&stranger));
+    assert!(impostor.post(format!("{}/authenticate", webhook.url)).body(body).send().is_err());
+    assert_eq!(webhook.review("v1", "tok-alice", &[]).0, 200, "the real apiserver still gets in");
+}
+
+#[test]
+fn bad_requests_get_well_formed_answers() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &token_file_validator(&env, ""));
+    let cases: Vec<(Vec<u8>, u16, &str)> = vec![
+        (b"{not json".to_vec(), 400, "the body is not a TokenReview"),
+        (
+            br#"{"apiVersion":"authentication.k8s.io/v1","kind":"SubjectAccessReview"}"#.to_vec(),
+            400,
+            "kind `SubjectAccessReview` is not TokenReview",
+        ),
+        (
+            br#"{"apiVersion":"authentication.k8s.io/v9","kind":"TokenReview"}"#.to_vec(),
+            400,
+            "apiVersion `authentication.k8s.io/v9`",
+        ),
+        (b"\xff\xfe\xfd".to_vec(), 400, "not UTF-8"),
+        (review_body("v1", "", &[]), 200, "the token is empty"),
+        (
+            br#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{}}"#.to_vec(),
+            200,
+            "the token is empty",
+        ),
+        (vec![b' '; 2 * 1024 * 1024], 413, "the body is over 1048576 bytes"),
+    ];
+    for (body, status, error) in cases {
+        let (got, answer) = webhook.post(body);
+        assert_eq!(got, status, "{answer}");
+        assert_eq!(answer["kind"], "TokenReview");
+        assert_eq!(answer["status"]["authenticated"], false);
+        assert!(answer["status"]["error"].as_str().unwrap().contains(error), "{answer}");
+    }
+    let metrics = webhook.metrics();
+    assert!(metrics.contains(r#"credbroker_http_requests_total{path="/authenticate",code="400"} 4"#), "{metrics}");
+    assert!(metrics.contains(r#"credbroker_http_requests_total{path="/authenticate",code="413"} 1"#), "{metrics}");
+}
+
+#[test]
+fn hostile_validators_do_not_stop_the_others() {
+    let env = UserEnv::new();
+    let validators = [
+        probe_validator("looper", "loop", "loop-", "cpu-ms = 200"),
+        probe_validator("crasher", "panic", "panic-", ""),
+        probe_validator("down", "unavailable", "down-", ""),
+        token_file_validator(&env, ""),
+    ]
+    .join("\n");
+    let webhook = Arc::new(Webhook::start(&env, &validators));
+    let attacking = Arc::new(AtomicBool::new(true));
+    let attackers: Vec<_> = ["loop-1", "panic-1"]
+        .into_iter()
+        .map(|token| {
+            let webhook = Arc::clone(&webhook);
+            let attacking = Arc::clone(&attacking);
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while attacking.load(Ordering::SeqCst) {
+                    answers.push(webhook.review("v1", token, &[]));
+                }
+                answers
+            })
+        })
+        .collect();
+    for _ in 0..30 {
+        let (status, answer) = webhook.review("v1", "tok-alice", &[]);
+        assert_eq!(status, 200);
+        assert_eq!(answer["status"]["user"]["username"], "alice");
+    }
+    attacking.store(false, Ordering::SeqCst);
+    for attacker in attackers {
+        for (status, answer) in attacker.join().unwrap() {
+            assert_eq!(status, 200, "{answer}");
+            assert_eq!(answer["status"]["authenticated"], false);
+            let error = answer["status"]["error"].as_str().unwrap();
+            assert!(error.contains("exceeded its CPU time limit of 200 ms") || error.contains("crashed"), "{error}");
+        }
+    }
+    // A validator whose backend is down: the apiserver should retry (503).
+    let (status, answer) = webhook.review("v1", "down-1", &[]);
+    assert_eq!(status, 503);
+    assert!(answer["status"]["error"].as_str().unwrap().contains("backend is down"));
+    let metrics = webhook.metrics();
+    assert!(metrics.contains(r#"credbroker_plugin_failures_total{validator="looper",kind="cpu_limit"}"#), "{metrics}");
+    assert!(metrics.contains(r#"credbroker_plugin_failures_total{validator="crasher",kind="trap"}"#), "{metrics}");
+    assert!(webhook.metric(r#"credbroker_reviews_total{validator="tokens",outcome="authenticated"}"#) >= 1.0);
+    assert!(webhook.metric(r#"credbroker_reviews_total{validator="",outcome="transient"}"#) >= 1.0);
+}
+
+#[test]
+fn answers_are_cached_briefly() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &token_file_validator(&env, ""));
+    for _ in 0..3 {
+        assert_eq!(webhook.review("v1", "tok-alice", &[]).1["status"]["authenticated"], true);
+    }
+    assert_eq!(webhook.metric(r#"credbroker_review_cache_total{result="hit"}"#), 2.0);
+    assert_eq!(webhook.metric(r#"credbroker_review_cache_total{result="miss"}"#), 1.0);
+}
+
+#[test]
+fn a_reload_under_load_fails_no_request() {
+    let env = UserEnv::new();
+    let webhook = Arc::new(Webhook::start(
+        &env,
+        &format!("[cache]\npositive-ttl-seconds = 0\nnegative-ttl-seconds = 0\n{}", token_file_validator(&env, "")),
+    ));
+    let running = Arc::new(AtomicBool::new(true));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let webhook = Arc::clone(&webhook);
+            let running = Arc::clone(&running);
+            let sent = Arc::clone(&sent);
+            std::thread::spawn(move || {
+                while running.load(Ordering::SeqCst) {
+                    let (status, answer) = webhook.review("v1", "tok-alice", &[]);
+                    assert_eq!(status, 200, "{answer}");
+                    assert_eq!(answer["status"]["user"]["username"], "alice", "{answer}");
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    // Swap in a configuration with a second validator ahead of the first.
+    webhook.rewrite(&format!(
+        "[cache]\npositive-ttl-seconds = 0\nnegative-ttl-seconds = 0\n{}\n{}",
+        probe_validator("echo", "echo-token", "ok-", ""),
+        token_file_validator(&env, "")
+    ));
+    webhook.wait_for("the reload", || webhook.metric(r#"credbroker_reloads_total{result="success"}"#) >= 1.0);
+    let (_, answer) = webhook.review("v1", "ok-carol", &[]);
+    assert_eq!(answer["status"]["user"]["username"], "carol", "the new validator answers");
+
+    // A broken configuration is refused; the old one keeps serving.
+    webhook.rewrite("[[validators]]\nname = \"broken\"\nplugin = \"no-such-plugin\"\n");
+    webhook.wait_for("the failed reload", || webhook.metric(r#"credbroker_reloads_total{result="failure"}"#) >= 1.0);
+    assert!(webhook.log().contains("the new configuration is broken; the previous one keeps serving"));
+    let (_, answer) = webhook.review("v1", "ok-dave", &[]);
+    assert_eq!(answer["status"]["user"]["username"], "dave");
+
+    running.store(false, Ordering::SeqCst);
+    for worker in load {
+        worker.join().expect("no request failed");
+    }
+    assert!(sent.load(Ordering::SeqCst) > 20, "the load kept flowing: {}", sent.load(Ordering::SeqCst));
+    assert_eq!(webhook.metric("credbroker_validators"), 2.0);
+}
+
+#[test]
+fn a_rotated_certificate_is_picked_up() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &token_file_validator(&env, ""));
+    let new_ca = crate::harness::pki::TestCa::new("rotated server CA");
+    let new_cert = new_ca.server();
+    let trusts_new = client(&new_ca.cert_pem, Some(&webhook.apiserver_cert));
+    let body = review_body("v1", "tok-alice", &[]);
+    assert!(trusts_new.post(format!("{}/authenticate", webhook.url)).body(body.clone()).send().is_err());
+    std::fs::write(webhook.dir.join("tls.key.new"), &new_cert.key_pem).unwrap();
+    std::fs::write(webhook.dir.join("tls.crt.new"), &new_cert.cert_pem).unwrap();
+    std::fs::rename(webhook.dir.join("tls.key.new"), webhook.dir.join("tls.key")).unwrap();
+    std::fs::rename(webhook.dir.join("tls.crt.new"), webhook.dir.join("tls.crt")).unwrap();
+    webhook.wait_for("the new certificate", || {
+        trusts_new.post(format!("{}/authenticate", webhook.url)).body(body.clone()).send().is_ok()
+    });
+    assert!(webhook.log().contains("reloaded the TLS certificate"));
+}
+
+#[test]
+fn health_and_shutdown() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &token_file_validator(&env, ""));
+    let http = webhook.client();
+    assert_eq!(http.get(format!("{}/healthz", webhook.url)).send().unwrap().status(), 200);
+    assert_eq!(http.get(format!("{}/readyz", webhook.url)).send().unwrap().status(), 200);
+    assert_eq!(http.get(format!("{}/authenticate", webhook.url)).send().unwrap().status(), 405);
+    assert_eq!(webhook.terminate(), Some(0), "SIGTERM drains and exits cleanly");
+}
+
+#[test]
+fn the_apiserver_config_points_at_the_webhook() {
+    let env = UserEnv::new();
+    let dir = env.home();
+    std::fs::write(
+        dir.join("serve.toml"),
+        format!("[server]\ninsecure-plain-http = true\n{}", token_file_validator(&env, "")),
+    )
+    .unwrap();
+    let run = env.run(&[
+        "serve",
+        "--config",
+        dir.join("serve.toml").to_str().unwrap(),
+        "--print-apiserver-config",
+        "--url",
+        "https://credbroker.kube-system.svc:8443",
+        "--ca-file",
+        "/etc/credbroker/ca.crt",
+        "--client-cert",
+        "/etc/kubernetes/pki/credbroker-client.crt",
+        "--client-key",
+        "/etc/kubernetes/pki/credbroker-client.key",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for line in [
+        "    server: \"https://credbroker.kube-system.svc:8443/authenticate\"",
+        "    certificate-authority: \"/etc/credbroker/ca.crt\"",
+        "    client-certificate: \"/etc/kubernetes/pki/credbroker-client.crt\"",
+        "    client-key: \"/etc/kubernetes/pki/credbroker-client.key\"",
+        "current-context: webhook",
+    ] {
+        assert!(run.stdout.contains(line), "missing {line:?} in:\n{}", run.stdout);
+    }
+}
+
+#[test]
+fn kubectl_reaches_a_cluster_whose_apiserver_asks_credbroker() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &token_file_validator(&env, ""));
+    let (apiserver, users) = crate::harness::apiserver::ApiServer::with_webhook(&webhook);
+    let config = crate::harness::kubectl::kubeconfig(
+        &env,
+        &apiserver,
+        &crate::harness::kubectl::Exec::v1(&["get", "--provider", "static", "--set", "token=tok-alice"]),
+    );
+    let run = crate::harness::kubectl::run(&env, "1.33", &config, &["get", "--raw", "/version"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(users.lock().unwrap().as_slice(), ["alice"]);
+
+    let config = crate::harness::kubectl::kubeconfig(
+        &env,
+        &apiserver,
+        &crate::harness::kubectl::Exec::v1(&["get", "--provider", "static", "--set", "token=tok-unknown"]),
+    );
+    let run = crate::harness::kubectl::run(&env, "1.33", &config, &["get", "--raw", "/version"]);
+    assert_ne!(run.code, Some(0));
+    assert!(run.stderr.contains("Unauthorized"), "{}", run.stderr);
+}
