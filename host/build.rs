@@ -16,6 +16,8 @@ struct PluginCrate {
     name: String,
     package: String,
     description: String,
+    /// `provider` or `validator`, from `[package.metadata.credbroker] world`.
+    world: String,
 }
 
 fn main() {
@@ -41,9 +43,10 @@ fn main() {
         let digest = hex(&Sha256::digest(&bytes));
         writeln!(
             table,
-            "    BundledPlugin {{ name: {:?}, description: {:?}, sha256: {:?}, wasm: include_bytes!({:?}) }},",
+            "    BundledPlugin {{ name: {:?}, description: {:?}, world: World::{}, sha256: {:?}, wasm: include_bytes!({:?}) }},",
             plugin.name,
             plugin.description,
+            if plugin.world == "provider" { "Provider" } else { "Validator" },
             digest,
             wasm.display().to_string()
         )
@@ -82,7 +85,17 @@ fn plugin_crates(dir: &Path) -> Vec<PluginCrate> {
             .unwrap_or_else(|| panic!("{}: plugin crates are named credbroker-plugin-NAME", manifest.display()))
             .to_string();
         let description = package.get("description").and_then(|d| d.as_str()).unwrap_or_default().to_string();
-        plugins.push(PluginCrate { name, package: package_name, description });
+        let world = package
+            .get("metadata")
+            .and_then(|m| m.get("credbroker"))
+            .and_then(|c| c.get("world"))
+            .and_then(|w| w.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if world != "provider" && world != "validator" {
+            panic!("{}: set [package.metadata.credbroker] world = \"provider\" or \"validator\"", manifest.display());
+        }
+        plugins.push(PluginCrate { name, package: package_name, description, world });
     }
     plugins
 }

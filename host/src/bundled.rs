@@ -1,6 +1,8 @@
 //! The first-party plugins compiled into this binary by `build.rs`, so
 //! `credbroker` works out of the box.
 
+use crate::runtime::World;
+
 /// A plugin compiled into the binary.
 #[derive(Debug)]
 pub struct BundledPlugin {
@@ -8,6 +10,8 @@ pub struct BundledPlugin {
     pub name: &'static str,
     /// What it does.
     pub description: &'static str,
+    /// The world it implements.
+    pub world: World,
     /// Lowercase hex sha256 of `wasm`, computed at build time.
     pub sha256: &'static str,
     /// The component.

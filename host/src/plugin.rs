@@ -99,7 +99,7 @@ impl PluginRef {
                 wasm: None,
             });
         }
-        Err(PluginError::Unknown { name: spec.to_string(), available: available(plugin_dirs) })
+        Err(PluginError::Unknown { name: spec.to_string(), available: available(plugin_dirs, None) })
     }
 
     fn from_file(name: String, path: &Path) -> Result<Self, PluginError> {
@@ -138,9 +138,11 @@ impl PluginRef {
     }
 }
 
-/// Names of every bundled and installed plugin, sorted, without duplicates.
-pub fn available(plugin_dirs: &[PathBuf]) -> Vec<String> {
-    let mut names: Vec<String> = bundled::ALL.iter().map(|p| p.name.to_string()).collect();
+/// Names of the bundled plugins of `world` (any world when `None`) and of every
+/// installed plugin, sorted, without duplicates.
+pub fn available(plugin_dirs: &[PathBuf], world: Option<crate::runtime::World>) -> Vec<String> {
+    let mut names: Vec<String> =
+        bundled::ALL.iter().filter(|p| world.is_none_or(|w| p.world == w)).map(|p| p.name.to_string()).collect();
     for dir in plugin_dirs {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.flatten() {

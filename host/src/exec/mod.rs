@@ -131,7 +131,10 @@ fn resolve_profile(request: &GetRequest, config: &ClientConfig, dirs: &Dirs) -> 
                 return Err(GetError::UnknownProvider {
                     name: name.clone(),
                     profiles: list_or_none(config.profiles.keys().cloned().collect()),
-                    plugins: list_or_none(crate::plugin::available(std::slice::from_ref(&dirs.plugins))),
+                    plugins: list_or_none(crate::plugin::available(
+                        std::slice::from_ref(&dirs.plugins),
+                        Some(World::Provider),
+                    )),
                 });
             }
             None => plain(name.clone(), name.clone()),
@@ -176,11 +179,14 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
     };
     let profile = resolve_profile(request, &config, &dirs)?;
     let plugin = PluginRef::locate(&profile.spec.plugin, std::slice::from_ref(&dirs.plugins)).map_err(|e| match e {
-        PluginError::Unknown { name, available } if matches!(request.selection, Selection::Provider(_)) => {
+        PluginError::Unknown { name, .. } if matches!(request.selection, Selection::Provider(_)) => {
             GetError::UnknownProvider {
                 name,
                 profiles: list_or_none(config.profiles.keys().cloned().collect()),
-                plugins: list_or_none(available),
+                plugins: list_or_none(crate::plugin::available(
+                    std::slice::from_ref(&dirs.plugins),
+                    Some(World::Provider),
+                )),
             }
         }
         other => GetError::Plugin(other),

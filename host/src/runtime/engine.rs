@@ -41,7 +41,6 @@ pub fn new_engine(allocation: Allocation) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config
         .strategy(Strategy::Cranelift)
-        .cranelift_opt_level(OptLevel::Speed)
         .cranelift_nan_canonicalization(false)
         .wasm_component_model(true)
         .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(20))
@@ -66,12 +65,24 @@ pub fn new_engine(allocation: Allocation) -> wasmtime::Result<Engine> {
             .total_tables(instances.saturating_mul(4))
             .total_stacks(instances)
             .max_memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX));
-        // Copy-on-write memory images make each of many instantiations cheap.
-        config.memory_init_cow(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        // Copy-on-write memory images make each of many instantiations cheap,
+        // and a long-running server compiles once: optimise the code.
+        config
+            .cranelift_opt_level(OptLevel::Speed)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
     } else {
         // One instance per process: copying the data segments is cheaper than
-        // building a memory image for it.
-        config.memory_init_cow(false).allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        // building a memory image for it. A provider mostly waits on I/O, and
+        // its first run compiles it while kubectl waits: compile fast. Winch,
+        // wasmtime's baseline compiler (tier 1 on x86_64, epoch interruption
+        // supported), compiles about twice as fast as Cranelift at opt-level
+        // none; elsewhere Cranelift it is.
+        config
+            .strategy(if cfg!(target_arch = "x86_64") { Strategy::Winch } else { Strategy::Cranelift })
+            .cranelift_opt_level(OptLevel::None)
+            .memory_init_cow(false)
+            .allocation_strategy(InstanceAllocationStrategy::OnDemand);
     }
     Engine::new(&config)
 }
