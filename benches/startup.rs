@@ -39,6 +39,28 @@ struct Stats {
     max_rss_kib: i64,
 }
 
+/// Run each command `runs` times, interleaved (one of each per round), so that
+/// the machine's drifting background load affects every command alike.
+fn measure_interleaved(runs: usize, commands: &mut [&mut dyn FnMut() -> Command]) -> Vec<Stats> {
+    let mut times = vec![Vec::with_capacity(runs); commands.len()];
+    let mut rss = vec![0; commands.len()];
+    for _ in 0..runs {
+        for (i, make) in commands.iter_mut().enumerate() {
+            let (elapsed, peak) = run_once(&mut make());
+            times[i].push(elapsed);
+            rss[i] = rss[i].max(peak);
+        }
+    }
+    times
+        .into_iter()
+        .zip(rss)
+        .map(|(mut t, max_rss_kib)| {
+            t.sort();
+            Stats { median: t[t.len() / 2], p90: t[t.len() * 9 / 10], max_rss_kib }
+        })
+        .collect()
+}
+
 fn measure(runs: usize, mut make: impl FnMut() -> Command, mut before_each: impl FnMut()) -> Stats {
     let mut times = Vec::with_capacity(runs);
     let mut max_rss = 0;
@@ -82,20 +104,21 @@ fn main() {
     };
     let artifacts = home.path().join(".cache/credbroker/artifacts");
 
-    let true_stats = measure(runs, || Command::new("/bin/true"), || {});
     let native = std::env::current_exe().expect("current exe");
-    let native_stats = measure(
-        runs,
-        || {
-            let mut c = Command::new(&native);
-            c.env("CREDBROKER_BENCH_NATIVE", "1");
-            c
-        },
-        || {},
-    );
-    // Warm the artifact cache, then run the plugin every time (--no-cache).
+    // Warm the artifact cache (for the precompiled runs) and the credential
+    // cache (for the hits: a credential with an expiry is cached).
     run_once(&mut get(home.path(), &["--no-cache"]));
-    let fresh = measure(runs, || get(home.path(), &["--no-cache"]), || {});
+    run_once(&mut get(home.path(), &["--set", "expires-in=86400"]));
+    let mut true_cmd = || Command::new("/bin/true");
+    let mut native_cmd = || {
+        let mut c = Command::new(&native);
+        c.env("CREDBROKER_BENCH_NATIVE", "1");
+        c
+    };
+    let mut hit_cmd = || get(home.path(), &["--set", "expires-in=86400"]);
+    let mut fresh_cmd = || get(home.path(), &["--no-cache"]);
+    let stats = measure_interleaved(runs, &mut [&mut true_cmd, &mut native_cmd, &mut hit_cmd, &mut fresh_cmd]);
+    let [true_stats, native_stats, hit, fresh] = <[Stats; 4]>::try_from(stats).ok().expect("four commands");
     let compile_runs = (runs / 10).max(5);
     let first = measure(
         compile_runs,
@@ -125,11 +148,7 @@ fn main() {
         );
         (size, stats)
     });
-    // A cached credential with an expiry: every run is a cache hit.
-    run_once(&mut get(home.path(), &["--set", "expires-in=86400"]));
-    let hit = measure(runs, || get(home.path(), &["--set", "expires-in=86400"]), || {});
-
-    println!("credbroker get start-up, {runs} runs each (median, p90):");
+    println!("credbroker get start-up, {runs} interleaved runs each (median, p90):");
     let row = |name: &str, s: &Stats| {
         println!(
             "  {name:<44} {:>7.2} ms  {:>7.2} ms  peak RSS {:>6.1} MB",

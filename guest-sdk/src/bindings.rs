@@ -19,6 +19,7 @@ pub mod provider {
             "credbroker:plugin/prompt@0.1.0": crate::bindings::credbroker::plugin::prompt,
             "credbroker:plugin/http@0.1.0": crate::bindings::credbroker::plugin::http,
             "credbroker:plugin/files@0.1.0": crate::bindings::credbroker::plugin::files,
+            "credbroker:plugin/ldap@0.1.0": crate::bindings::credbroker::plugin::ldap,
         },
         pub_export_macro: true,
         export_macro_name: "export_provider_world",
@@ -38,9 +39,30 @@ pub mod validator {
             "credbroker:plugin/prompt@0.1.0": crate::bindings::credbroker::plugin::prompt,
             "credbroker:plugin/http@0.1.0": crate::bindings::credbroker::plugin::http,
             "credbroker:plugin/files@0.1.0": crate::bindings::credbroker::plugin::files,
+            "credbroker:plugin/ldap@0.1.0": crate::bindings::credbroker::plugin::ldap,
         },
         pub_export_macro: true,
         export_macro_name: "export_validator_world",
         default_bindings_module: "credbroker_sdk::bindings::validator",
+    });
+}
+
+/// Export glue for the `login` world.
+pub mod login {
+    wit_bindgen::generate!({
+        world: "login",
+        path: "../wit",
+        with: {
+            "credbroker:plugin/types@0.1.0": crate::bindings::credbroker::plugin::types,
+            "credbroker:plugin/config@0.1.0": crate::bindings::credbroker::plugin::config,
+            "credbroker:plugin/log@0.1.0": crate::bindings::credbroker::plugin::log,
+            "credbroker:plugin/prompt@0.1.0": crate::bindings::credbroker::plugin::prompt,
+            "credbroker:plugin/http@0.1.0": crate::bindings::credbroker::plugin::http,
+            "credbroker:plugin/files@0.1.0": crate::bindings::credbroker::plugin::files,
+            "credbroker:plugin/ldap@0.1.0": crate::bindings::credbroker::plugin::ldap,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_login_world",
+        default_bindings_module: "credbroker_sdk::bindings::login",
     });
 }

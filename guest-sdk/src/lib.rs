@@ -4,10 +4,12 @@
 //!
 //! A plugin is a `cdylib` crate. It implements [`Provider`] (for `credbroker get`,
 //! the kubectl exec plugin) or [`Validator`] (for `credbroker serve`, the webhook)
-//! and exports it with [`export_provider!`] or [`export_validator!`]. Everything
-//! from outside the sandbox comes through the capability modules: [`config`],
-//! [`log`], [`prompt`], [`http`], [`files`]. The operator grants them per plugin;
-//! a call the policy does not allow returns [`HostError::Denied`].
+//! and exports it with [`export_provider!`] or [`export_validator!`]; a login
+//! backend for broker-issued tokens implements [`Login`] ([`export_login!`]).
+//! Everything from outside the sandbox comes through the capability modules:
+//! [`config`], [`log`], [`prompt`], [`http`], [`files`], [`ldap`]. The operator
+//! grants them per plugin; a call the policy does not allow returns
+//! [`HostError::Denied`].
 //!
 //! # A complete provider
 //!
@@ -50,13 +52,14 @@ mod types;
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod ldap;
 pub mod ldap_filter;
 pub mod log;
 pub mod prompt;
 
 pub use types::{
     Authenticated, ClientCertificate, ClusterInfo, Credential, CredentialRequest, CredentialSecret, Error, HostError,
-    ReviewOutcome, Setting, TokenReview, UserInfo,
+    LoginOutcome, ReviewOutcome, Setting, TokenReview, UserInfo,
 };
 
 /// A credential provider: what `credbroker get` runs to obtain a credential for
@@ -85,6 +88,26 @@ pub trait Validator {
     /// so use it when a backend is down; other errors deny the review with the
     /// message as `status.error`.
     fn validate(review: TokenReview) -> Result<ReviewOutcome, Error>;
+}
+
+/// A login backend: checks passwords and looks users up for `credbroker serve`,
+/// which then issues its own short-lived tokens.
+pub trait Login {
+    /// Check `password` for `username`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::unavailable`] when the directory cannot be reached (the client
+    /// is told to retry); [`Error::misconfigured`] for bad settings. A wrong
+    /// password or unknown user is [`LoginOutcome::Rejected`], not an error.
+    fn authenticate(username: String, password: String) -> Result<LoginOutcome, Error>;
+
+    /// The user called `username` now, or `None` when gone or disabled.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Login::authenticate`].
+    fn lookup(username: String) -> Result<Option<UserInfo>, Error>;
 }
 
 /// Export a [`Provider`] implementation as this component's `provider` world.
@@ -142,5 +165,37 @@ macro_rules! export_validator {
         #[cfg(not(target_arch = "wasm32"))]
         const _: fn($crate::TokenReview) -> ::core::result::Result<$crate::ReviewOutcome, $crate::Error> =
             <$validator as $crate::Validator>::validate;
+    };
+}
+
+/// Export a [`Login`] implementation as this component's `login` world.
+///
+/// Use it once, at the crate root of a `cdylib` plugin: `export_login!(MyDirectory);`
+#[macro_export]
+macro_rules! export_login {
+    ($login:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __CredbrokerLogin;
+            impl $crate::bindings::login::exports::credbroker::plugin::password_login::Guest for __CredbrokerLogin {
+                fn authenticate(
+                    username: ::std::string::String,
+                    password: ::std::string::String,
+                ) -> ::core::result::Result<$crate::LoginOutcome, $crate::Error> {
+                    <$login as $crate::Login>::authenticate(username, password)
+                }
+                fn lookup(
+                    username: ::std::string::String,
+                ) -> ::core::result::Result<::core::option::Option<$crate::UserInfo>, $crate::Error> {
+                    <$login as $crate::Login>::lookup(username)
+                }
+            }
+    $crate::bindings::login::export_login_world!(__CredbrokerLogin with_types_in $crate::bindings::login);
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn(
+            ::std::string::String,
+            ::std::string::String,
+        ) -> ::core::result::Result<$crate::LoginOutcome, $crate::Error> = <$login as $crate::Login>::authenticate;
     };
 }

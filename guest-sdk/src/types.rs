@@ -4,6 +4,7 @@ pub use crate::bindings::credbroker::plugin::types::{
     Authenticated, ClientCertificate, ClusterInfo, Credential, CredentialRequest, CredentialSecret, HostError,
     ReviewOutcome, Setting, TokenReview, UserInfo,
 };
+pub use crate::bindings::login::exports::credbroker::plugin::password_login::LoginOutcome;
 
 /// Why a plugin failed; the host shows the message and picks retries by the case.
 pub type Error = crate::bindings::credbroker::plugin::types::PluginError;

@@ -7,5 +7,6 @@ mod harness;
 
 mod exec;
 mod kubectl;
+mod ldap;
 mod runtime;
 mod serve;

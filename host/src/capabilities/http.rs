@@ -265,7 +265,7 @@ impl PluginContext {
                 .map_err(|_| HostError::Invalid(format!("bad value for header `{name}`")))?;
             headers.append(name, value);
         }
-        let cap = Duration::from_millis(self.limits.http_timeout_ms);
+        let cap = Duration::from_millis(self.limits.network_timeout_ms);
         let timeout = request.timeout_ms.map_or(cap, |ms| Duration::from_millis(u64::from(ms)).min(cap));
         let client = self.policy.http.client(request.follow_redirects)?;
         let started = std::time::Instant::now();

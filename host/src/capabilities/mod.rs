@@ -9,6 +9,7 @@
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod ldap;
 pub mod log;
 pub mod prompt;
 
@@ -39,9 +40,16 @@ pub struct Grants {
     #[serde(default)]
     pub files: Vec<PathBuf>,
     /// A PEM bundle of CA certificates that replaces the system roots for this
-    /// plugin's TLS connections.
+    /// plugin's TLS connections (HTTPS and LDAP).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// LDAP servers the `ldap` capability may reach: `ldaps://host[:port]`, or
+    /// `ldap://host[:port]` (upgraded with StartTLS).
+    #[serde(default)]
+    pub ldap: Vec<String>,
+    /// Allow `ldap://` without StartTLS (passwords in the clear). Off by default.
+    #[serde(default)]
+    pub ldap_allow_plaintext: bool,
 }
 
 /// A grant the operator wrote that makes no sense. Reported when the
@@ -66,6 +74,7 @@ pub enum GrantError {
 pub struct CapabilityPolicy {
     pub(crate) http: http::HttpPolicy,
     pub(crate) files: files::FilePolicy,
+    pub(crate) ldap: ldap::LdapPolicy,
 }
 
 impl CapabilityPolicy {
@@ -78,12 +87,17 @@ impl CapabilityPolicy {
         Ok(Self {
             http: http::HttpPolicy::new(&grants.http, grants.ca_file.clone())?,
             files: files::FilePolicy::new(&grants.files)?,
+            ldap: ldap::LdapPolicy::new(&grants.ldap, grants.ldap_allow_plaintext, grants.ca_file.clone())?,
         })
     }
 
     /// A policy that grants nothing.
     pub fn deny_all() -> Self {
-        Self { http: http::HttpPolicy::deny_all(), files: files::FilePolicy::deny_all() }
+        Self {
+            http: http::HttpPolicy::deny_all(),
+            files: files::FilePolicy::deny_all(),
+            ldap: ldap::LdapPolicy::default(),
+        }
     }
 }
 
@@ -97,6 +111,8 @@ pub struct PluginContext {
     pub(crate) terminal: Arc<dyn Terminal>,
     pub(crate) log: PluginLog,
     pub(crate) clock: Arc<RunClock>,
+    /// Open LDAP connections (the `ldap` capability's resources).
+    pub(crate) ldap_connections: wasmtime::component::ResourceTable,
 }
 
 impl PluginContext {

@@ -7,6 +7,9 @@ pub mod provider {
         path: "../wit",
         imports: { default: async | trappable },
         exports: { default: async },
+        with: {
+            "credbroker:plugin/ldap.connection": crate::capabilities::ldap::LdapConnection,
+        },
     });
 }
 
@@ -24,9 +27,30 @@ pub mod validator {
             "credbroker:plugin/prompt": super::provider::credbroker::plugin::prompt,
             "credbroker:plugin/http": super::provider::credbroker::plugin::http,
             "credbroker:plugin/files": super::provider::credbroker::plugin::files,
+            "credbroker:plugin/ldap": super::provider::credbroker::plugin::ldap,
         },
     });
 }
 
+/// The `login` world; same imports again.
+pub mod login {
+    wasmtime::component::bindgen!({
+        world: "login",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "credbroker:plugin/types": super::provider::credbroker::plugin::types,
+            "credbroker:plugin/config": super::provider::credbroker::plugin::config,
+            "credbroker:plugin/log": super::provider::credbroker::plugin::log,
+            "credbroker:plugin/prompt": super::provider::credbroker::plugin::prompt,
+            "credbroker:plugin/http": super::provider::credbroker::plugin::http,
+            "credbroker:plugin/files": super::provider::credbroker::plugin::files,
+            "credbroker:plugin/ldap": super::provider::credbroker::plugin::ldap,
+        },
+    });
+}
+
+pub use login::exports::credbroker::plugin::password_login::LoginOutcome;
 pub use provider::credbroker::plugin::types;
-pub use provider::credbroker::plugin::{config, files, http, log, prompt};
+pub use provider::credbroker::plugin::{config, files, http, ldap, log, prompt};

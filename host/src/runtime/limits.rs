@@ -21,8 +21,9 @@ pub struct Limits {
     pub memory_mib: u64,
     /// Bytes the plugin may pass into, or receive from, one host call.
     pub max_call_bytes: u64,
-    /// Timeout of one outbound HTTP request, in milliseconds.
-    pub http_timeout_ms: u64,
+    /// Timeout of one outbound network operation (an HTTP request, an LDAP
+    /// connect, bind or search), in milliseconds.
+    pub network_timeout_ms: u64,
     /// Bytes of log output (log calls and stdout/stderr) kept per run.
     pub log_bytes: u64,
     /// Wasm instances (core and component) the plugin may create.
@@ -38,7 +39,7 @@ impl Default for Limits {
             timeout_ms: 60_000,
             memory_mib: 64,
             max_call_bytes: 1024 * 1024,
-            http_timeout_ms: 10_000,
+            network_timeout_ms: 10_000,
             log_bytes: 64 * 1024,
             instances: 32,
             table_elements: 100_000,
@@ -73,7 +74,7 @@ impl Limits {
             ("timeout-ms", self.timeout_ms),
             ("memory-mib", self.memory_mib),
             ("max-call-bytes", self.max_call_bytes),
-            ("http-timeout-ms", self.http_timeout_ms),
+            ("network-timeout-ms", self.network_timeout_ms),
             ("instances", u64::from(self.instances)),
             ("table-elements", u64::from(self.table_elements)),
         ];

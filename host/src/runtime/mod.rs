@@ -22,8 +22,12 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use self::artifacts::{ArtifactCache, CompileError};
+use self::bindings::LoginOutcome;
+use self::bindings::login::LoginPre;
 use self::bindings::provider::ProviderPre;
-use self::bindings::types::{Credential, CredentialRequest, CredentialSecret, PluginError, ReviewOutcome, TokenReview};
+use self::bindings::types::{
+    Credential, CredentialRequest, CredentialSecret, PluginError, ReviewOutcome, TokenReview, UserInfo,
+};
 use self::bindings::validator::ValidatorPre;
 pub use self::engine::Allocation;
 use self::limits::{LimitExceeded, Limits, ResourceGuard, RunClock};
@@ -227,17 +231,43 @@ impl Runtime {
     /// [`LoadError`] when it does not compile, does not implement `world`, or
     /// imports something this host does not provide.
     pub fn load(&self, plugin: &PluginRef, world: World) -> Result<LoadedPlugin, LoadError> {
+        self.load_any(plugin, &[world])
+    }
+
+    /// Load `plugin` for use as any of `worlds` it implements (at least one).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Runtime::load`].
+    pub fn load_any(&self, plugin: &PluginRef, worlds: &[World]) -> Result<LoadedPlugin, LoadError> {
         let (component, shape) = self.compile(plugin)?;
         let contract = |detail: String| LoadError::Contract { plugin: plugin.name.clone(), detail };
-        shape.check(world).map_err(contract)?;
+        let implemented = shape.check_any(worlds).map_err(contract)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             contract(format!("it needs an import this credbroker does not provide ({}): {e:#}", world::CONTRACT))
         })?;
-        let entry = match world {
-            World::Provider => Entry::Provider(ProviderPre::new(pre).map_err(|e| contract(format!("{e:#}")))?),
-            World::Validator => Entry::Validator(ValidatorPre::new(pre).map_err(|e| contract(format!("{e:#}")))?),
+        let mut loaded = LoadedPlugin {
+            name: plugin.name.clone().into(),
+            sha256: plugin.sha256.clone(),
+            shape,
+            provider: None,
+            validator: None,
+            login: None,
         };
-        Ok(LoadedPlugin { name: plugin.name.clone().into(), sha256: plugin.sha256.clone(), shape, entry })
+        for world in implemented {
+            match world {
+                World::Provider => {
+                    loaded.provider = Some(ProviderPre::new(pre.clone()).map_err(|e| contract(format!("{e:#}")))?)
+                }
+                World::Validator => {
+                    loaded.validator = Some(ValidatorPre::new(pre.clone()).map_err(|e| contract(format!("{e:#}")))?)
+                }
+                World::Login => {
+                    loaded.login = Some(LoginPre::new(pre.clone()).map_err(|e| contract(format!("{e:#}")))?)
+                }
+            }
+        }
+        Ok(loaded)
     }
 }
 
@@ -262,17 +292,15 @@ fn start_epoch_ticker(engine: &Engine) {
     }
 }
 
-enum Entry {
-    Provider(ProviderPre<HostState>),
-    Validator(ValidatorPre<HostState>),
-}
-
-/// A plugin ready to run: compiled, checked and pre-linked.
+/// A plugin ready to run: compiled, checked and pre-linked for each world it
+/// was loaded as.
 pub struct LoadedPlugin {
     name: Arc<str>,
     sha256: String,
     shape: ComponentShape,
-    entry: Entry,
+    provider: Option<ProviderPre<HostState>>,
+    validator: Option<ValidatorPre<HostState>>,
+    login: Option<LoginPre<HostState>>,
 }
 
 impl LoadedPlugin {
@@ -289,6 +317,15 @@ impl LoadedPlugin {
     /// Its imports and exports.
     pub fn shape(&self) -> &ComponentShape {
         &self.shape
+    }
+
+    /// Whether it was loaded as `world`.
+    pub fn implements(&self, world: World) -> bool {
+        match world {
+            World::Provider => self.provider.is_some(),
+            World::Validator => self.validator.is_some(),
+            World::Login => self.login.is_some(),
+        }
     }
 
     fn new_store(&self, engine: &Engine, sandbox: &Sandbox, interactive: bool) -> (Store<HostState>, PluginLog) {
@@ -322,6 +359,7 @@ impl LoadedPlugin {
                 terminal: Arc::clone(&sandbox.terminal),
                 log: log.clone(),
                 clock: Arc::clone(&clock),
+                ldap_connections: crate::capabilities::ldap::connections(),
             },
         };
         let mut store = Store::new(engine, state);
@@ -375,7 +413,7 @@ impl LoadedPlugin {
         sandbox: &Sandbox,
         request: CredentialRequest,
     ) -> Result<Credential, RunError> {
-        let Entry::Provider(pre) = &self.entry else {
+        let Some(pre) = &self.provider else {
             return Err(self.not_a(World::Provider));
         };
         let (mut store, log) = self.new_store(engine, sandbox, request.interactive);
@@ -415,7 +453,7 @@ impl LoadedPlugin {
         sandbox: &Sandbox,
         review: TokenReview,
     ) -> Result<ReviewOutcome, RunError> {
-        let Entry::Validator(pre) = &self.entry else {
+        let Some(pre) = &self.validator else {
             return Err(self.not_a(World::Validator));
         };
         let (mut store, log) = self.new_store(engine, sandbox, false);
@@ -424,6 +462,60 @@ impl LoadedPlugin {
         let call = async {
             let validator = pre.instantiate_async(&mut store).await?;
             validator.credbroker_plugin_token_validator().call_validate(&mut store, &review).await
+        };
+        let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
+        result.map_err(|error| RunError::Plugin {
+            plugin: self.name.to_string(),
+            error: redact_plugin_error(error, &log),
+        })
+    }
+
+    /// Ask a login backend whether `password` is right for `username`.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError`] when the plugin fails or hits a limit.
+    pub async fn authenticate(
+        &self,
+        engine: &Engine,
+        sandbox: &Sandbox,
+        username: &str,
+        password: &str,
+    ) -> Result<LoginOutcome, RunError> {
+        let Some(pre) = &self.login else {
+            return Err(self.not_a(World::Login));
+        };
+        let (mut store, log) = self.new_store(engine, sandbox, false);
+        log.mark_secret(password);
+        let call = async {
+            let login = pre.instantiate_async(&mut store).await?;
+            login.credbroker_plugin_password_login().call_authenticate(&mut store, username, password).await
+        };
+        let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
+        result.map_err(|error| RunError::Plugin {
+            plugin: self.name.to_string(),
+            error: redact_plugin_error(error, &log),
+        })
+    }
+
+    /// Ask a login backend about `username` now.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError`] when the plugin fails or hits a limit.
+    pub async fn lookup(
+        &self,
+        engine: &Engine,
+        sandbox: &Sandbox,
+        username: &str,
+    ) -> Result<Option<UserInfo>, RunError> {
+        let Some(pre) = &self.login else {
+            return Err(self.not_a(World::Login));
+        };
+        let (mut store, log) = self.new_store(engine, sandbox, false);
+        let call = async {
+            let login = pre.instantiate_async(&mut store).await?;
+            login.credbroker_plugin_password_login().call_lookup(&mut store, username).await
         };
         let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
         result.map_err(|error| RunError::Plugin {

@@ -10,7 +10,7 @@ const PACKAGE: &str = "credbroker:plugin";
 const VERSION: &str = "0.1.0";
 
 /// Host interfaces of the contract a plugin may import.
-pub const HOST_INTERFACES: &[&str] = &["types", "config", "log", "prompt", "http", "files"];
+pub const HOST_INTERFACES: &[&str] = &["types", "config", "log", "prompt", "http", "files", "ldap"];
 
 /// A world of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub enum World {
     Provider,
     /// Runs in `credbroker serve`; exports `token-validator`.
     Validator,
+    /// Runs in `credbroker serve` behind the login endpoint; exports `password-login`.
+    Login,
 }
 
 impl World {
@@ -27,6 +29,7 @@ impl World {
         match self {
             Self::Provider => "provider",
             Self::Validator => "validator",
+            Self::Login => "login",
         }
     }
 
@@ -35,6 +38,7 @@ impl World {
         match self {
             Self::Provider => "credential-provider",
             Self::Validator => "token-validator",
+            Self::Login => "password-login",
         }
     }
 }
@@ -71,7 +75,7 @@ impl ComponentShape {
 
     /// The worlds this component implements.
     pub fn worlds(&self) -> Vec<World> {
-        [World::Provider, World::Validator]
+        [World::Provider, World::Validator, World::Login]
             .into_iter()
             .filter(|w| self.exports.contains(&interface_name(w.export())))
             .collect()
@@ -85,12 +89,25 @@ impl ComponentShape {
     /// A sentence naming the missing export or the unknown import and the
     /// contract version this host speaks.
     pub fn check(&self, world: World) -> Result<(), String> {
-        let wanted = interface_name(world.export());
-        if !self.exports.contains(&wanted) {
+        self.check_any(&[world]).map(|_| ())
+    }
+
+    /// Check the component implements at least one of `worlds` and imports
+    /// nothing this host lacks; returns the worlds of `worlds` it implements.
+    ///
+    /// # Errors
+    ///
+    /// As for [`ComponentShape::check`].
+    pub fn check_any(&self, worlds: &[World]) -> Result<Vec<World>, String> {
+        let implemented: Vec<World> = self.worlds().into_iter().filter(|w| worlds.contains(w)).collect();
+        if implemented.is_empty() {
+            let wanted =
+                worlds.iter().map(|w| format!("`{}`", interface_name(w.export()))).collect::<Vec<_>>().join(" or ");
+            let names = worlds.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(" or ");
             let found = self.exports.iter().filter(|e| !e.starts_with("wasi:")).cloned().collect::<Vec<_>>();
             let found = if found.is_empty() { "nothing".to_string() } else { found.join(", ") };
             return Err(format!(
-                "it does not implement the `{world}` world: it must export `{wanted}` but exports {found} \
+                "it does not implement the {names} world: it must export {wanted} but exports {found} \
                  (this credbroker speaks {CONTRACT})"
             ));
         }
@@ -104,6 +121,6 @@ impl ComponentShape {
                 }
             }
         }
-        Ok(())
+        Ok(implemented)
     }
 }

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     /// The response cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Password logins and the tokens issued for them.
+    #[serde(default)]
+    pub login: Option<super::login::LoginConfig>,
     /// Validators, tried in order.
     #[serde(default)]
     pub validators: Vec<ValidatorConfig>,
@@ -207,6 +210,16 @@ impl ServerConfig {
                 )));
             }
             validator.plugin = relative_to(base, &validator.plugin);
+        }
+        if let Some(login) = &mut config.login {
+            for file in std::iter::once(&mut login.signing_key_file).chain(login.verification_key_files.iter_mut()) {
+                if file.is_relative() {
+                    *file = base.join(&*file);
+                }
+            }
+            if login.token_lifetime_seconds == 0 {
+                return Err(invalid("[login] token-lifetime-seconds must be at least 1".into()));
+            }
         }
         let server = &mut config.server;
         for file in

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::cache::{ReviewCache, Source};
 use super::config::ServerConfig;
+use super::login::{FailureLimiter, LoginRequest, RecheckCache};
 use super::metrics::Metrics;
 use super::review::{self, TokenReviewResponse, TokenReviewStatus};
 use super::tls::{ReloadingTls, TlsFiles};
@@ -38,6 +39,10 @@ const RELOAD_POLL: Duration = Duration::from_secs(2);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The path kube-apiserver POSTs TokenReviews to.
 pub const REVIEW_PATH: &str = "/authenticate";
+/// Logins are POSTed to this prefix followed by the login backend's name.
+pub const LOGIN_PREFIX: &str = "/v1/login/";
+/// Largest login request body.
+const MAX_LOGIN_BODY: usize = 64 * 1024;
 
 /// How to run the server.
 #[derive(Debug, Clone)]
@@ -90,6 +95,18 @@ struct Shared {
     listener_config: super::config::ListenerConfig,
     ready: AtomicBool,
     tls: Option<ReloadingTls>,
+    /// Whether /authenticate needs a verified client certificate.
+    review_needs_client_cert: bool,
+    rechecks: RecheckCache,
+    limiter: Option<FailureLimiter>,
+}
+
+/// What the server knows about one connection.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    addr: SocketAddr,
+    /// Whether it presented a client certificate the client CA verified.
+    verified_client: bool,
 }
 
 /// A bound, loaded server, ready to run.
@@ -133,6 +150,9 @@ impl Server {
                 cert: listener_config.tls_cert_file.clone().unwrap_or_default(),
                 key: listener_config.tls_key_file.clone().unwrap_or_default(),
                 client_ca: listener_config.client_ca_file.clone(),
+                // People logging in have no client certificate; the review
+                // endpoint still requires one (checked per request).
+                client_cert_optional: config.login.is_some(),
             })?)
         };
         if tls.is_some() && listener_config.client_ca_file.is_none() {
@@ -148,6 +168,8 @@ impl Server {
             Duration::from_secs(config.cache.negative_ttl_seconds),
             config.cache.max_entries,
         );
+        let review_needs_client_cert = tls.is_some() && listener_config.client_ca_file.is_some();
+        let limiter = config.login.as_ref().map(FailureLimiter::new);
         let shared = Arc::new(Shared {
             options,
             metrics,
@@ -158,6 +180,9 @@ impl Server {
             listener_config,
             ready: AtomicBool::new(true),
             tls,
+            review_needs_client_cert,
+            rechecks: RecheckCache::default(),
+            limiter,
         });
         Ok(Self { shared, listener })
     }
@@ -209,12 +234,18 @@ impl Server {
                     Some(tls) => {
                         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => serve_connection(stream, peer, shared, watcher).await,
+                            Ok(Ok(stream)) => {
+                                let verified_client =
+                                    stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                                serve_connection(stream, Peer { addr: peer, verified_client }, shared, watcher).await
+                            }
                             Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
                     }
-                    None => serve_connection(stream, peer, shared, watcher).await,
+                    None => {
+                        serve_connection(stream, Peer { addr: peer, verified_client: false }, shared, watcher).await
+                    }
                 }
             });
         }
@@ -245,24 +276,20 @@ impl Shared {
     }
 }
 
-async fn serve_connection<I>(
-    io: I,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
+async fn serve_connection<I>(io: I, peer: Peer, shared: Arc<Shared>, watcher: hyper_util::server::graceful::Watcher)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request| {
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(route(request, &shared).await) }
+        async move { Ok::<_, Infallible>(route(request, peer, &shared).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
     let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(%peer, "connection ended: {e}");
+        tracing::debug!(peer = %peer.addr, "connection ended: {e}");
     }
 }
 
@@ -288,8 +315,18 @@ fn review_error(status: StatusCode, api_version: &str, error: String) -> Respons
     )
 }
 
-async fn route(request: Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+async fn route(request: Request<Incoming>, peer: Peer, shared: &Shared) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
+    if let Some(name) = path.strip_prefix(LOGIN_PREFIX) {
+        let name = name.to_string();
+        let response = if request.method() == Method::POST {
+            login(request, &name, peer, shared).await
+        } else {
+            respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "POST {\"username\", \"password\"}\n")
+        };
+        shared.metrics.request(LOGIN_PREFIX, response.status().as_u16());
+        return response;
+    }
     let (label, response) = match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => ("/healthz", respond(StatusCode::OK, "text/plain", "ok\n")),
         (&Method::GET, "/readyz") => (
@@ -306,6 +343,14 @@ async fn route(request: Request<Incoming>, shared: &Shared) -> Response<Full<Byt
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 shared.metrics.render(),
+            ),
+        ),
+        (&Method::POST, REVIEW_PATH) if shared.review_needs_client_cert && !peer.verified_client => (
+            REVIEW_PATH,
+            review_error(
+                StatusCode::UNAUTHORIZED,
+                review::V1,
+                "TokenReviews need a client certificate signed by the configured client CA".into(),
             ),
         ),
         (&Method::POST, REVIEW_PATH) => {
@@ -380,7 +425,9 @@ async fn token_review(request: Request<Incoming>, shared: &Shared) -> Response<F
     let audiences = &parsed.spec.audiences;
     let (verdict, source) = shared
         .cache
-        .get_or_compute(token, audiences, || async { validators.review(token, audiences, &shared.metrics).await })
+        .get_or_compute(token, audiences, || async {
+            validators.review(token, audiences, &shared.metrics, &shared.rechecks).await
+        })
         .await;
     shared.metrics.cache(source == Source::Hit);
     let seconds = started.elapsed().as_secs_f64();
@@ -407,6 +454,101 @@ async fn token_review(request: Request<Incoming>, shared: &Shared) -> Response<F
         Verdict::Busy => {
             shared.metrics.review("", "busy", seconds);
             review_error(StatusCode::TOO_MANY_REQUESTS, version, "too many reviews in progress".into())
+        }
+    }
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    respond(status, "application/json", serde_json::to_vec(&value).unwrap_or_default())
+}
+
+/// `POST /v1/login/NAME`: check a password with login backend NAME and issue
+/// a token. Every failure looks the same to the client, so it cannot tell an
+/// unknown user from a wrong password.
+async fn login(request: Request<Incoming>, name: &str, peer: Peer, shared: &Shared) -> Response<Full<Bytes>> {
+    let validators = shared.validators();
+    let (Some(issuer), Some(backend), Some(limiter)) =
+        (validators.issuer.clone(), validators.login_backend(name), shared.limiter.as_ref())
+    else {
+        return json(StatusCode::NOT_FOUND, serde_json::json!({ "error": format!("no login backend named `{name}`") }));
+    };
+    let mut body = request.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "cannot read the body" }));
+        };
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > MAX_LOGIN_BODY {
+                return json(StatusCode::PAYLOAD_TOO_LARGE, serde_json::json!({ "error": "the body is too large" }));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    let Ok(credentials) = serde_json::from_slice::<LoginRequest>(&bytes) else {
+        return json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": "send JSON: {\"username\": \"...\", \"password\": \"...\"}" }),
+        );
+    };
+    let client = peer.addr.ip();
+    if let Some(wait) = limiter.locked_for(name, &credentials.username, client) {
+        let seconds = wait.as_secs().max(1);
+        tracing::warn!(backend = name, %client, "login refused: too many failures");
+        let mut response = json(
+            StatusCode::TOO_MANY_REQUESTS,
+            serde_json::json!({ "error": format!("too many failed logins; try again in {seconds} s"), "retryAfterSeconds": seconds }),
+        );
+        if let Ok(value) = seconds.to_string().parse() {
+            response.headers_mut().insert(hyper::header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let Some(permit) = validators.slot().await else {
+        return json(StatusCode::TOO_MANY_REQUESTS, serde_json::json!({ "error": "too many requests in progress" }));
+    };
+    let outcome = backend.authenticate(&credentials.username, &credentials.password).await;
+    drop(permit);
+    match outcome {
+        Ok(crate::runtime::bindings::LoginOutcome::Authenticated(user)) => {
+            limiter.succeeded(name, &credentials.username, client);
+            let user = super::review::UserInfo {
+                username: user.username,
+                uid: user.uid.unwrap_or_default(),
+                groups: user.groups,
+                extra: user.extra.into_iter().collect(),
+            };
+            match issuer.mint(&user, name) {
+                Ok((token, expires_at)) => {
+                    tracing::info!(backend = name, user = %user.username, %client, "login");
+                    shared.metrics.review(name, "login", 0.0);
+                    json(
+                        StatusCode::OK,
+                        serde_json::json!({
+                            "token": token,
+                            "expiresAt": expires_at,
+                            "expirationTimestamp": crate::exec::credential::rfc3339(expires_at),
+                            "user": { "username": user.username, "groups": user.groups },
+                        }),
+                    )
+                }
+                Err(e) => {
+                    tracing::error!("cannot sign a token: {e}");
+                    json(StatusCode::INTERNAL_SERVER_ERROR, serde_json::json!({ "error": "cannot issue a token" }))
+                }
+            }
+        }
+        Ok(crate::runtime::bindings::LoginOutcome::Rejected(reason)) => {
+            limiter.failed(name, &credentials.username, client);
+            tracing::info!(backend = name, %client, "login failed: {reason}");
+            json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "invalid username or password" }))
+        }
+        Err(error) => {
+            tracing::warn!(backend = name, "login backend failed: {error}");
+            shared.metrics.plugin_failure(name, "login");
+            let status =
+                if error.is_transient() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+            json(status, serde_json::json!({ "error": "the login backend is unavailable; try again later" }))
         }
     }
 }
@@ -484,6 +626,7 @@ async fn reload_loop(shared: Arc<Shared>) {
                 let count = set.len();
                 *shared.validators.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
                 shared.cache.clear();
+                shared.rechecks.clear();
                 shared.metrics.reload(true);
                 shared.metrics.set_validators(count);
                 let _ = config;

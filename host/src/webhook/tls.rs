@@ -15,8 +15,11 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
-    /// PEM CA bundle; when set, clients must present a certificate it signed.
+    /// PEM CA bundle; when set, client certificates must be signed by it.
     pub client_ca: Option<PathBuf>,
+    /// Let clients without a certificate complete the handshake (people logging
+    /// in have none); the server then requires one per path.
+    pub client_cert_optional: bool,
 }
 
 /// TLS files that cannot be used.
@@ -133,9 +136,11 @@ fn build(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError> {
                     .add(cert)
                     .map_err(|e| TlsError::Content { path: path.clone(), what: format!("has a bad CA: {e}") })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| TlsError::Rustls(e.to_string()))?;
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if files.client_cert_optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|e| TlsError::Rustls(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),

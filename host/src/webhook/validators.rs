@@ -7,10 +7,12 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::config::ServerConfig;
+use super::login::{Claims, RecheckCache, TokenIssuer, Verified};
 use super::metrics::Metrics;
 use super::review::UserInfo;
 use crate::capabilities::{CapabilityPolicy, NoTerminal};
 use crate::plugin::PluginRef;
+use crate::runtime::bindings::LoginOutcome;
 use crate::runtime::bindings::types::{ReviewOutcome, TokenReview};
 use crate::runtime::limits::LimitExceeded;
 use crate::runtime::{LoadedPlugin, RunError, Runtime, Sandbox, World};
@@ -42,6 +44,26 @@ impl Backend for WasmBackend {
     }
 }
 
+impl WasmBackend {
+    /// Check a password (the plugin implements the `login` world).
+    ///
+    /// # Errors
+    ///
+    /// [`RunError`] when the plugin fails.
+    pub async fn authenticate(&self, username: &str, password: &str) -> Result<LoginOutcome, RunError> {
+        self.plugin.authenticate(self.runtime.engine(), &self.sandbox, username, password).await
+    }
+
+    /// Look a user up (the plugin implements the `login` world).
+    ///
+    /// # Errors
+    ///
+    /// [`RunError`] when the plugin fails.
+    pub async fn lookup(&self, username: &str) -> Result<Option<crate::runtime::bindings::types::UserInfo>, RunError> {
+        self.plugin.lookup(self.runtime.engine(), &self.sandbox, username).await
+    }
+}
+
 /// One configured validator.
 pub struct Validator {
     /// Its name in logs and metrics.
@@ -50,8 +72,10 @@ pub struct Validator {
     pub token_prefix: Option<String>,
     /// Audiences the operator says its tokens are valid for.
     pub audiences: Vec<String>,
-    /// What decides.
-    pub backend: Arc<dyn Backend>,
+    /// What decides on tokens, when the plugin is a token validator.
+    pub backend: Option<Arc<dyn Backend>>,
+    /// The login backend, when the plugin implements the `login` world.
+    pub login: Option<Arc<WasmBackend>>,
 }
 
 /// The result of running a review through the validators.
@@ -86,7 +110,9 @@ pub enum Verdict {
 pub struct ValidatorSet {
     validators: Vec<Validator>,
     slots: Arc<Semaphore>,
-    /// Files whose change means a reload (the configuration, plugin files).
+    /// Signs and verifies the server's own tokens, when `[login]` is configured.
+    pub issuer: Option<Arc<TokenIssuer>>,
+    /// Files whose change means a reload (the configuration, plugin and key files).
     pub watched: Vec<PathBuf>,
 }
 
@@ -103,7 +129,7 @@ pub struct BuildError {
 impl ValidatorSet {
     /// A set of `validators` sharing `slots` concurrent plugin runs.
     pub fn new(validators: Vec<Validator>, slots: Arc<Semaphore>) -> Self {
-        Self { validators, slots, watched: Vec::new() }
+        Self { validators, slots, issuer: None, watched: Vec::new() }
     }
 
     /// Load every validator of `config` (compiling plugins as needed).
@@ -131,21 +157,52 @@ impl ValidatorSet {
             }
             let settings = ResolvedSettings::resolve(&spec.settings).map_err(|e| fail(e.to_string()))?;
             let policy = CapabilityPolicy::new(&spec.grants).map_err(|e| fail(e.to_string()))?;
-            let loaded = runtime.load(&plugin, World::Validator).map_err(|e| fail(e.to_string()))?;
+            let loaded =
+                runtime.load_any(&plugin, &[World::Validator, World::Login]).map_err(|e| fail(e.to_string()))?;
+            let (validates, logs_in) = (loaded.implements(World::Validator), loaded.implements(World::Login));
+            if logs_in && config.login.is_none() {
+                return Err(fail(
+                    "it is a login backend: add a [login] section with signing-key-file so the server can issue tokens"
+                        .into(),
+                ));
+            }
             let sandbox = Sandbox {
                 settings: Arc::new(settings),
                 policy: Arc::new(policy),
                 limits: spec.limits.clone(),
                 terminal: Arc::new(NoTerminal),
             };
+            let backend = Arc::new(WasmBackend { runtime: Arc::clone(runtime), plugin: loaded, sandbox });
             validators.push(Validator {
                 name: entry.name.clone(),
                 token_prefix: entry.token_prefix.clone(),
                 audiences: entry.audiences.clone(),
-                backend: Arc::new(WasmBackend { runtime: Arc::clone(runtime), plugin: loaded, sandbox }),
+                backend: validates.then(|| Arc::clone(&backend) as Arc<dyn Backend>),
+                login: logs_in.then_some(backend),
             });
         }
-        Ok(Self { validators, slots, watched })
+        let issuer = match &config.login {
+            Some(login) => {
+                watched.push(login.signing_key_file.clone());
+                watched.extend(login.verification_key_files.iter().cloned());
+                Some(Arc::new(
+                    TokenIssuer::new(login)
+                        .map_err(|e| BuildError { name: "[login]".into(), message: e.to_string() })?,
+                ))
+            }
+            None => None,
+        };
+        Ok(Self { validators, slots, issuer, watched })
+    }
+
+    /// The login backend called `name`.
+    pub fn login_backend(&self, name: &str) -> Option<Arc<WasmBackend>> {
+        self.validators.iter().find(|v| v.name == name).and_then(|v| v.login.clone())
+    }
+
+    /// Wait for a free plugin slot.
+    pub async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.slots).acquire_owned()).await.ok()?.ok()
     }
 
     /// How many validators there are.
@@ -160,20 +217,34 @@ impl ValidatorSet {
 
     /// Run `token` through the validators in order; the first that
     /// authenticates wins.
-    pub async fn review(&self, token: &str, audiences: &[String], metrics: &Metrics) -> Verdict {
+    pub async fn review(
+        &self,
+        token: &str,
+        audiences: &[String],
+        metrics: &Metrics,
+        rechecks: &RecheckCache,
+    ) -> Verdict {
+        // The server's own tokens first: a signature check, no network.
+        if let Some(issuer) = &self.issuer {
+            match issuer.verify(token) {
+                Verified::NotOurs => {}
+                Verified::Invalid(reason) => return Verdict::Denied { reason },
+                Verified::Valid(claims) => {
+                    return self.review_issued(issuer, claims, audiences, metrics, rechecks).await;
+                }
+            }
+        }
         let mut reasons = Vec::new();
         let mut transient = None;
         let mut routed = false;
         for validator in &self.validators {
+            let Some(backend) = &validator.backend else { continue };
             if validator.token_prefix.as_deref().is_some_and(|p| !token.starts_with(p)) {
                 continue;
             }
             routed = true;
-            let permit = match tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.slots).acquire_owned()).await {
-                Ok(Ok(permit)) => permit,
-                _ => return Verdict::Busy,
-            };
-            let outcome = validator.backend.review(token, audiences).await;
+            let Some(permit) = self.slot().await else { return Verdict::Busy };
+            let outcome = backend.review(token, audiences).await;
             drop(permit);
             match outcome {
                 Ok(ReviewOutcome::Authenticated(accepted)) => {
@@ -215,6 +286,84 @@ impl ValidatorSet {
             return Verdict::Denied { reason: "no validator handles tokens like this one".into() };
         }
         Verdict::Denied { reason: reasons.join("; ") }
+    }
+}
+
+impl ValidatorSet {
+    /// A token this server issued: valid for the requested audiences, and its
+    /// user re-checked with the login backend when the last check is stale.
+    async fn review_issued(
+        &self,
+        issuer: &TokenIssuer,
+        claims: Claims,
+        audiences: &[String],
+        metrics: &Metrics,
+        rechecks: &RecheckCache,
+    ) -> Verdict {
+        let Some(audiences) = intersect_audiences(audiences, &claims.aud) else {
+            return Verdict::Denied { reason: "the credbroker token is not valid for the requested audiences".into() };
+        };
+        let Some(login) = self.login_backend(&claims.val) else {
+            return Verdict::Denied {
+                reason: format!(
+                    "the token was issued by login backend `{}`, which is no longer configured",
+                    claims.val
+                ),
+            };
+        };
+        let mut user = UserInfo {
+            username: claims.sub.clone(),
+            uid: claims.uid.clone(),
+            groups: claims.groups.clone(),
+            extra: Default::default(),
+        };
+        let recheck = Duration::from_secs(issuer.config().recheck_seconds);
+        if !recheck.is_zero() {
+            let current = match rechecks.get(&claims.val, &claims.sub, recheck) {
+                Some(current) => current,
+                None => {
+                    let Some(permit) = self.slot().await else { return Verdict::Busy };
+                    let looked_up = login.lookup(&claims.sub).await;
+                    drop(permit);
+                    match looked_up {
+                        Ok(current) => {
+                            let current = current.map(|u| UserInfo {
+                                username: u.username,
+                                uid: u.uid.unwrap_or_default(),
+                                groups: u.groups,
+                                extra: u.extra.into_iter().collect(),
+                            });
+                            rechecks.put(&claims.val, &claims.sub, current.clone());
+                            current
+                        }
+                        Err(error) => {
+                            metrics.plugin_failure(&claims.val, failure_kind(&error));
+                            return if error.is_transient() {
+                                Verdict::Transient {
+                                    reason: format!("{}: cannot re-check the user: {error}", claims.val),
+                                }
+                            } else {
+                                Verdict::Denied { reason: format!("{}: cannot re-check the user: {error}", claims.val) }
+                            };
+                        }
+                    }
+                }
+            };
+            match current {
+                Some(current) => {
+                    user.groups = current.groups;
+                    if !current.uid.is_empty() {
+                        user.uid = current.uid;
+                    }
+                }
+                None => {
+                    return Verdict::Denied {
+                        reason: format!("{}: user `{}` no longer exists", claims.val, claims.sub),
+                    };
+                }
+            }
+        }
+        Verdict::Authenticated { validator: claims.val, user, audiences }
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod kubectl;
 pub mod pki;
+pub mod slapd;
 pub mod webhook;
 
 use std::collections::HashMap;
