@@ -80,7 +80,11 @@ fn kubectl_with_an_unknown_provider_lists_the_choices() {
     let config = kubectl::kubeconfig(&env, &server, &Exec::v1(&["get", "--provider", "corp-ldpa"]));
     let run = kubectl::run(&env, "1.33", &config, &["get", "--raw", "/version"]);
     assert_ne!(run.code, Some(0));
-    assert!(run.stderr.contains("unknown provider `corp-ldpa`; profiles: none; plugins: ldap, static"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("unknown provider `corp-ldpa`; profiles: none; plugins: ldap, static"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

@@ -227,7 +227,9 @@ fn a_reload_under_load_fails_no_request() {
     // A broken configuration is refused; the old one keeps serving.
     webhook.rewrite("[[validators]]\nname = \"broken\"\nplugin = \"no-such-plugin\"\n");
     webhook.wait_for("the failed reload", || webhook.metric(r#"credbroker_reloads_total{result="failure"}"#) >= 1.0);
-    assert!(webhook.log().contains("the new configuration is broken; the previous one keeps serving"));
+    webhook.wait_for("the log line", || {
+        webhook.log().contains("the new configuration is broken; the previous one keeps serving")
+    });
     let (_, answer) = webhook.review("v1", "ok-dave", &[]);
     assert_eq!(answer["status"]["user"]["username"], "dave");
 
@@ -255,7 +257,7 @@ fn a_rotated_certificate_is_picked_up() {
     webhook.wait_for("the new certificate", || {
         trusts_new.post(format!("{}/authenticate", webhook.url)).body(body.clone()).send().is_ok()
     });
-    assert!(webhook.log().contains("reloaded the TLS certificate"));
+    webhook.wait_for("the log line", || webhook.log().contains("reloaded the TLS certificate"));
 }
 
 #[test]

@@ -633,12 +633,12 @@ async fn reload_loop(shared: Arc<Shared>) {
                 tracing::info!("reloaded the configuration: {count} validator(s)");
             }
             Ok(Err(e)) => {
-                shared.metrics.reload(false);
                 tracing::error!("the new configuration is broken; the previous one keeps serving: {e}");
+                shared.metrics.reload(false);
             }
             Err(e) => {
-                shared.metrics.reload(false);
                 tracing::error!("reloading failed: {e}");
+                shared.metrics.reload(false);
             }
         }
     }

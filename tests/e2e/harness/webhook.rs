@@ -133,11 +133,12 @@ impl Webhook {
             .unwrap_or(0.0)
     }
 
-    /// Wait until `condition` holds (reloads happen on a 2 s poll).
+    /// Wait until `condition` holds (reloads happen on a 2 s poll, and may
+    /// compile a plugin in a debug build on a busy machine).
     pub fn wait_for(&self, what: &str, condition: impl Fn() -> bool) {
         let started = Instant::now();
         while !condition() {
-            assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}: {}", self.log());
+            assert!(started.elapsed() < Duration::from_secs(180), "timed out waiting for {what}: {}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
