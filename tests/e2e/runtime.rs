@@ -217,6 +217,14 @@ fn an_endless_loop_hits_the_cpu_limit() {
 }
 
 #[test]
+fn waiting_is_not_cpu_time() {
+    let env = UserEnv::new();
+    probe_profile(&env, "sleep", "[profiles.p.limits]\ncpu-ms = 100");
+    let run = env.run(&["get", "--provider", "p", "--set", "ms=600"]);
+    assert_eq!(run.token(), "rested", "a plugin that sleeps 600 ms uses almost no CPU");
+}
+
+#[test]
 fn growing_memory_hits_the_memory_limit() {
     let env = UserEnv::new();
     probe_profile(&env, "grow", "[profiles.p.limits]\nmemory-mib = 24");

@@ -306,7 +306,6 @@ impl PluginContext {
 
 impl Host for PluginContext {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HostError>> {
-        let _timer = self.clock.host_call();
         Ok(self.http_send(request).await)
     }
 }

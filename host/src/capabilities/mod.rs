@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::runtime::bindings::types::HostError;
-use crate::runtime::limits::{Limits, RunClock};
+use crate::runtime::limits::Limits;
 use crate::settings::ResolvedSettings;
 
 pub use self::log::PluginLog;
@@ -110,7 +110,6 @@ pub struct PluginContext {
     pub(crate) interactive: bool,
     pub(crate) terminal: Arc<dyn Terminal>,
     pub(crate) log: PluginLog,
-    pub(crate) clock: Arc<RunClock>,
     /// Open LDAP connections (the `ldap` capability's resources).
     pub(crate) ldap_connections: wasmtime::component::ResourceTable,
 }

@@ -154,17 +154,14 @@ impl PluginContext {
 
 impl Host for PluginContext {
     async fn text(&mut self, message: String) -> wasmtime::Result<Result<String, HostError>> {
-        let _timer = self.clock.host_call();
         Ok(self.ask(message, false).await)
     }
 
     async fn secret(&mut self, message: String) -> wasmtime::Result<Result<String, HostError>> {
-        let _timer = self.clock.host_call();
         Ok(self.ask(message, true).await)
     }
 
     async fn show(&mut self, message: String) -> wasmtime::Result<Result<(), HostError>> {
-        let _timer = self.clock.host_call();
         if let Err(e) = self.check_call_size("message", message.len()) {
             return Ok(Err(e));
         }

@@ -1,9 +1,7 @@
 //! Resource limits of one plugin run. Always on; the operator can tighten or
 //! loosen them per plugin.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -13,7 +11,8 @@ use serde::Deserialize;
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct Limits {
     /// Time the plugin's own code may run, in milliseconds. Time spent waiting
-    /// in host calls (HTTP, prompts) does not count; see `timeout-ms` for that.
+    /// (in host calls, sleeping, or for a worker thread) does not count; see
+    /// `timeout-ms` for that.
     pub cpu_ms: u64,
     /// Wall-clock time for the whole call, host calls included, in milliseconds.
     pub timeout_ms: u64,
@@ -152,45 +151,5 @@ impl wasmtime::ResourceLimiter for ResourceGuard {
 
     fn memories(&self) -> usize {
         self.instances
-    }
-}
-
-/// Splits a run's elapsed time into time in plugin code and time in host calls,
-/// so the CPU limit charges only the former.
-#[derive(Debug)]
-pub struct RunClock {
-    started: Instant,
-    host_nanos: AtomicU64,
-}
-
-impl RunClock {
-    /// A clock started now.
-    pub fn start() -> Arc<Self> {
-        Arc::new(Self { started: Instant::now(), host_nanos: AtomicU64::new(0) })
-    }
-
-    /// Time spent outside host calls so far.
-    pub fn guest_time(&self) -> Duration {
-        let host = Duration::from_nanos(self.host_nanos.load(Ordering::Relaxed));
-        self.started.elapsed().saturating_sub(host)
-    }
-
-    /// Mark the start of a host call; the returned guard charges its duration
-    /// to the host when dropped.
-    pub fn host_call(self: &Arc<Self>) -> HostCallTimer {
-        HostCallTimer { clock: Arc::clone(self), started: Instant::now() }
-    }
-}
-
-/// Charges a host call's duration to the host side of a [`RunClock`].
-pub struct HostCallTimer {
-    clock: Arc<RunClock>,
-    started: Instant,
-}
-
-impl Drop for HostCallTimer {
-    fn drop(&mut self) {
-        let nanos = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.clock.host_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }

@@ -30,7 +30,7 @@ use self::bindings::types::{
 };
 use self::bindings::validator::ValidatorPre;
 pub use self::engine::Allocation;
-use self::limits::{LimitExceeded, Limits, ResourceGuard, RunClock};
+use self::limits::{LimitExceeded, Limits, ResourceGuard};
 use self::output::GuestOutput;
 pub use self::world::{ComponentShape, World};
 use crate::capabilities::{CapabilityPolicy, PluginContext, PluginLog, Terminal};
@@ -46,6 +46,9 @@ pub struct HostState {
     table: ResourceTable,
     guard: ResourceGuard,
     ctx: PluginContext,
+    /// Epoch ticks observed while the plugin's code was running: its CPU time,
+    /// in units of [`EPOCH_TICK`].
+    ticks: u64,
 }
 
 impl WasiView for HostState {
@@ -345,11 +348,11 @@ impl LoadedPlugin {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
-        let clock = RunClock::start();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
             guard: ResourceGuard::new(&sandbox.limits),
+            ticks: 0,
             ctx: PluginContext {
                 plugin: Arc::clone(&self.name),
                 settings: Arc::clone(&sandbox.settings),
@@ -358,23 +361,24 @@ impl LoadedPlugin {
                 interactive,
                 terminal: Arc::clone(&sandbox.terminal),
                 log: log.clone(),
-                clock: Arc::clone(&clock),
                 ldap_connections: crate::capabilities::ldap::connections(),
             },
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.guard);
-        let cpu = sandbox.limits.cpu_time();
         let cpu_ms = sandbox.limits.cpu_ms;
-        // Check the CPU budget every tick and yield to the executor in between,
-        // so a busy plugin never monopolises a worker thread of the webhook.
+        let budget = sandbox.limits.cpu_time().as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+        let budget = u64::try_from(budget).unwrap_or(u64::MAX);
+        // The deadline is always one tick ahead, so the callback runs once per
+        // tick *while plugin code runs*: counting callbacks measures the
+        // plugin's own time. A plugin blocked in a host call or sleeping sees
+        // at most one tick for the whole wait. Yielding at each tick keeps a
+        // busy plugin from monopolising a worker thread of the webhook.
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |ctx| {
-            if ctx.data().ctx.clock.guest_time() >= cpu {
-                Err(LimitExceeded::CpuTime(cpu_ms).into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
+        store.epoch_deadline_callback(move |mut ctx| {
+            let state = ctx.data_mut();
+            state.ticks += 1;
+            if state.ticks > budget { Err(LimitExceeded::CpuTime(cpu_ms).into()) } else { Ok(UpdateDeadline::Yield(1)) }
         });
         (store, log)
     }

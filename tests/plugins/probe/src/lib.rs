@@ -41,6 +41,10 @@ fn act(request: Option<&CredentialRequest>) -> Result<Credential, Error> {
             None => "no-cluster".to_string(),
         },
         "interactive" => format!("{}", request.is_some_and(|r| r.interactive)),
+        "sleep" => {
+            std::thread::sleep(std::time::Duration::from_millis(config::parse_or("ms", 1000u64)?));
+            "rested".to_string()
+        }
         "loop" => {
             let mut x: u64 = 0;
             loop {
