@@ -7,7 +7,8 @@
 //! and exports it with [`export_provider!`] or [`export_validator!`]; a login
 //! backend for broker-issued tokens implements [`Login`] ([`export_login!`]).
 //! Everything from outside the sandbox comes through the capability modules:
-//! [`config`], [`log`], [`prompt`], [`http`], [`files`], [`ldap`]. The operator
+//! [`config`], [`log`], [`prompt`], [`http`], [`files`], [`ldap`], [`state`],
+//! [`loopback`]. The operator
 //! grants them per plugin; a call the policy does not allow returns
 //! [`HostError::Denied`].
 //!
@@ -55,8 +56,11 @@ pub mod http;
 pub mod ldap;
 pub mod ldap_filter;
 pub mod log;
+pub mod loopback;
 pub mod prompt;
+pub mod state;
 
+pub use types::now_unix;
 pub use types::{
     Authenticated, ClientCertificate, ClusterInfo, Credential, CredentialRequest, CredentialSecret, Error, HostError,
     LoginOutcome, ReviewOutcome, Setting, TokenReview, UserInfo,
@@ -88,6 +92,21 @@ pub trait Validator {
     /// so use it when a backend is down; other errors deny the review with the
     /// message as `status.error`.
     fn validate(review: TokenReview) -> Result<ReviewOutcome, Error>;
+}
+
+/// `bytes` random bytes from the host's secure randomness, base64url-encoded
+/// without padding: for OAuth `state`, `nonce` and PKCE verifiers.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    // wasi:random cannot fail; a zeroed buffer would only come from a broken host.
+    let _ = getrandom::fill(&mut buffer);
+    base64url(&buffer)
+}
+
+/// Base64url without padding (JWTs, PKCE).
+pub fn base64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A login backend: checks passwords and looks users up for `credbroker serve`,

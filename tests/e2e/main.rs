@@ -8,5 +8,6 @@ mod harness;
 mod exec;
 mod kubectl;
 mod ldap;
+mod oidc;
 mod runtime;
 mod serve;

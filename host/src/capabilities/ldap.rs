@@ -116,21 +116,11 @@ impl PluginContext {
                 .map_err(|_| HostError::Timeout(format!("connecting to `{url}`")))?;
         let (connection, ldap) = connected.map_err(|e| ldap_error(&format!("cannot connect to `{url}`"), &e))?;
         ldap3::drive!(connection);
-        // The table is capped at MAX_CONNECTIONS entries (see `connections`).
-        self.ldap_connections
+        // The table is capped (see `capabilities::resource_table`).
+        self.resources
             .push(LdapConnection { ldap, url })
-            .map_err(|_| HostError::Invalid(format!("more than {MAX_CONNECTIONS} LDAP connections in one run")))
+            .map_err(|_| HostError::Invalid("too many open host resources in one run".into()))
     }
-}
-
-/// Most LDAP connections one run may hold open.
-pub const MAX_CONNECTIONS: usize = 8;
-
-/// The table of a run's open LDAP connections.
-pub fn connections() -> wasmtime::component::ResourceTable {
-    let mut table = wasmtime::component::ResourceTable::new();
-    table.set_max_capacity(MAX_CONNECTIONS);
-    table
 }
 
 impl Host for PluginContext {
@@ -158,7 +148,7 @@ impl HostConnection for PluginContext {
         }
         self.log.mark_secret(&password);
         let timeout = self.ldap_timeout();
-        let connection = self.ldap_connections.get_mut(&connection)?;
+        let connection = self.resources.get_mut(&connection)?;
         let result = tokio::time::timeout(timeout, connection.ldap.simple_bind(&dn, &password)).await;
         Ok(match result {
             Err(_) => Err(HostError::Timeout(format!("binding at `{}`", connection.url))),
@@ -181,7 +171,7 @@ impl HostConnection for PluginContext {
         }
         let limit = self.limits.max_call_bytes;
         let timeout = self.ldap_timeout();
-        let connection = self.ldap_connections.get_mut(&connection)?;
+        let connection = self.resources.get_mut(&connection)?;
         let scope = match request.scope {
             Scope::Base => LdapScope::Base,
             Scope::OneLevel => LdapScope::OneLevel,
@@ -229,7 +219,7 @@ impl HostConnection for PluginContext {
     }
 
     async fn drop(&mut self, connection: Resource<LdapConnection>) -> wasmtime::Result<()> {
-        let mut connection = self.ldap_connections.delete(connection)?;
+        let mut connection = self.resources.delete(connection)?;
         // Best effort: the server closes the session when the socket goes anyway.
         let _ = tokio::time::timeout(Duration::from_secs(1), connection.ldap.unbind()).await;
         Ok(())

@@ -11,7 +11,9 @@ pub mod files;
 pub mod http;
 pub mod ldap;
 pub mod log;
+pub mod loopback;
 pub mod prompt;
+pub mod state;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,6 +52,15 @@ pub struct Grants {
     /// Allow `ldap://` without StartTLS (passwords in the clear). Off by default.
     #[serde(default)]
     pub ldap_allow_plaintext: bool,
+    /// Let the plugin receive one OAuth redirect on 127.0.0.1 (`loopback`).
+    #[serde(default)]
+    pub redirect_listener: bool,
+    /// The loopback port for redirects (0: any free port).
+    #[serde(default)]
+    pub redirect_port: u16,
+    /// Open the user's browser at the authorization URL (`xdg-open`).
+    #[serde(default)]
+    pub open_browser: bool,
 }
 
 /// A grant the operator wrote that makes no sense. Reported when the
@@ -75,6 +86,9 @@ pub struct CapabilityPolicy {
     pub(crate) http: http::HttpPolicy,
     pub(crate) files: files::FilePolicy,
     pub(crate) ldap: ldap::LdapPolicy,
+    pub(crate) redirect_listener: bool,
+    pub(crate) redirect_port: u16,
+    pub(crate) open_browser: bool,
 }
 
 impl CapabilityPolicy {
@@ -88,6 +102,9 @@ impl CapabilityPolicy {
             http: http::HttpPolicy::new(&grants.http, grants.ca_file.clone())?,
             files: files::FilePolicy::new(&grants.files)?,
             ldap: ldap::LdapPolicy::new(&grants.ldap, grants.ldap_allow_plaintext, grants.ca_file.clone())?,
+            redirect_listener: grants.redirect_listener,
+            redirect_port: grants.redirect_port,
+            open_browser: grants.open_browser,
         })
     }
 
@@ -97,6 +114,9 @@ impl CapabilityPolicy {
             http: http::HttpPolicy::deny_all(),
             files: files::FilePolicy::deny_all(),
             ldap: ldap::LdapPolicy::default(),
+            redirect_listener: false,
+            redirect_port: 0,
+            open_browser: false,
         }
     }
 }
@@ -110,8 +130,20 @@ pub struct PluginContext {
     pub(crate) interactive: bool,
     pub(crate) terminal: Arc<dyn Terminal>,
     pub(crate) log: PluginLog,
-    /// Open LDAP connections (the `ldap` capability's resources).
-    pub(crate) ldap_connections: wasmtime::component::ResourceTable,
+    /// Host resources the plugin holds: LDAP connections, redirect listeners.
+    pub(crate) resources: wasmtime::component::ResourceTable,
+    /// The plugin's persistent key-value store.
+    pub(crate) state: state::PluginState,
+}
+
+/// Most host resources (connections, listeners) one run may hold at once.
+pub const MAX_RESOURCES: usize = 16;
+
+/// A resource table capped at [`MAX_RESOURCES`].
+pub fn resource_table() -> wasmtime::component::ResourceTable {
+    let mut table = wasmtime::component::ResourceTable::new();
+    table.set_max_capacity(MAX_RESOURCES);
+    table
 }
 
 impl PluginContext {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use self::cache::{CacheError, CachedCredential, KeyMaterial, TokenCache};
 use self::credential::{ApiVersion, ExecCredential, ExecCredentialSpec, ExecCredentialStatus, ExecInfoError, KIND};
+use crate::capabilities::state::StateStore;
 use crate::capabilities::{CapabilityPolicy, GrantError, StdioTerminal};
 use crate::config::{ClientConfig, ConfigError, PluginSpec};
 use crate::dirs::Dirs;
@@ -234,6 +235,7 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
         policy: Arc::new(policy),
         limits: profile.spec.limits.clone(),
         terminal: Arc::new(StdioTerminal),
+        state: StateStore::file_for(&dirs.state, &profile.name, &plugin.name),
     };
     let _lock = match &cache {
         // Wait for a parallel run as long as it may take to finish.

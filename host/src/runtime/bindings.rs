@@ -9,6 +9,7 @@ pub mod provider {
         exports: { default: async },
         with: {
             "credbroker:plugin/ldap.connection": crate::capabilities::ldap::LdapConnection,
+            "credbroker:plugin/loopback.redirect-listener": crate::capabilities::loopback::RedirectListener,
         },
     });
 }
@@ -28,6 +29,8 @@ pub mod validator {
             "credbroker:plugin/http": super::provider::credbroker::plugin::http,
             "credbroker:plugin/files": super::provider::credbroker::plugin::files,
             "credbroker:plugin/ldap": super::provider::credbroker::plugin::ldap,
+            "credbroker:plugin/state": super::provider::credbroker::plugin::state,
+            "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
         },
     });
 }
@@ -47,10 +50,12 @@ pub mod login {
             "credbroker:plugin/http": super::provider::credbroker::plugin::http,
             "credbroker:plugin/files": super::provider::credbroker::plugin::files,
             "credbroker:plugin/ldap": super::provider::credbroker::plugin::ldap,
+            "credbroker:plugin/state": super::provider::credbroker::plugin::state,
+            "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
         },
     });
 }
 
 pub use login::exports::credbroker::plugin::password_login::LoginOutcome;
 pub use provider::credbroker::plugin::types;
-pub use provider::credbroker::plugin::{config, files, http, ldap, log, prompt};
+pub use provider::credbroker::plugin::{config, files, http, ldap, log, loopback, prompt, state};

@@ -167,6 +167,8 @@ pub struct Sandbox {
     pub limits: Limits,
     /// Where prompts go.
     pub terminal: Arc<dyn Terminal>,
+    /// The plugin's key-value store (`state` capability).
+    pub state: crate::capabilities::state::StateStore,
 }
 
 /// Options for [`Runtime::new`].
@@ -361,7 +363,8 @@ impl LoadedPlugin {
                 interactive,
                 terminal: Arc::clone(&sandbox.terminal),
                 log: log.clone(),
-                ldap_connections: crate::capabilities::ldap::connections(),
+                resources: crate::capabilities::resource_table(),
+                state: crate::capabilities::state::PluginState::new(sandbox.state.clone()),
             },
         };
         let mut store = Store::new(engine, state);

@@ -10,7 +10,8 @@ const PACKAGE: &str = "credbroker:plugin";
 const VERSION: &str = "0.1.0";
 
 /// Host interfaces of the contract a plugin may import.
-pub const HOST_INTERFACES: &[&str] = &["types", "config", "log", "prompt", "http", "files", "ldap"];
+pub const HOST_INTERFACES: &[&str] =
+    &["types", "config", "log", "prompt", "http", "files", "ldap", "state", "loopback"];
 
 /// A world of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

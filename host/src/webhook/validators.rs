@@ -171,6 +171,7 @@ impl ValidatorSet {
                 policy: Arc::new(policy),
                 limits: spec.limits.clone(),
                 terminal: Arc::new(NoTerminal),
+                state: crate::capabilities::state::StateStore::memory(),
             };
             let backend = Arc::new(WasmBackend { runtime: Arc::clone(runtime), plugin: loaded, sandbox });
             validators.push(Validator {

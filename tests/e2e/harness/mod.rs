@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod kubectl;
+pub mod oidc;
 pub mod pki;
 pub mod slapd;
 pub mod webhook;

@@ -41,6 +41,16 @@ impl TestCa {
         Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
     }
 
+    /// Only the certificate of a CA (it can verify, not issue).
+    pub fn from_cert_pem(cert_pem: &str) -> Self {
+        let key = KeyPair::generate().expect("key");
+        Self {
+            params: CertificateParams::new(Vec::<String>::new()).expect("params"),
+            key,
+            cert_pem: cert_pem.to_string(),
+        }
+    }
+
     /// A server certificate for 127.0.0.1 and localhost.
     pub fn server(&self) -> Issued {
         let mut params =
