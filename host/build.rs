@@ -16,8 +16,8 @@ struct PluginCrate {
     name: String,
     package: String,
     description: String,
-    /// `provider` or `validator`, from `[package.metadata.credbroker] world`.
-    world: String,
+    /// From `[package.metadata.credbroker] worlds`: provider, validator, login.
+    worlds: Vec<String>,
 }
 
 fn main() {
@@ -43,10 +43,19 @@ fn main() {
         let digest = hex(&Sha256::digest(&bytes));
         writeln!(
             table,
-            "    BundledPlugin {{ name: {:?}, description: {:?}, world: World::{}, sha256: {:?}, wasm: include_bytes!({:?}) }},",
+            "    BundledPlugin {{ name: {:?}, description: {:?}, worlds: &[{}], sha256: {:?}, wasm: include_bytes!({:?}) }},",
             plugin.name,
             plugin.description,
-            if plugin.world == "provider" { "Provider" } else { "Validator" },
+            plugin
+                .worlds
+                .iter()
+                .map(|w| match w.as_str() {
+                    "provider" => "World::Provider",
+                    "validator" => "World::Validator",
+                    _ => "World::Login",
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
             digest,
             wasm.display().to_string()
         )
@@ -85,17 +94,20 @@ fn plugin_crates(dir: &Path) -> Vec<PluginCrate> {
             .unwrap_or_else(|| panic!("{}: plugin crates are named credbroker-plugin-NAME", manifest.display()))
             .to_string();
         let description = package.get("description").and_then(|d| d.as_str()).unwrap_or_default().to_string();
-        let world = package
+        let worlds: Vec<String> = package
             .get("metadata")
             .and_then(|m| m.get("credbroker"))
-            .and_then(|c| c.get("world"))
-            .and_then(|w| w.as_str())
-            .unwrap_or_default()
-            .to_string();
-        if world != "provider" && world != "validator" {
-            panic!("{}: set [package.metadata.credbroker] world = \"provider\" or \"validator\"", manifest.display());
+            .and_then(|c| c.get("worlds"))
+            .and_then(|w| w.as_array())
+            .map(|list| list.iter().filter_map(|w| w.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        if worlds.is_empty() || worlds.iter().any(|w| !["provider", "validator", "login"].contains(&w.as_str())) {
+            panic!(
+                "{}: set [package.metadata.credbroker] worlds to a list of provider, validator, login",
+                manifest.display()
+            );
         }
-        plugins.push(PluginCrate { name, package: package_name, description, world });
+        plugins.push(PluginCrate { name, package: package_name, description, worlds });
     }
     plugins
 }

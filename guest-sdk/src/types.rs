@@ -25,6 +25,11 @@ impl Error {
         Self::Unavailable(message.into())
     }
 
+    /// A backend is rate limiting us; retrying later may help.
+    pub fn throttled(message: impl Into<String>) -> Self {
+        Self::Throttled(message.into())
+    }
+
     /// Any other failure.
     pub fn failed(message: impl Into<String>) -> Self {
         Self::Failed(message.into())
@@ -35,7 +40,7 @@ impl Error {
     /// The human-readable message, without the case.
     pub fn message(&self) -> &str {
         match self {
-            Self::Misconfigured(m) | Self::Denied(m) | Self::Unavailable(m) | Self::Failed(m) => m,
+            Self::Misconfigured(m) | Self::Denied(m) | Self::Unavailable(m) | Self::Throttled(m) | Self::Failed(m) => m,
         }
     }
 }

@@ -10,8 +10,8 @@ pub struct BundledPlugin {
     pub name: &'static str,
     /// What it does.
     pub description: &'static str,
-    /// The world it implements.
-    pub world: World,
+    /// The worlds it implements.
+    pub worlds: &'static [World],
     /// Lowercase hex sha256 of `wasm`, computed at build time.
     pub sha256: &'static str,
     /// The component.

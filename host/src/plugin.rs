@@ -141,8 +141,11 @@ impl PluginRef {
 /// Names of the bundled plugins of `world` (any world when `None`) and of every
 /// installed plugin, sorted, without duplicates.
 pub fn available(plugin_dirs: &[PathBuf], world: Option<crate::runtime::World>) -> Vec<String> {
-    let mut names: Vec<String> =
-        bundled::ALL.iter().filter(|p| world.is_none_or(|w| p.world == w)).map(|p| p.name.to_string()).collect();
+    let mut names: Vec<String> = bundled::ALL
+        .iter()
+        .filter(|p| world.is_none_or(|w| p.worlds.contains(&w)))
+        .map(|p| p.name.to_string())
+        .collect();
     for dir in plugin_dirs {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.flatten() {

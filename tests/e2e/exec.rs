@@ -29,7 +29,7 @@ fn an_unknown_provider_lists_what_exists() {
     let run = env.run(&["get", "--provider", "nope"]);
     assert_eq!(
         run.error().trim(),
-        "credbroker: error: unknown provider `nope`; profiles: corp-ldap; plugins: corp-probe, ldap, oidc, static"
+        "credbroker: error: unknown provider `nope`; profiles: corp-ldap; plugins: aws-iam, corp-probe, ldap, oidc, static"
     );
 }
 

@@ -81,7 +81,7 @@ fn kubectl_with_an_unknown_provider_lists_the_choices() {
     let run = kubectl::run(&env, "1.33", &config, &["get", "--raw", "/version"]);
     assert_ne!(run.code, Some(0));
     assert!(
-        run.stderr.contains("unknown provider `corp-ldpa`; profiles: none; plugins: ldap, oidc, static"),
+        run.stderr.contains("unknown provider `corp-ldpa`; profiles: none; plugins: aws-iam, ldap, oidc, static"),
         "{}",
         run.stderr
     );

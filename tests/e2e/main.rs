@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod aws;
 mod exec;
 mod kubectl;
 mod ldap;

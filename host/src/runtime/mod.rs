@@ -140,6 +140,7 @@ fn plugin_error_message(error: &PluginError) -> String {
         PluginError::Misconfigured(m) => format!("misconfigured: {m}"),
         PluginError::Denied(m) => format!("denied: {m}"),
         PluginError::Unavailable(m) => format!("unavailable: {m}"),
+        PluginError::Throttled(m) => format!("throttled: {m}"),
         PluginError::Failed(m) => m.clone(),
     }
 }
@@ -152,7 +153,15 @@ impl RunError {
     /// Whether retrying later may succeed: the plugin's backend was unavailable
     /// or the call timed out.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Plugin { error: PluginError::Unavailable(_), .. } | Self::Timeout { .. })
+        matches!(
+            self,
+            Self::Plugin { error: PluginError::Unavailable(_) | PluginError::Throttled(_), .. } | Self::Timeout { .. }
+        )
+    }
+
+    /// Whether a backend asked to slow down.
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, Self::Plugin { error: PluginError::Throttled(_), .. })
     }
 }
 
@@ -556,6 +565,7 @@ fn redact_plugin_error(error: PluginError, log: &PluginLog) -> PluginError {
         PluginError::Misconfigured(m) => PluginError::Misconfigured(log.redact(&m)),
         PluginError::Denied(m) => PluginError::Denied(log.redact(&m)),
         PluginError::Unavailable(m) => PluginError::Unavailable(log.redact(&m)),
+        PluginError::Throttled(m) => PluginError::Throttled(log.redact(&m)),
         PluginError::Failed(m) => PluginError::Failed(log.redact(&m)),
     }
 }

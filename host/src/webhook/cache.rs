@@ -112,7 +112,7 @@ impl ReviewCache {
             let ttl = match verdict {
                 Verdict::Authenticated { .. } => self.positive_ttl,
                 Verdict::Denied { .. } => self.negative_ttl,
-                Verdict::Transient { .. } | Verdict::Busy => Duration::ZERO,
+                Verdict::Transient { .. } | Verdict::Busy | Verdict::Throttled { .. } => Duration::ZERO,
             };
             if !ttl.is_zero() && self.max_entries > 0 {
                 self.insert(&mut state, key, verdict.clone(), ttl);

@@ -455,6 +455,11 @@ async fn token_review(request: Request<Incoming>, shared: &Shared) -> Response<F
             shared.metrics.review("", "busy", seconds);
             review_error(StatusCode::TOO_MANY_REQUESTS, version, "too many reviews in progress".into())
         }
+        Verdict::Throttled { reason } => {
+            tracing::warn!(%reason, "a backend is throttling; the API server will retry");
+            shared.metrics.review("", "throttled", seconds);
+            review_error(StatusCode::TOO_MANY_REQUESTS, version, reason)
+        }
     }
 }
 

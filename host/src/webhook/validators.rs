@@ -103,6 +103,11 @@ pub enum Verdict {
     },
     /// Every plugin slot stayed busy: the API server should retry later.
     Busy,
+    /// A validator's backend is rate limiting: the API server should retry later.
+    Throttled {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The validators of one configuration generation, shared by the reviews that
@@ -237,6 +242,7 @@ impl ValidatorSet {
         }
         let mut reasons = Vec::new();
         let mut transient = None;
+        let mut throttled = None;
         let mut routed = false;
         for validator in &self.validators {
             let Some(backend) = &validator.backend else { continue };
@@ -273,7 +279,9 @@ impl ValidatorSet {
                 Err(error) => {
                     metrics.plugin_failure(&validator.name, failure_kind(&error));
                     tracing::warn!(validator = %validator.name, "{error}");
-                    if error.is_transient() {
+                    if error.is_throttled() {
+                        throttled = Some(format!("{}: {error}", validator.name));
+                    } else if error.is_transient() {
                         transient = Some(format!("{}: {error}", validator.name));
                     }
                     reasons.push(format!("{}: {error}", validator.name));
@@ -282,6 +290,9 @@ impl ValidatorSet {
         }
         if let Some(reason) = transient {
             return Verdict::Transient { reason };
+        }
+        if let Some(reason) = throttled {
+            return Verdict::Throttled { reason };
         }
         if !routed {
             return Verdict::Denied { reason: "no validator handles tokens like this one".into() };

@@ -6,6 +6,7 @@ pub mod kubectl;
 pub mod oidc;
 pub mod pki;
 pub mod slapd;
+pub mod sts;
 pub mod webhook;
 
 use std::collections::HashMap;
