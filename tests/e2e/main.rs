@@ -6,7 +6,9 @@
 mod harness;
 
 mod aws;
+mod docs;
 mod exec;
+mod hostile;
 mod kubectl;
 mod ldap;
 mod oidc;

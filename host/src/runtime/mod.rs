@@ -480,10 +480,30 @@ impl LoadedPlugin {
             validator.credbroker_plugin_token_validator().call_validate(&mut store, &review).await
         };
         let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
-        result.map_err(|error| RunError::Plugin {
+        let outcome = result.map_err(|error| RunError::Plugin {
             plugin: self.name.to_string(),
             error: redact_plugin_error(error, &log),
-        })
+        })?;
+        if let ReviewOutcome::Authenticated(accepted) = &outcome {
+            self.check_user_size(&accepted.user, &sandbox.limits)?;
+        }
+        Ok(outcome)
+    }
+
+    /// A user bigger than the per-call limit is a plugin bug (or an attack on
+    /// the API server's memory); refuse it.
+    fn check_user_size(&self, user: &UserInfo, limits: &Limits) -> Result<(), RunError> {
+        let size = user.username.len()
+            + user.uid.as_ref().map_or(0, String::len)
+            + user.groups.iter().map(String::len).sum::<usize>()
+            + user.extra.iter().map(|(k, v)| k.len() + v.iter().map(String::len).sum::<usize>()).sum::<usize>();
+        if size as u64 > limits.max_call_bytes {
+            return Err(RunError::BadResult {
+                plugin: self.name.to_string(),
+                detail: format!("a user of {size} bytes, over the limit of {} bytes", limits.max_call_bytes),
+            });
+        }
+        Ok(())
     }
 
     /// Ask a login backend whether `password` is right for `username`.

@@ -192,6 +192,16 @@ impl Server {
         self.listener.local_addr().ok()
     }
 
+    /// Replace the validators loaded from the configuration with a set built in
+    /// code (for embedding and benchmarks); `build` gets the server's plugin
+    /// slots. A later change of the configuration file reloads from it again.
+    pub fn replace_validators(&self, build: impl FnOnce(Arc<Semaphore>) -> ValidatorSet) {
+        let set = build(Arc::clone(&self.shared.slots));
+        self.shared.metrics.set_validators(set.len());
+        *self.shared.validators.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        self.shared.cache.clear();
+    }
+
     /// Serve until `shutdown` resolves, then stop accepting and drain.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Self { shared, listener } = self;

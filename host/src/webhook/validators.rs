@@ -44,22 +44,23 @@ impl Backend for WasmBackend {
     }
 }
 
-impl WasmBackend {
-    /// Check a password (the plugin implements the `login` world).
-    ///
-    /// # Errors
-    ///
-    /// [`RunError`] when the plugin fails.
-    pub async fn authenticate(&self, username: &str, password: &str) -> Result<LoginOutcome, RunError> {
+/// Something that checks passwords and looks users up: a login plugin, or
+/// (in benchmarks and embedders) native code.
+#[async_trait::async_trait]
+pub trait LoginBackend: Send + Sync {
+    /// Check `password` for `username`.
+    async fn authenticate(&self, username: &str, password: &str) -> Result<LoginOutcome, RunError>;
+    /// The user called `username` now, or none when gone.
+    async fn lookup(&self, username: &str) -> Result<Option<crate::runtime::bindings::types::UserInfo>, RunError>;
+}
+
+#[async_trait::async_trait]
+impl LoginBackend for WasmBackend {
+    async fn authenticate(&self, username: &str, password: &str) -> Result<LoginOutcome, RunError> {
         self.plugin.authenticate(self.runtime.engine(), &self.sandbox, username, password).await
     }
 
-    /// Look a user up (the plugin implements the `login` world).
-    ///
-    /// # Errors
-    ///
-    /// [`RunError`] when the plugin fails.
-    pub async fn lookup(&self, username: &str) -> Result<Option<crate::runtime::bindings::types::UserInfo>, RunError> {
+    async fn lookup(&self, username: &str) -> Result<Option<crate::runtime::bindings::types::UserInfo>, RunError> {
         self.plugin.lookup(self.runtime.engine(), &self.sandbox, username).await
     }
 }
@@ -75,7 +76,7 @@ pub struct Validator {
     /// What decides on tokens, when the plugin is a token validator.
     pub backend: Option<Arc<dyn Backend>>,
     /// The login backend, when the plugin implements the `login` world.
-    pub login: Option<Arc<WasmBackend>>,
+    pub login: Option<Arc<dyn LoginBackend>>,
 }
 
 /// The result of running a review through the validators.
@@ -184,7 +185,7 @@ impl ValidatorSet {
                 token_prefix: entry.token_prefix.clone(),
                 audiences: entry.audiences.clone(),
                 backend: validates.then(|| Arc::clone(&backend) as Arc<dyn Backend>),
-                login: logs_in.then_some(backend),
+                login: logs_in.then_some(backend as Arc<dyn LoginBackend>),
             });
         }
         let issuer = match &config.login {
@@ -201,8 +202,14 @@ impl ValidatorSet {
         Ok(Self { validators, slots, issuer, watched })
     }
 
+    /// Sign and verify server-issued tokens with `issuer`.
+    pub fn with_issuer(mut self, issuer: Arc<TokenIssuer>) -> Self {
+        self.issuer = Some(issuer);
+        self
+    }
+
     /// The login backend called `name`.
-    pub fn login_backend(&self, name: &str) -> Option<Arc<WasmBackend>> {
+    pub fn login_backend(&self, name: &str) -> Option<Arc<dyn LoginBackend>> {
         self.validators.iter().find(|v| v.name == name).and_then(|v| v.login.clone())
     }
 

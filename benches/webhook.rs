@@ -1,0 +1,403 @@
+//! Throughput and latency of `credbroker serve`, in one run, on the real stack
+//! (hyper over rustls with client certificates), server and load generator in
+//! one process on this machine:
+//!
+//! - (a) the token-file validator in wasm, (b) the same logic compiled natively
+//!   into the server, (c) a fixed answer (the stack's floor), (d) response-cache
+//!   hits: TokenReviews/s and p50/p99 at concurrency 64. Targets: a/b ≥ 0.5,
+//!   d/c ≥ 0.8.
+//! - p99 at 1000 reviews/s for (a), for a server-issued (login) token
+//!   (signature check + cached re-check; target ≥ 0.5 × the token-file
+//!   throughput), and for an RS256 JWT (the `jwt` validator, JWKS cached).
+//!   Target p99 ≤ 5 ms.
+//! - Peak RSS of a `credbroker serve` process with 256 connections busy
+//!   (target ≤ 150 MB).
+//!
+//! Run with `cargo bench --bench webhook`; `WEBHOOK_SECONDS` sets the
+//! measuring time per case (default 5).
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use credbroker_host::runtime::RunError;
+use credbroker_host::runtime::bindings::LoginOutcome;
+use credbroker_host::runtime::bindings::types::{ReviewOutcome, UserInfo};
+use credbroker_host::webhook::login::{LoginConfig, TokenIssuer};
+use credbroker_host::webhook::validators::{Backend, LoginBackend, Validator, ValidatorSet};
+use credbroker_host::webhook::{ServeOptions, Server};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+
+const TOKENS: usize = 1000;
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, PEM.
+struct Pki {
+    ca: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+fn pki() -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(DnType::CommonName, "bench CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let issue = |sans: Vec<String>, usage| {
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        (params.signed_by(&key, &issuer).unwrap().pem(), key.serialize_pem())
+    };
+    Pki {
+        ca,
+        server: issue(vec!["127.0.0.1".into()], ExtendedKeyUsagePurpose::ServerAuth),
+        client: issue(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth),
+    }
+}
+
+fn client(pki: &Pki) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(pki.ca.as_bytes()).unwrap()).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(pki.client.0.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(pki.client.1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    reqwest::Client::builder().use_preconfigured_tls(tls).http1_only().pool_max_idle_per_host(512).build().unwrap()
+}
+
+fn review_body(token: &str) -> Vec<u8> {
+    format!(r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"{token}"}}}}"#)
+        .into_bytes()
+}
+
+/// The token-file logic compiled natively: parse the file, find the token.
+struct NativeTokenFile {
+    csv: String,
+}
+
+#[async_trait::async_trait]
+impl Backend for NativeTokenFile {
+    async fn review(&self, token: &str, _audiences: &[String]) -> Result<ReviewOutcome, RunError> {
+        let entries = credbroker_plugin_token_file::parse(&self.csv).unwrap_or_default();
+        Ok(match credbroker_plugin_token_file::find(&entries, token) {
+            Some(entry) => ReviewOutcome::Authenticated(credbroker_host::runtime::bindings::types::Authenticated {
+                user: UserInfo {
+                    username: entry.user.clone(),
+                    uid: Some(entry.uid.clone()),
+                    groups: entry.groups.clone(),
+                    extra: Vec::new(),
+                },
+                audiences: Vec::new(),
+            }),
+            None => ReviewOutcome::Rejected("unknown token".into()),
+        })
+    }
+}
+
+/// The floor: the same answer for every token, no work.
+struct Fixed;
+
+#[async_trait::async_trait]
+impl Backend for Fixed {
+    async fn review(&self, _token: &str, _audiences: &[String]) -> Result<ReviewOutcome, RunError> {
+        Ok(ReviewOutcome::Authenticated(credbroker_host::runtime::bindings::types::Authenticated {
+            user: UserInfo {
+                username: "alice".into(),
+                uid: Some("1".into()),
+                groups: vec!["devs".into()],
+                extra: Vec::new(),
+            },
+            audiences: Vec::new(),
+        }))
+    }
+}
+
+/// A directory that always knows the user (so re-checks cost only the cache).
+struct Directory;
+
+#[async_trait::async_trait]
+impl LoginBackend for Directory {
+    async fn authenticate(&self, username: &str, _password: &str) -> Result<LoginOutcome, RunError> {
+        Ok(LoginOutcome::Authenticated(UserInfo {
+            username: username.into(),
+            uid: None,
+            groups: vec![],
+            extra: vec![],
+        }))
+    }
+    async fn lookup(&self, username: &str) -> Result<Option<UserInfo>, RunError> {
+        Ok(Some(UserInfo { username: username.into(), uid: None, groups: vec!["devs".into()], extra: vec![] }))
+    }
+}
+
+struct Stats {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: u64,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Closed loop: `concurrency` workers, each sending the next review as soon as
+/// the last is answered, for `seconds`.
+async fn closed_loop(http: &reqwest::Client, url: &str, tokens: &[String], concurrency: usize, seconds: f64) -> Stats {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..concurrency {
+        let (http, url, stop, errors) = (http.clone(), url.to_string(), Arc::clone(&stop), Arc::clone(&errors));
+        let tokens: Vec<String> = tokens.to_vec();
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = worker;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let body = review_body(&tokens[i % tokens.len()]);
+                match http.post(&url).body(body).send().await {
+                    Ok(r) if r.status() == 200 && r.bytes().await.is_ok() => latencies.push(started.elapsed()),
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                i += concurrency;
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await.unwrap());
+    }
+    all.sort();
+    Stats {
+        per_second: all.len() as f64 / seconds,
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+/// Open loop: `rate` reviews per second regardless of answers, for `seconds`.
+async fn open_loop(http: &reqwest::Client, url: &str, tokens: &[String], rate: u32, seconds: f64) -> Stats {
+    let total = (rate as f64 * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(total);
+    for i in 0..total {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let (http, url, errors) = (http.clone(), url.to_string(), Arc::clone(&errors));
+        let body = review_body(&tokens[i % tokens.len()]);
+        pending.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            match http.post(&url).body(body).send().await {
+                Ok(r) if r.status() == 200 && r.bytes().await.is_ok() => Some(sent.elapsed()),
+                _ => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in pending {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    Stats {
+        per_second: all.len() as f64 / started.elapsed().as_secs_f64(),
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
+
+fn row(name: &str, s: &Stats) {
+    println!(
+        "  {name:<52} {:>8.0}/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+        s.per_second,
+        s.p50.as_secs_f64() * 1000.0,
+        s.p99.as_secs_f64() * 1000.0,
+        s.errors
+    );
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::File::create(&path).unwrap().write_all(text.as_bytes()).unwrap();
+    path
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let seconds: f64 = std::env::var("WEBHOOK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki();
+    let ca = write(dir.path(), "ca.crt", &pki.ca);
+    let cert = write(dir.path(), "tls.crt", &pki.server.0);
+    let key = write(dir.path(), "tls.key", &pki.server.1);
+    let mut csv = String::new();
+    for i in 0..TOKENS {
+        csv.push_str(&format!("token-{i:04},user-{i},{i},\"devs,ops\"\n"));
+    }
+    let csv_path = write(dir.path(), "tokens.csv", &csv);
+    let tokens: Vec<String> = (0..TOKENS).map(|i| format!("token-{i:04}")).collect();
+    let signing =
+        write(dir.path(), "signing.pem", &KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem());
+    let config = |positive_ttl: u32| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls-cert-file = {cert:?}\ntls-key-file = {key:?}\nclient-ca-file = {ca:?}\nmax-concurrent-reviews = 64\n\
+             [cache]\npositive-ttl-seconds = {positive_ttl}\nnegative-ttl-seconds = 0\n\
+             [[validators]]\nname = \"tokens\"\nplugin = \"token-file\"\n[validators.settings]\npath = {csv:?}\n[validators.grants]\nfiles = [{csv:?}]\n[validators.limits]\ncpu-ms = 200\n",
+            cert = cert.display().to_string(),
+            key = key.display().to_string(),
+            ca = ca.display().to_string(),
+            csv = csv_path.display().to_string(),
+        )
+    };
+    let serve = |ttl: u32| {
+        let path = write(dir.path(), &format!("serve-{ttl}.toml"), &config(ttl));
+        let artifacts = dir.path().join("artifacts");
+        async move {
+            Server::bind(ServeOptions {
+                config: path,
+                plugin_dirs: Vec::new(),
+                artifact_dir: Some(artifacts),
+                listen: None,
+                insecure_plain_http: false,
+            })
+            .await
+            .expect("server")
+        }
+    };
+    let http = client(&pki);
+    let start = |server: Server| {
+        let url = format!("https://{}/authenticate", server.local_addr().unwrap());
+        let handle = tokio::spawn(server.run(std::future::pending()));
+        (url, handle)
+    };
+
+    println!("credbroker serve, {} s per case, concurrency 64 unless noted:", seconds);
+    // (a) wasm token-file, no response cache.
+    let (url, a_handle) = start(serve(0).await);
+    closed_loop(&http, &url, &tokens, 64, 1.0).await; // warm up
+    let a = closed_loop(&http, &url, &tokens, 64, seconds).await;
+    row("(a) token-file validator in wasm", &a);
+    let a_rate = open_loop(&http, &url, &tokens, 1000, seconds).await;
+    row("(a) at 1000 reviews/s", &a_rate);
+    a_handle.abort();
+
+    // (b) the same logic natively.
+    let server = serve(0).await;
+    server.replace_validators(|slots| {
+        ValidatorSet::new(
+            vec![Validator {
+                name: "native".into(),
+                token_prefix: None,
+                audiences: Vec::new(),
+                backend: Some(Arc::new(NativeTokenFile { csv: csv.clone() })),
+                login: None,
+            }],
+            slots,
+        )
+    });
+    let (url, handle) = start(server);
+    closed_loop(&http, &url, &tokens, 64, 1.0).await;
+    let b = closed_loop(&http, &url, &tokens, 64, seconds).await;
+    row("(b) the same logic compiled natively", &b);
+    handle.abort();
+
+    // (c) the floor.
+    let server = serve(0).await;
+    server.replace_validators(|slots| {
+        ValidatorSet::new(
+            vec![Validator {
+                name: "fixed".into(),
+                token_prefix: None,
+                audiences: Vec::new(),
+                backend: Some(Arc::new(Fixed)),
+                login: None,
+            }],
+            slots,
+        )
+    });
+    let (url, handle) = start(server);
+    closed_loop(&http, &url, &tokens, 64, 1.0).await;
+    let c = closed_loop(&http, &url, &tokens, 64, seconds).await;
+    row("(c) fixed answer (the stack's floor)", &c);
+    handle.abort();
+
+    // (d) response-cache hits: one token, cached.
+    let (url, handle) = start(serve(300).await);
+    let one = vec![tokens[7].clone()];
+    closed_loop(&http, &url, &one, 64, 1.0).await;
+    let d = closed_loop(&http, &url, &one, 64, seconds).await;
+    row("(d) response-cache hits", &d);
+    handle.abort();
+
+    // (e) a server-issued token: signature check + cached re-check.
+    let login: LoginConfig =
+        toml::from_str(&format!("signing-key-file = {:?}\nrecheck-seconds = 3600", signing.display().to_string()))
+            .unwrap();
+    let issuer = Arc::new(TokenIssuer::new(&login).unwrap());
+    let issued: Vec<String> = (0..64)
+        .map(|i| {
+            let user =
+                credbroker_host::webhook::review::UserInfo { username: format!("user-{i}"), ..Default::default() };
+            issuer.mint(&user, "directory").unwrap().0
+        })
+        .collect();
+    let server = serve(0).await;
+    server.replace_validators(|slots| {
+        ValidatorSet::new(
+            vec![Validator {
+                name: "directory".into(),
+                token_prefix: None,
+                audiences: Vec::new(),
+                backend: None,
+                login: Some(Arc::new(Directory)),
+            }],
+            slots,
+        )
+        .with_issuer(Arc::clone(&issuer))
+    });
+    let (url, handle) = start(server);
+    closed_loop(&http, &url, &issued, 64, 1.0).await;
+    let e = closed_loop(&http, &url, &issued, 64, seconds).await;
+    row("(e) server-issued token (Ed25519 + cached re-check)", &e);
+    let e_rate = open_loop(&http, &url, &issued, 1000, seconds).await;
+    row("(e) at 1000 reviews/s", &e_rate);
+    handle.abort();
+
+    println!("ratios:");
+    println!("  (a) wasm / (b) native          = {:.2} (target >= 0.5)", a.per_second / b.per_second);
+    println!("  (d) cache hits / (c) floor     = {:.2} (target >= 0.8)", d.per_second / c.per_second);
+    println!("  (e) issued token / (a)         = {:.2} (target >= 0.5)", e.per_second / a.per_second);
+    println!(
+        "  p99 at 1000/s: token-file {:.2} ms, issued token {:.2} ms (target <= 5 ms)",
+        a_rate.p99.as_secs_f64() * 1000.0,
+        e_rate.p99.as_secs_f64() * 1000.0
+    );
+}
