@@ -154,6 +154,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// Whether a review was answered 200 with a whole body.
+async fn answered(response: reqwest::Result<reqwest::Response>) -> bool {
+    match response {
+        Ok(response) if response.status() == 200 => response.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
 /// Closed loop: `concurrency` workers, each sending the next review as soon as
 /// the last is answered, for `seconds`.
 async fn closed_loop(http: &reqwest::Client, url: &str, tokens: &[String], concurrency: usize, seconds: f64) -> Stats {
@@ -169,11 +177,10 @@ async fn closed_loop(http: &reqwest::Client, url: &str, tokens: &[String], concu
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let body = review_body(&tokens[i % tokens.len()]);
-                match http.post(&url).body(body).send().await {
-                    Ok(r) if r.status() == 200 && r.bytes().await.is_ok() => latencies.push(started.elapsed()),
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                if answered(http.post(&url).body(body).send().await).await {
+                    latencies.push(started.elapsed());
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
                 }
                 i += concurrency;
             }
@@ -209,12 +216,11 @@ async fn open_loop(http: &reqwest::Client, url: &str, tokens: &[String], rate: u
         let body = review_body(&tokens[i % tokens.len()]);
         pending.push(tokio::spawn(async move {
             let sent = Instant::now();
-            match http.post(&url).body(body).send().await {
-                Ok(r) if r.status() == 200 && r.bytes().await.is_ok() => Some(sent.elapsed()),
-                _ => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
+            if answered(http.post(&url).body(body).send().await).await {
+                Some(sent.elapsed())
+            } else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                None
             }
         }));
     }
