@@ -300,3 +300,34 @@ fn a_rotated_signing_key_is_picked_up_without_restart() {
     let (_, answer) = webhook.review("v1", &before, &[]);
     assert_eq!(answer["status"]["authenticated"], false, "the old key is gone from the JWKS");
 }
+
+#[test]
+fn cel_rules_and_expressions_map_claims() {
+    let provider = OidcProvider::start(&[]);
+    let env = UserEnv::new();
+    let mapped = Webhook::start(
+        &env,
+        &jwt_validator(
+            &provider,
+            &provider.issuer,
+            r#"claim-validation-rules = '[{"expression": "claims.client_id == \"confidential\"", "message": "only the confidential client"}]'
+username-expression = "'robot:' + claims.client_id"
+groups-expression = "['robots', 'aud:' + claims.aud]""#,
+        ),
+    );
+    let token = provider.client_credentials_token();
+    let (_, answer) = mapped.review("v1", &token, &[]);
+    assert_eq!(answer["status"]["user"]["username"], "robot:confidential", "{answer}");
+    assert_eq!(answer["status"]["user"]["groups"], json!(["robots", "aud:https://kubernetes.example"]));
+
+    let strict = Webhook::start(
+        &UserEnv::new(),
+        &jwt_validator(
+            &provider,
+            &provider.issuer,
+            r#"claim-validation-rules = '[{"expression": "claims.client_id == \"other\"", "message": "only the other client"}]'"#,
+        ),
+    );
+    let (_, answer) = strict.review("v1", &token, &[]);
+    assert_eq!(answer["status"]["error"], "idp: only the other client", "{answer}");
+}

@@ -14,6 +14,12 @@
 //! `extra:KEY` (a claim whose values become extra attribute KEY),
 //! `required-claims` (`claim=value,...`), `jwks-cache-seconds` (3600),
 //! `jwks-min-refresh-seconds` (60).
+//!
+//! Like kube-apiserver's AuthenticationConfiguration, CEL expressions over the
+//! verified `claims` can validate and map: `claim-validation-rules` (a JSON
+//! list of `{"expression", "message"}`; each must be true), and
+//! `username-expression`, `groups-expression`, `uid-expression` (overriding the
+//! claim settings, prefixes included).
 
 use credbroker_sdk::{Error, ReviewOutcome, TokenReview, UserInfo, Validator, config, http, log, state};
 use jsonwebtoken::jwk::JwkSet;
@@ -166,12 +172,84 @@ fn verify(review: &TokenReview) -> Result<Result<Value, String>, Error> {
     Ok(Ok(claims))
 }
 
+/// One `claim-validation-rules` entry.
+#[derive(serde::Deserialize)]
+struct Rule {
+    expression: String,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Evaluate CEL `expression` with `claims` bound.
+fn cel_eval(expression: &str, claims: &Value) -> Result<cel::Value, Error> {
+    let program = cel::Program::compile(expression)
+        .map_err(|e| Error::misconfigured(format!("CEL expression `{expression}` does not parse: {e}")))?;
+    let mut context = cel::Context::default();
+    context
+        .add_variable("claims", claims.clone())
+        .map_err(|e| Error::failed(format!("cannot bind the claims for CEL: {e}")))?;
+    // A missing claim is an evaluation error, as in Kubernetes: the token is
+    // refused, not the configuration.
+    program.execute(&context).map_err(|e| Error::denied(format!("CEL expression `{expression}` failed: {e}")))
+}
+
+fn cel_strings(value: cel::Value) -> Option<Vec<String>> {
+    match value {
+        cel::Value::String(s) => Some(vec![s.to_string()]),
+        cel::Value::List(items) => items
+            .iter()
+            .map(|item| match item {
+                cel::Value::String(s) => Some(s.to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+/// The string an expression setting yields, if the setting is present.
+fn cel_setting(setting: &str, claims: &Value) -> Result<Option<Vec<String>>, Error> {
+    let Some(expression) = config::get(setting).filter(|e| !e.trim().is_empty()) else { return Ok(None) };
+    let value = cel_eval(&expression, claims)?;
+    cel_strings(value)
+        .map(Some)
+        .ok_or_else(|| Error::misconfigured(format!("setting `{setting}` must yield a string or a list of strings")))
+}
+
+/// Run `claim-validation-rules`; the first failing rule's message.
+fn failed_rule(claims: &Value) -> Result<Option<String>, Error> {
+    let Some(text) = config::get("claim-validation-rules").filter(|t| !t.trim().is_empty()) else { return Ok(None) };
+    let rules: Vec<Rule> = serde_json::from_str(&text).map_err(|e| {
+        Error::misconfigured(format!(
+            "claim-validation-rules must be a JSON list of {{\"expression\", \"message\"}}: {e}"
+        ))
+    })?;
+    for rule in rules {
+        match cel_eval(&rule.expression, claims) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(_) | Err(Error::Denied(_)) => {
+                return Ok(Some(
+                    rule.message.unwrap_or_else(|| format!("claim validation rule `{}` failed", rule.expression)),
+                ));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(None)
+}
+
 impl Validator for Jwt {
     fn validate(review: TokenReview) -> Result<ReviewOutcome, Error> {
         let claims = match verify(&review)? {
             Ok(claims) => claims,
             Err(reason) => return Ok(ReviewOutcome::rejected(reason)),
         };
+        if let Some(message) = failed_rule(&claims)? {
+            return Ok(ReviewOutcome::rejected(message));
+        }
+        if config::get("username-expression").is_some() {
+            return map_with_expressions(&claims);
+        }
         let username_claim = config::get("username-claim").unwrap_or_else(|| "sub".into());
         if username_claim == "email" && claims["email_verified"] == Value::Bool(false) {
             return Ok(ReviewOutcome::rejected("the email claim is not verified"));
@@ -199,6 +277,27 @@ impl Validator for Jwt {
     }
 }
 
+/// The user from the `*-expression` settings (CEL over the claims).
+fn map_with_expressions(claims: &Value) -> Result<ReviewOutcome, Error> {
+    let username = match cel_setting("username-expression", claims) {
+        Ok(Some(mut names)) if names.len() == 1 => names.remove(0),
+        Ok(_) => return Err(Error::misconfigured("username-expression must yield one string")),
+        Err(Error::Denied(reason)) => return Ok(ReviewOutcome::rejected(reason)),
+        Err(other) => return Err(other),
+    };
+    let groups = match cel_setting("groups-expression", claims) {
+        Ok(groups) => groups.unwrap_or_default(),
+        Err(Error::Denied(reason)) => return Ok(ReviewOutcome::rejected(reason)),
+        Err(other) => return Err(other),
+    };
+    let uid = match cel_setting("uid-expression", claims) {
+        Ok(uid) => uid.and_then(|mut u| (!u.is_empty()).then(|| u.remove(0))),
+        Err(Error::Denied(reason)) => return Ok(ReviewOutcome::rejected(reason)),
+        Err(other) => return Err(other),
+    };
+    Ok(ReviewOutcome::authenticated(UserInfo { username, uid, groups, extra: Vec::new() }))
+}
+
 credbroker_sdk::export_validator!(Jwt);
 
 #[cfg(test)]
@@ -210,6 +309,19 @@ mod tests {
         assert!(parse_algorithm("none").unwrap_err().contains("never"));
         assert!(parse_algorithm("HS256").unwrap_err().contains("HMAC"));
         assert_eq!(parse_algorithm("RS256").unwrap(), Algorithm::RS256);
+    }
+
+    #[test]
+    fn cel_expressions_see_the_claims() {
+        let claims = serde_json::json!({"sub": "alice", "groups": ["devs", "ops"], "email": "a@corp.example"});
+        assert!(matches!(cel_eval("'devs' in claims.groups", &claims).unwrap(), cel::Value::Bool(true)));
+        assert_eq!(cel_strings(cel_eval("'oidc:' + claims.sub", &claims).unwrap()).unwrap(), ["oidc:alice"]);
+        assert_eq!(
+            cel_strings(cel_eval("claims.groups.map(g, 'team:' + g)", &claims).unwrap()).unwrap(),
+            ["team:devs", "team:ops"]
+        );
+        assert!(matches!(cel_eval("claims.missing == 'x'", &claims), Err(Error::Denied(_))));
+        assert!(matches!(cel_eval("claims.(", &claims), Err(Error::Misconfigured(_))));
     }
 
     #[test]
