@@ -142,8 +142,19 @@ impl ClientConfig {
                 return Err(ConfigError::Unreadable { path: path.to_path_buf(), error });
             }
         };
+        Self::parse(&text, path)
+    }
+
+    /// Parse `text`, the contents of the configuration file at `path` (used in
+    /// error messages and as the base of relative plugin paths).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] when the text does not parse or a profile's
+    /// limits make no sense.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
-        let mut config: Self = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let mut config: Self = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for (name, profile) in &mut config.profiles {
             profile.limits.validate().map_err(|e| invalid(format!("profile `{name}`: {e}")))?;

@@ -1,8 +1,10 @@
 //! The command line: one module per subcommand.
 
 mod cache;
+mod certs;
 mod get;
 mod serve;
+mod webhook_kubeconfig;
 
 use std::process::ExitCode;
 
@@ -37,13 +39,16 @@ pub enum Command {
     /// Manage the credential cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Create a development PKI for the webhook.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 impl Command {
     /// The log level without -v/-q: `get` is quiet, kubectl shows its stderr.
     pub fn default_log_level(&self) -> Level {
         match self {
-            Self::Get(_) | Self::Cache(_) => Level::WARN,
+            Self::Get(_) | Self::Cache(_) | Self::Certs(_) => Level::WARN,
             Self::Serve(_) => Level::INFO,
         }
     }
@@ -54,6 +59,7 @@ impl Command {
             Self::Get(args) => get::run(args),
             Self::Serve(args) => serve::run(args),
             Self::Cache(command) => cache::run(command),
+            Self::Certs(command) => certs::run(command),
         }
     }
 }

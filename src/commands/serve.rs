@@ -11,6 +11,8 @@ use credbroker_host::webhook::config::ServerConfig;
 use credbroker_host::webhook::server::REVIEW_PATH;
 use credbroker_host::webhook::{ServeOptions, Server};
 
+use super::webhook_kubeconfig::{self, Pem};
+
 /// Arguments of `credbroker serve`.
 #[derive(Debug, Args)]
 #[command(after_help = "kube-apiserver flags to use it:\n  \
@@ -26,6 +28,10 @@ pub struct ServeArgs {
     /// Serve plain HTTP (tokens in the clear): only for local testing.
     #[arg(long)]
     insecure_plain_http: bool,
+    /// Load the configuration, TLS files, keys and every validator, say what
+    /// was found, and exit without listening.
+    #[arg(long, conflicts_with = "print_apiserver_config")]
+    check: bool,
     /// Print the webhook kubeconfig kube-apiserver needs, then exit.
     #[arg(long)]
     print_apiserver_config: bool,
@@ -57,6 +63,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         insecure_plain_http: args.insecure_plain_http,
     };
+    if args.check {
+        let validators = Server::check(&options)?;
+        println!("{}: OK", options.config.display());
+        for line in validators {
+            println!("  {line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(async {
         let server = Server::bind(options).await?;
@@ -82,16 +96,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// A YAML string (JSON string syntax is valid YAML and escapes everything).
-fn quoted(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_default()
-}
-
-fn absolute(path: &PathBuf) -> anyhow::Result<String> {
-    let path = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
-    Ok(path.display().to_string())
-}
-
 /// The kubeconfig kube-apiserver's `--authentication-token-webhook-config-file` reads.
 fn apiserver_config(args: &ServeArgs) -> anyhow::Result<String> {
     let config = ServerConfig::load(&args.config)?;
@@ -101,33 +105,10 @@ fn apiserver_config(args: &ServeArgs) -> anyhow::Result<String> {
         None => format!("{scheme}://{}", config.server.listen),
     };
     let url = if url.ends_with(REVIEW_PATH) { url } else { format!("{url}{REVIEW_PATH}") };
-    let mut cluster = format!("    server: {}\n", quoted(&url));
-    if let Some(ca) = &args.ca_file {
-        cluster.push_str(&format!("    certificate-authority: {}\n", quoted(&absolute(ca)?)));
-    }
-    let user = match (&args.client_cert, &args.client_key) {
-        (Some(cert), Some(key)) => format!(
-            "    client-certificate: {}\n    client-key: {}\n",
-            quoted(&absolute(cert)?),
-            quoted(&absolute(key)?)
-        ),
-        _ => "    {}\n".to_string(),
+    let ca = args.ca_file.as_deref().map(Pem::File);
+    let client = match (&args.client_cert, &args.client_key) {
+        (Some(cert), Some(key)) => Some((Pem::File(cert), Pem::File(key))),
+        _ => None,
     };
-    Ok(format!(
-        "# kube-apiserver --authentication-token-webhook-config-file=THIS_FILE --authentication-token-webhook-version=v1\n\
-         apiVersion: v1\n\
-         kind: Config\n\
-         clusters:\n\
-         - name: credbroker\n  \
-           cluster:\n{cluster}\
-         users:\n\
-         - name: kube-apiserver\n  \
-           user:\n{user}\
-         contexts:\n\
-         - name: webhook\n  \
-           context:\n    \
-             cluster: credbroker\n    \
-             user: kube-apiserver\n\
-         current-context: webhook\n"
-    ))
+    webhook_kubeconfig::render(&url, ca, client)
 }

@@ -6,6 +6,7 @@
 mod harness;
 
 mod aws;
+mod deploy;
 mod docs;
 mod exec;
 mod hostile;

@@ -295,15 +295,15 @@ fn the_apiserver_config_points_at_the_webhook() {
         "/etc/kubernetes/pki/credbroker-client.key",
     ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    for line in [
-        "    server: \"https://credbroker.kube-system.svc:8443/authenticate\"",
-        "    certificate-authority: \"/etc/credbroker/ca.crt\"",
-        "    client-certificate: \"/etc/kubernetes/pki/credbroker-client.crt\"",
-        "    client-key: \"/etc/kubernetes/pki/credbroker-client.key\"",
-        "current-context: webhook",
-    ] {
-        assert!(run.stdout.contains(line), "missing {line:?} in:\n{}", run.stdout);
-    }
+    let config: serde_json::Value = serde_yaml_ng::from_str(&run.stdout).unwrap();
+    let cluster = &config["clusters"][0]["cluster"];
+    assert_eq!(cluster["server"], "https://credbroker.kube-system.svc:8443/authenticate");
+    assert_eq!(cluster["certificate-authority"], "/etc/credbroker/ca.crt");
+    let user = &config["users"][0]["user"];
+    assert_eq!(user["client-certificate"], "/etc/kubernetes/pki/credbroker-client.crt");
+    assert_eq!(user["client-key"], "/etc/kubernetes/pki/credbroker-client.key");
+    assert_eq!(config["current-context"], "webhook");
+    assert_eq!(config["contexts"][0]["context"]["user"], "kube-apiserver");
 }
 
 #[test]

@@ -53,6 +53,11 @@ pub struct ListenerConfig {
     /// Address to listen on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A second, plain-HTTP address serving only /healthz, /readyz and
+    /// /metrics, for kubelet probes and Prometheus (which hold no client
+    /// certificate). Off by default.
+    #[serde(default)]
+    pub health_listen: Option<SocketAddr>,
     /// PEM certificate chain (reloaded when it changes).
     #[serde(default)]
     pub tls_cert_file: Option<PathBuf>,
@@ -95,6 +100,7 @@ impl Default for ListenerConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            health_listen: None,
             tls_cert_file: None,
             tls_key_file: None,
             client_ca_file: None,

@@ -107,12 +107,15 @@ struct Peer {
     addr: SocketAddr,
     /// Whether it presented a client certificate the client CA verified.
     verified_client: bool,
+    /// Whether it came in on the plain-HTTP health listener.
+    health_only: bool,
 }
 
 /// A bound, loaded server, ready to run.
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
+    health: Option<TcpListener>,
 }
 
 impl Server {
@@ -161,6 +164,10 @@ impl Server {
         let listener = TcpListener::bind(listener_config.listen)
             .await
             .map_err(|error| ServeError::Bind { addr: listener_config.listen, error })?;
+        let health = match listener_config.health_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|error| ServeError::Bind { addr, error })?),
+            None => None,
+        };
         let metrics = Metrics::new();
         metrics.set_validators(validators.len());
         let cache = ReviewCache::new(
@@ -184,12 +191,48 @@ impl Server {
             rechecks: RecheckCache::default(),
             limiter,
         });
-        Ok(Self { shared, listener })
+        Ok(Self { shared, listener, health })
+    }
+
+    /// Load everything [`Server::bind`] loads (configuration, TLS files, keys,
+    /// every validator plugin, compiled) without listening; a line per
+    /// validator on success.
+    ///
+    /// # Errors
+    ///
+    /// What [`Server::bind`] would fail with, except for binding.
+    pub fn check(options: &ServeOptions) -> Result<Vec<String>, ServeError> {
+        let config = ServerConfig::load(&options.config)?;
+        let server = &config.server;
+        // The serving engine (same compiler), so the check warms the artifact cache.
+        let runtime = Arc::new(Runtime::new(RuntimeOptions {
+            allocation: Allocation::Pooling {
+                instances: 2,
+                memory_bytes: server.max_plugin_memory_mib.saturating_mul(1024 * 1024),
+            },
+            artifact_dir: options.artifact_dir.clone(),
+        })?);
+        let slots = Arc::new(Semaphore::new(1));
+        let validators = load_validators(options, &config, &runtime, &slots)?;
+        if !(server.insecure_plain_http || options.insecure_plain_http) {
+            ReloadingTls::new(TlsFiles {
+                cert: server.tls_cert_file.clone().unwrap_or_default(),
+                key: server.tls_key_file.clone().unwrap_or_default(),
+                client_ca: server.client_ca_file.clone(),
+                client_cert_optional: config.login.is_some(),
+            })?;
+        }
+        Ok(validators.describe())
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
+    }
+
+    /// The bound address of the plain-HTTP health listener, if any.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Replace the validators loaded from the configuration with a set built in
@@ -204,7 +247,7 @@ impl Server {
 
     /// Serve until `shutdown` resolves, then stop accepting and drain.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let Self { shared, listener } = self;
+        let Self { shared, listener, health } = self;
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(
             "serving TokenReviews on {}://{addr}{REVIEW_PATH} with {} validator(s)",
@@ -214,6 +257,12 @@ impl Server {
         let reloader = tokio::spawn(reload_loop(Arc::clone(&shared)));
         let connections = Arc::new(Semaphore::new(shared.listener_config.max_connections as usize));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let health = health.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("serving /healthz, /readyz and /metrics on http://{addr}");
+            }
+            tokio::spawn(health_loop(listener, Arc::clone(&shared), Arc::clone(&connections)))
+        });
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -247,14 +296,21 @@ impl Server {
                             Ok(Ok(stream)) => {
                                 let verified_client =
                                     stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-                                serve_connection(stream, Peer { addr: peer, verified_client }, shared, watcher).await
+                                serve_connection(
+                                    stream,
+                                    Peer { addr: peer, verified_client, health_only: false },
+                                    shared,
+                                    watcher,
+                                )
+                                .await
                             }
                             Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
                     }
                     None => {
-                        serve_connection(stream, Peer { addr: peer, verified_client: false }, shared, watcher).await
+                        let peer = Peer { addr: peer, verified_client: false, health_only: false };
+                        serve_connection(stream, peer, shared, watcher).await
                     }
                 }
             });
@@ -266,6 +322,34 @@ impl Server {
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections did not finish within {} s", DRAIN_TIMEOUT.as_secs());
         }
+        // Probes were answered (not ready) while draining.
+        if let Some(health) = health {
+            health.abort();
+        }
+    }
+}
+
+/// Accept plain-HTTP probe connections; they share the connection limit.
+async fn health_loop(listener: TcpListener, shared: Arc<Shared>, connections: Arc<Semaphore>) {
+    // Not watched by the graceful shutdown: a probe must not hold up a drain.
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let Ok(permit) = Arc::clone(&connections).acquire_owned().await else { return };
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("accept failed on the health listener: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let peer = Peer { addr, verified_client: false, health_only: true };
+            serve_connection(stream, peer, shared, watcher).await;
+        });
     }
 }
 
@@ -327,6 +411,10 @@ fn review_error(status: StatusCode, api_version: &str, error: String) -> Respons
 
 async fn route(request: Request<Incoming>, peer: Peer, shared: &Shared) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
+    if peer.health_only && !matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        // Tokens and passwords never travel over the plain-HTTP listener.
+        return respond(StatusCode::NOT_FOUND, "text/plain", "only /healthz, /readyz and /metrics here\n");
+    }
     if let Some(name) = path.strip_prefix(LOGIN_PREFIX) {
         let name = name.to_string();
         let response = if request.method() == Method::POST {

@@ -228,6 +228,22 @@ impl ValidatorSet {
         self.validators.is_empty()
     }
 
+    /// The validators in order, each with what it does.
+    pub fn describe(&self) -> Vec<String> {
+        self.validators
+            .iter()
+            .map(|v| {
+                let role = match (v.backend.is_some(), v.login.is_some()) {
+                    (true, true) => "validates tokens and logs users in",
+                    (false, true) => "logs users in (the server issues the tokens)",
+                    _ => "validates tokens",
+                };
+                let prefix = v.token_prefix.as_ref().map(|p| format!(", tokens starting `{p}`")).unwrap_or_default();
+                format!("{}: {role}{prefix}", v.name)
+            })
+            .collect()
+    }
+
     /// Run `token` through the validators in order; the first that
     /// authenticates wins.
     pub async fn review(

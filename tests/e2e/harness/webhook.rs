@@ -53,6 +53,12 @@ impl Webhook {
         let config = dir.join("serve.toml");
         std::fs::write(&config, format!("{}\n{rest}", server_section(&dir))).expect("config");
         let apiserver_cert = client_ca.client("kube-apiserver", &[]);
+        Self::spawn(env, config, dir, server_ca, apiserver_cert)
+    }
+
+    /// Start `credbroker serve --config config`; `server_ca` verifies its
+    /// certificate, `apiserver_cert` is the client certificate it trusts.
+    pub fn spawn(env: &UserEnv, config: PathBuf, dir: PathBuf, server_ca: TestCa, apiserver_cert: Issued) -> Self {
         let mut child = env
             .credbroker(&["serve", "--config", config.to_str().expect("utf-8")])
             .stderr(Stdio::piped())
