@@ -1,7 +1,9 @@
 //! Levelled logging into the host's log. The host bounds size and count and
 //! redacts every value it knows to be secret.
 
-use crate::bindings::credbroker::plugin::log::{self as host, Level};
+pub use crate::bindings::credbroker::plugin::log::Level;
+
+use crate::bindings::credbroker::plugin::log as host;
 
 /// Log at trace level.
 pub fn trace(message: &str) {
@@ -26,6 +28,12 @@ pub fn warn(message: &str) {
 /// Log at error level.
 pub fn error(message: &str) {
     host::log(Level::Error, message);
+}
+
+/// Whether a message at `level` would be written (contract 0.1.1): skip
+/// building expensive output nobody reads.
+pub fn enabled(level: Level) -> bool {
+    host::enabled(level)
 }
 
 /// Declare `value` secret: the host redacts it from every later log line.

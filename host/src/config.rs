@@ -26,6 +26,7 @@ use serde::Deserialize;
 
 use crate::capabilities::Grants;
 use crate::runtime::limits::Limits;
+use crate::signing::TrustPolicy;
 
 /// What runs as one plugin: shared by `get` profiles and `serve` validators.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -98,6 +99,9 @@ fn default_margin() -> u64 {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClientConfig {
+    /// Which plugin files may run: signatures.
+    #[serde(default)]
+    pub plugins: TrustPolicy,
     /// Profiles by name.
     #[serde(default)]
     pub profiles: BTreeMap<String, Profile>,
@@ -160,6 +164,7 @@ impl ClientConfig {
             profile.limits.validate().map_err(|e| invalid(format!("profile `{name}`: {e}")))?;
             profile.plugin = relative_to(base, &profile.plugin);
         }
+        config.plugins.resolve_paths(base);
         Ok(config)
     }
 }

@@ -5,11 +5,14 @@
 
 pub mod bundled;
 pub mod capabilities;
+pub mod catalog;
 pub mod config;
 pub mod dirs;
 pub mod exec;
 pub mod fsutil;
+pub mod keys;
 pub mod plugin;
 pub mod runtime;
 pub mod settings;
+pub mod signing;
 pub mod webhook;

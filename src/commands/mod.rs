@@ -3,6 +3,7 @@
 mod cache;
 mod certs;
 mod get;
+mod plugin;
 mod serve;
 mod webhook_kubeconfig;
 
@@ -42,13 +43,16 @@ pub enum Command {
     /// Create a development PKI for the webhook.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// List, inspect, install, sign and verify plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
 }
 
 impl Command {
     /// The log level without -v/-q: `get` is quiet, kubectl shows its stderr.
     pub fn default_log_level(&self) -> Level {
         match self {
-            Self::Get(_) | Self::Cache(_) | Self::Certs(_) => Level::WARN,
+            Self::Get(_) | Self::Cache(_) | Self::Certs(_) | Self::Plugin(_) => Level::WARN,
             Self::Serve(_) => Level::INFO,
         }
     }
@@ -60,6 +64,7 @@ impl Command {
             Self::Serve(args) => serve::run(args),
             Self::Cache(command) => cache::run(command),
             Self::Certs(command) => certs::run(command),
+            Self::Plugin(command) => plugin::run(command),
         }
     }
 }

@@ -13,5 +13,6 @@ mod hostile;
 mod kubectl;
 mod ldap;
 mod oidc;
+mod plugins;
 mod runtime;
 mod serve;

@@ -153,6 +153,17 @@ impl Host for PluginContext {
         Ok(())
     }
 
+    async fn enabled(&mut self, level: Level) -> wasmtime::Result<bool> {
+        let enabled = match level {
+            Level::Trace => tracing::enabled!(target: "credbroker::plugin", tracing::Level::TRACE),
+            Level::Debug => tracing::enabled!(target: "credbroker::plugin", tracing::Level::DEBUG),
+            Level::Info => tracing::enabled!(target: "credbroker::plugin", tracing::Level::INFO),
+            Level::Warn => tracing::enabled!(target: "credbroker::plugin", tracing::Level::WARN),
+            Level::Error => tracing::enabled!(target: "credbroker::plugin", tracing::Level::ERROR),
+        };
+        Ok(enabled)
+    }
+
     async fn mark_secret(&mut self, value: String) -> wasmtime::Result<()> {
         if value.len() as u64 <= self.limits.max_call_bytes {
             self.log.mark_secret(&value);

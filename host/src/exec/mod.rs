@@ -74,6 +74,9 @@ pub enum GetError {
     /// The plugin cannot be found or fails its pin.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The configuration requires a signature the plugin lacks.
+    #[error(transparent)]
+    Signature(#[from] crate::signing::SignatureError),
     /// A setting cannot be resolved.
     #[error(transparent)]
     Settings(#[from] SettingsError),
@@ -195,6 +198,8 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
     if let Some(pin) = &profile.spec.sha256 {
         plugin.verify_pin(pin)?;
     }
+    // Before the cache: a credential a now-untrusted plugin produced is not served.
+    config.plugins.check(&plugin)?;
     let settings = ResolvedSettings::resolve(&profile.spec.settings)?;
 
     let server = spec.cluster.as_ref().map(|c| c.server.as_str());

@@ -5,9 +5,50 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The contract package and version this host speaks.
-pub const CONTRACT: &str = "credbroker:plugin@0.1.0";
+pub const CONTRACT: &str = "credbroker:plugin@0.1.1";
 const PACKAGE: &str = "credbroker:plugin";
-const VERSION: &str = "0.1.0";
+/// The contract version this host speaks (`wit/credbroker.wit`).
+pub const VERSION: &str = "0.1.1";
+
+/// How the contract version a plugin was built against relates to this host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compatibility {
+    /// The same version.
+    Same,
+    /// An earlier version of the same compatible track: it runs (the host
+    /// links every earlier interface version's functions).
+    Older,
+    /// A later version of the same track: it may call functions this host
+    /// lacks, so it does not run.
+    Newer,
+    /// Another track (another major version; while 0.x, another minor).
+    Incompatible,
+}
+
+/// How `version` (of the contract) relates to [`VERSION`], by the component
+/// model's semver rules (wasmtime's): versions are compatible when they share
+/// the major version, or, while the major is 0, the minor version.
+pub fn compatibility(version: &str) -> Compatibility {
+    let (Ok(theirs), Ok(ours)) = (semver::Version::parse(version), semver::Version::parse(VERSION)) else {
+        return Compatibility::Incompatible;
+    };
+    let track = |v: &semver::Version| if v.major > 0 { (v.major, 0) } else { (0, v.minor) };
+    if !theirs.pre.is_empty() || track(&theirs) != track(&ours) {
+        Compatibility::Incompatible
+    } else if theirs == ours {
+        Compatibility::Same
+    } else if theirs < ours {
+        Compatibility::Older
+    } else {
+        Compatibility::Newer
+    }
+}
+
+/// `credbroker:plugin/IFACE@VERSION` split into the interface and version.
+pub fn contract_item(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix(PACKAGE)?.strip_prefix('/')?;
+    Some(rest.split_once('@').unwrap_or((rest, "")))
+}
 
 /// Host interfaces of the contract a plugin may import.
 pub const HOST_INTERFACES: &[&str] =
@@ -55,6 +96,11 @@ pub fn interface_name(interface: &str) -> String {
     format!("{PACKAGE}/{interface}@{VERSION}")
 }
 
+/// A file that is not a WebAssembly component.
+#[derive(Debug, thiserror::Error)]
+#[error("not a WebAssembly component: {0}")]
+pub struct NotAComponent(String);
+
 /// What a component imports and exports, by name.
 #[derive(Debug, Clone, Default)]
 pub struct ComponentShape {
@@ -74,12 +120,75 @@ impl ComponentShape {
         }
     }
 
-    /// The worlds this component implements.
+    /// Read the shape of the component in `wasm` without compiling it.
+    ///
+    /// # Errors
+    ///
+    /// [`NotAComponent`] for a core module, a truncated file or anything else.
+    pub fn parse(wasm: &[u8]) -> Result<Self, NotAComponent> {
+        use wasmparser::{Encoding, Parser, Payload};
+        let mut shape = Self::default();
+        // Nested modules and components have their own imports and exports;
+        // only the outermost component's are the plugin's.
+        let mut depth = 0usize;
+        for payload in Parser::new(0).parse_all(wasm) {
+            let payload = payload.map_err(|e| NotAComponent(e.to_string()))?;
+            match payload {
+                Payload::Version { encoding, .. } => {
+                    if depth == 0 && encoding != Encoding::Component {
+                        return Err(NotAComponent(
+                            "it is a core module; build it as a component (cargo build --target wasm32-wasip2)".into(),
+                        ));
+                    }
+                    depth += 1;
+                }
+                Payload::End(_) => depth = depth.saturating_sub(1),
+                Payload::ComponentImportSection(reader) if depth == 1 => {
+                    for import in reader {
+                        let import = import.map_err(|e| NotAComponent(e.to_string()))?;
+                        shape.imports.push(import.name.name.to_string());
+                    }
+                }
+                Payload::ComponentExportSection(reader) if depth == 1 => {
+                    for export in reader {
+                        let export = export.map_err(|e| NotAComponent(e.to_string()))?;
+                        shape.exports.push(export.name.name.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if depth != 0 {
+            return Err(NotAComponent("the file ends in the middle of the component (truncated?)".into()));
+        }
+        Ok(shape)
+    }
+
+    /// The worlds this component implements (with a compatible contract version).
     pub fn worlds(&self) -> Vec<World> {
         [World::Provider, World::Validator, World::Login]
             .into_iter()
-            .filter(|w| self.exports.contains(&interface_name(w.export())))
+            .filter(|w| {
+                self.exports.iter().filter_map(|e| contract_item(e)).any(|(interface, version)| {
+                    interface == w.export()
+                        && matches!(compatibility(version), Compatibility::Same | Compatibility::Older)
+                })
+            })
             .collect()
+    }
+
+    /// The contract versions the component was built against (normally one).
+    pub fn contract_versions(&self) -> Vec<String> {
+        let mut versions: Vec<String> = self
+            .imports
+            .iter()
+            .chain(&self.exports)
+            .filter_map(|name| contract_item(name))
+            .map(|(_, version)| version.to_string())
+            .collect();
+        versions.sort();
+        versions.dedup();
+        versions
     }
 
     /// Check the component implements `world` and imports nothing this host
@@ -102,6 +211,23 @@ impl ComponentShape {
     pub fn check_any(&self, worlds: &[World]) -> Result<Vec<World>, String> {
         let implemented: Vec<World> = self.worlds().into_iter().filter(|w| worlds.contains(w)).collect();
         if implemented.is_empty() {
+            for version in self.contract_versions() {
+                match compatibility(&version) {
+                    Compatibility::Newer => {
+                        return Err(format!(
+                            "it was built against {PACKAGE}@{version}, newer than this credbroker's {VERSION}; \
+                             upgrade credbroker"
+                        ));
+                    }
+                    Compatibility::Incompatible => {
+                        return Err(format!(
+                            "it was built against {PACKAGE}@{version}, which this credbroker ({CONTRACT}) cannot run; \
+                             rebuild it against {CONTRACT}"
+                        ));
+                    }
+                    Compatibility::Same | Compatibility::Older => {}
+                }
+            }
             let wanted =
                 worlds.iter().map(|w| format!("`{}`", interface_name(w.export()))).collect::<Vec<_>>().join(" or ");
             let names = worlds.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(" or ");
@@ -113,9 +239,9 @@ impl ComponentShape {
             ));
         }
         for import in &self.imports {
-            if let Some(rest) = import.strip_prefix(&format!("{PACKAGE}/")) {
-                let (interface, version) = rest.split_once('@').unwrap_or((rest, ""));
-                if !HOST_INTERFACES.contains(&interface) || version != VERSION {
+            if let Some((interface, version)) = contract_item(import) {
+                let compatible = matches!(compatibility(version), Compatibility::Same | Compatibility::Older);
+                if !HOST_INTERFACES.contains(&interface) || !compatible {
                     return Err(format!(
                         "it imports `{import}`, which this credbroker does not provide (it speaks {CONTRACT})"
                     ));
@@ -123,5 +249,49 @@ impl ComponentShape {
             }
         }
         Ok(implemented)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earlier_versions_of_the_track_are_compatible_later_ones_are_not() {
+        assert_eq!(compatibility(VERSION), Compatibility::Same);
+        assert_eq!(compatibility("0.1.0"), Compatibility::Older);
+        assert_eq!(compatibility("0.1.9"), Compatibility::Newer);
+        assert_eq!(compatibility("0.2.0"), Compatibility::Incompatible);
+        assert_eq!(compatibility("1.0.0"), Compatibility::Incompatible);
+        assert_eq!(compatibility("0.1.0-rc1"), Compatibility::Incompatible);
+        assert_eq!(compatibility("x"), Compatibility::Incompatible);
+    }
+
+    fn shape(version: &str) -> ComponentShape {
+        ComponentShape {
+            imports: vec![format!("{PACKAGE}/log@{version}"), "wasi:cli/stderr@0.2.6".into()],
+            exports: vec![format!("{PACKAGE}/credential-provider@{version}")],
+        }
+    }
+
+    #[test]
+    fn shapes_are_checked_by_version() {
+        assert_eq!(shape("0.1.0").check_any(&[World::Provider]).unwrap(), [World::Provider]);
+        let newer = shape("0.1.7").check(World::Provider).unwrap_err();
+        assert!(newer.contains("newer than this credbroker's") && newer.contains("upgrade credbroker"), "{newer}");
+        let other = shape("0.2.0").check(World::Provider).unwrap_err();
+        assert!(other.contains("rebuild it against credbroker:plugin@0.1"), "{other}");
+        let wrong_world = shape(VERSION).check(World::Validator).unwrap_err();
+        assert!(wrong_world.contains("does not implement the `validator` world"), "{wrong_world}");
+    }
+
+    #[test]
+    fn core_modules_and_truncated_files_are_not_components() {
+        let module = b"\0asm\x01\0\0\0";
+        assert!(ComponentShape::parse(module).unwrap_err().to_string().contains("core module"));
+        let bundled = crate::bundled::find("static").unwrap().wasm;
+        let parsed = ComponentShape::parse(bundled).unwrap();
+        assert_eq!(parsed.worlds(), [World::Provider]);
+        assert!(ComponentShape::parse(&bundled[..bundled.len() / 2]).is_err());
     }
 }

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// Password logins and the tokens issued for them.
     #[serde(default)]
     pub login: Option<super::login::LoginConfig>,
+    /// Which plugin files may run: signatures.
+    #[serde(default)]
+    pub plugins: crate::signing::TrustPolicy,
     /// Validators, tried in order.
     #[serde(default)]
     pub validators: Vec<ValidatorConfig>,
@@ -217,6 +220,7 @@ impl ServerConfig {
             }
             validator.plugin = relative_to(base, &validator.plugin);
         }
+        config.plugins.resolve_paths(base);
         if let Some(login) = &mut config.login {
             for file in std::iter::once(&mut login.signing_key_file).chain(login.verification_key_files.iter_mut()) {
                 if file.is_relative() {

@@ -11,16 +11,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{PrivatePkcs8KeyDer, SubjectPublicKeyInfoDer};
 use serde::{Deserialize, Serialize};
 
 use super::review::UserInfo;
+pub use crate::keys::KeyError;
+use crate::keys::{key_id, public_key_of};
 
 /// `[login]` of the server configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -75,16 +75,6 @@ fn default_window() -> u64 {
     300
 }
 
-/// Keys that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("`{}`: {message}", path.display())]
-pub struct KeyError {
-    /// The key file.
-    pub path: PathBuf,
-    /// What is wrong.
-    pub message: String,
-}
-
 /// The claims of an issued token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -130,30 +120,6 @@ pub struct TokenIssuer {
     signing: EncodingKey,
     signing_kid: String,
     verifying: HashMap<String, DecodingKey>,
-}
-
-fn key_id(public: &[u8]) -> String {
-    hex::encode(&ring::digest::digest(&ring::digest::SHA256, public).as_ref()[..8])
-}
-
-/// The raw 32-byte public key of an Ed25519 key file (private PKCS#8 or
-/// public SPKI PEM).
-fn public_key_of(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let bad = |message: String| KeyError { path: path.to_path_buf(), message };
-    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    if let Ok(private) = PrivatePkcs8KeyDer::from_pem_slice(&pem) {
-        let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(private.secret_pkcs8_der())
-            .map_err(|_| bad("is not an Ed25519 private key".into()))?;
-        return Ok(ring::signature::KeyPair::public_key(&pair).as_ref().to_vec());
-    }
-    // SPKI of Ed25519: a fixed 12-byte prefix (OID 1.3.101.112), then the key.
-    const PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-    let public = SubjectPublicKeyInfoDer::from_pem_slice(&pem).map_err(|_| bad("holds no PEM key".into()))?;
-    let der = public.as_ref();
-    if der.len() != 44 || der[..12] != PREFIX {
-        return Err(bad("is not an Ed25519 public key".into()));
-    }
-    Ok(der[12..].to_vec())
 }
 
 impl TokenIssuer {
@@ -369,6 +335,8 @@ pub struct LoginRequest {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn write_key(dir: &Path, name: &str) -> PathBuf {

@@ -158,8 +158,12 @@ impl ValidatorSet {
             if let Some(pin) = &spec.sha256 {
                 plugin.verify_pin(pin).map_err(|e| fail(e.to_string()))?;
             }
+            config.plugins.check(&plugin).map_err(|e| fail(e.to_string()))?;
             if let crate::plugin::PluginOrigin::File(path) = &plugin.origin {
                 watched.push(path.clone());
+                if config.plugins.require_signatures {
+                    watched.push(crate::signing::signature_path(path));
+                }
             }
             let settings = ResolvedSettings::resolve(&spec.settings).map_err(|e| fail(e.to_string()))?;
             let policy = CapabilityPolicy::new(&spec.grants).map_err(|e| fail(e.to_string()))?;

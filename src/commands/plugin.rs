@@ -1,0 +1,346 @@
+//! `credbroker plugin`: list, inspect, install, sign and verify plugins.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use credbroker_host::catalog::{self, PluginInfo, Source};
+use credbroker_host::config::ClientConfig;
+use credbroker_host::dirs::Dirs;
+use credbroker_host::plugin::PluginRef;
+use credbroker_host::runtime::world::{self, Compatibility};
+use credbroker_host::signing::{self, Trust, TrustPolicy};
+use credbroker_host::{fsutil, keys};
+use serde_json::json;
+
+/// Plugin subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// List bundled and installed plugins with their worlds and digests.
+    List(ListArgs),
+    /// Show what a plugin implements and which capabilities it will ask for.
+    Inspect(InspectArgs),
+    /// Copy a plugin into the user plugin directory, after checking it.
+    Install(InstallArgs),
+    /// Check a plugin's sha256 pin and its signature by a trusted key.
+    Verify(VerifyArgs),
+    /// Sign a plugin file with an Ed25519 key (writes PLUGIN.wasm.sig).
+    Sign(SignArgs),
+    /// Create an Ed25519 key pair for signing plugins.
+    Keygen(KeygenArgs),
+}
+
+/// Arguments of `plugin list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `plugin inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A bundled or installed plugin name, or a path to a `.wasm`.
+    plugin: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `plugin install`.
+#[derive(Debug, Args)]
+#[command(after_help = "The plugin is installed as NAME.wasm in the user plugin directory \
+    (~/.local/share/credbroker/plugins), where `--provider NAME` and `plugin = \"NAME\"` find it; \
+    a NAME.wasm.sig beside the file is installed too.")]
+pub struct InstallArgs {
+    /// The component file.
+    path: PathBuf,
+    /// Install under this name [default: the file name without `.wasm`].
+    #[arg(long)]
+    name: Option<String>,
+    /// Refuse unless the file's sha256 is this.
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// Replace a different plugin installed under the same name.
+    #[arg(long)]
+    force: bool,
+    /// The configuration whose `[plugins]` policy applies [default: ~/.config/credbroker/config.toml].
+    #[arg(long, env = "CREDBROKER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Arguments of `plugin verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A bundled or installed plugin name, or a path to a `.wasm`.
+    plugin: String,
+    /// Its sha256 must be this.
+    #[arg(long, value_name = "HEX")]
+    sha256: Option<String>,
+    /// Also trust this public key (SPKI PEM); repeatable.
+    #[arg(long = "key", value_name = "FILE")]
+    keys: Vec<PathBuf>,
+    /// The configuration whose `[plugins] trusted-keys` apply [default: ~/.config/credbroker/config.toml].
+    #[arg(long, env = "CREDBROKER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Arguments of `plugin sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The component file.
+    path: PathBuf,
+    /// The Ed25519 private key (PKCS#8 PEM, from `plugin keygen` or `openssl genpkey -algorithm ed25519`).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+}
+
+/// Arguments of `plugin keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write OUT.pem (private, 0600) and OUT.pub (public: what operators trust).
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+}
+
+/// Run a plugin subcommand.
+pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
+    let dirs = Dirs::of_user().map_err(anyhow::Error::msg)?;
+    let plugin_dirs = vec![dirs.plugins.clone()];
+    match command {
+        PluginCommand::List(args) => list(&plugin_dirs, args.json),
+        PluginCommand::Inspect(args) => inspect(&args, &plugin_dirs),
+        PluginCommand::Install(args) => install(&args, &dirs),
+        PluginCommand::Verify(args) => verify(&args, &dirs, &plugin_dirs),
+        PluginCommand::Sign(args) => sign(&args),
+        PluginCommand::Keygen(args) => keygen(&args),
+    }
+}
+
+fn worlds(info: &PluginInfo) -> String {
+    let worlds: Vec<String> = info.worlds().iter().map(ToString::to_string).collect();
+    if worlds.is_empty() { "-".into() } else { worlds.join(",") }
+}
+
+fn source(info: &PluginInfo) -> String {
+    match &info.source {
+        Source::Bundled => "bundled".into(),
+        Source::Installed(path) | Source::File(path) => path.display().to_string(),
+    }
+}
+
+fn list(plugin_dirs: &[PathBuf], as_json: bool) -> anyhow::Result<ExitCode> {
+    let all = catalog::list(plugin_dirs);
+    if as_json {
+        let items: Vec<_> = all.iter().map(describe_json).collect();
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = all.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
+    let world_width = all.iter().map(|p| worlds(p).len()).max().unwrap_or(6).max(6);
+    println!("{:width$}  {:world_width$}  {:8}  {:64}  SOURCE", "NAME", "WORLDS", "CONTRACT", "SHA256");
+    for info in &all {
+        let contract = info.contract().first().map(|(v, _)| v.clone()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:width$}  {:world_width$}  {contract:8}  {}  {}",
+            info.name,
+            worlds(info),
+            info.sha256,
+            source(info)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compatibility_note(compatibility: Compatibility) -> &'static str {
+    match compatibility {
+        Compatibility::Same => "this credbroker's version",
+        Compatibility::Older => "older than this credbroker's, compatible: it runs",
+        Compatibility::Newer => "NEWER than this credbroker's: upgrade credbroker to run it",
+        Compatibility::Incompatible => "INCOMPATIBLE with this credbroker: rebuild it against this contract",
+    }
+}
+
+fn describe_json(info: &PluginInfo) -> serde_json::Value {
+    json!({
+        "name": info.name,
+        "source": match &info.source { Source::Bundled => "bundled", Source::Installed(_) => "installed", Source::File(_) => "file" },
+        "path": match &info.source { Source::Bundled => None, Source::Installed(p) | Source::File(p) => Some(p.display().to_string()) },
+        "sha256": info.sha256,
+        "size": info.size,
+        "worlds": info.worlds().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "contract": info.contract().iter().map(|(v, _)| v.clone()).collect::<Vec<_>>(),
+        "capabilities": info.capabilities().iter().map(|c| c.interface).collect::<Vec<_>>(),
+        "wasiImports": info.wasi_imports(),
+        "error": info.shape.as_ref().err().map(ToString::to_string),
+    })
+}
+
+fn inspect(args: &InspectArgs, plugin_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let plugin = PluginRef::locate(&args.plugin, plugin_dirs)?;
+    let info = PluginInfo::of(&plugin, plugin_dirs).with_context(|| format!("reading {}", args.plugin))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&describe_json(&info))?);
+        return Ok(if info.shape.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    println!("name:      {}", info.name);
+    println!("source:    {}", source(&info));
+    println!("sha256:    {}", info.sha256);
+    println!("size:      {} bytes ({:.1} KiB)", info.size, info.size as f64 / 1024.0);
+    let shape = match &info.shape {
+        Ok(shape) => shape,
+        Err(e) => {
+            println!("error:     {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for (version, compatibility) in info.contract() {
+        println!("contract:  credbroker:plugin@{version} ({})", compatibility_note(compatibility));
+    }
+    if info.contract().is_empty() {
+        println!("contract:  none (it neither imports nor exports credbroker:plugin interfaces)");
+    }
+    let status = shape.check_any(&[
+        credbroker_host::runtime::World::Provider,
+        credbroker_host::runtime::World::Validator,
+        credbroker_host::runtime::World::Login,
+    ]);
+    match &status {
+        Ok(worlds) => println!(
+            "worlds:    {} (runs in {})",
+            worlds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            worlds
+                .iter()
+                .map(|w| match w {
+                    credbroker_host::runtime::World::Provider => "credbroker get",
+                    _ => "credbroker serve",
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+        Err(why) => println!("worlds:    none usable: {why}"),
+    }
+    println!("capabilities it imports (each checked against the operator's grants on every call):");
+    for capability in info.capabilities().iter().filter(|c| c.interface != "types") {
+        println!("  {:10} {} ({})", capability.interface, capability.what, capability.grant);
+    }
+    let wasi = info.wasi_imports();
+    if !wasi.is_empty() {
+        println!("WASI imports (answered by the sandbox: no environment, files, sockets or stdout):");
+        for import in wasi {
+            println!("  {import}");
+        }
+    }
+    let foreign = info.foreign_imports();
+    if !foreign.is_empty() {
+        println!("imports no credbroker provides (it cannot run): {}", foreign.join(", "));
+    }
+    println!("this credbroker speaks credbroker:plugin@{}", world::VERSION);
+    Ok(if status.is_ok() && foreign.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn client_config(path: Option<&Path>, dirs: &Dirs) -> anyhow::Result<ClientConfig> {
+    Ok(match path {
+        Some(path) => ClientConfig::load(path, false)?,
+        None => ClientConfig::load(&dirs.config_file, true)?,
+    })
+}
+
+fn install(args: &InstallArgs, dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    let config = client_config(args.config.as_deref(), dirs)?;
+    // Check the signature before anything lands in the plugin directory.
+    if config.plugins.require_signatures {
+        let plugin = PluginRef::locate(&args.path.display().to_string(), &[])
+            .or_else(|_| PluginRef::locate(&format!("./{}", args.path.display()), &[]))?;
+        config.plugins.verify(&plugin.name, &args.path, &plugin.sha256)?;
+    }
+    let installed =
+        catalog::install(&args.path, args.name.as_deref(), args.sha256.as_deref(), &dirs.plugins, args.force)?;
+    let worlds: Vec<String> = installed.worlds.iter().map(ToString::to_string).collect();
+    if installed.unchanged {
+        eprintln!("`{}` is already installed (sha256 {})", installed.name, installed.sha256);
+    } else {
+        eprintln!(
+            "installed `{}` ({}) as {}\n  sha256 {}{}",
+            installed.name,
+            worlds.join(", "),
+            installed.path.display(),
+            installed.sha256,
+            if installed.signature { ", with its signature" } else { "" }
+        );
+    }
+    if installed.shadows_bundled {
+        eprintln!("note: it replaces the bundled plugin `{}` for this user", installed.name);
+    }
+    eprintln!("pin it in a profile or validator with: sha256 = \"{}\"", installed.sha256);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(args: &VerifyArgs, dirs: &Dirs, plugin_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let config = client_config(args.config.as_deref(), dirs)?;
+    let plugin = PluginRef::locate(&args.plugin, plugin_dirs)?;
+    if let Some(pin) = &args.sha256 {
+        plugin.verify_pin(pin)?;
+        println!("sha256:    {} (matches the pin)", plugin.sha256);
+    } else {
+        println!("sha256:    {}", plugin.sha256);
+    }
+    let mut policy = TrustPolicy { require_signatures: true, trusted_keys: config.plugins.trusted_keys.clone() };
+    policy.trusted_keys.extend(args.keys.iter().cloned());
+    if policy.trusted_keys.is_empty() && args.sha256.is_none() {
+        bail!("nothing to verify against: pass --sha256 HEX or --key PUBLIC.pem, or set [plugins] trusted-keys");
+    }
+    if !policy.trusted_keys.is_empty() {
+        match policy.check(&plugin)? {
+            Trust::Bundled => println!("signature: not needed (bundled in this binary)"),
+            Trust::SignedBy(key) => println!("signature: valid, by trusted key {key}"),
+            Trust::NotRequired => {}
+        }
+    }
+    println!("OK");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(args: &SignArgs) -> anyhow::Result<ExitCode> {
+    let key = keys::private_key_of(&args.key)?;
+    let plugin = PluginRef::locate(&args.path.display().to_string(), &[])
+        .or_else(|_| PluginRef::locate(&format!("./{}", args.path.display()), &[]))?;
+    let signature = signing::sign(&plugin.sha256, &key).context("signing")?;
+    let path = signing::signature_path(&args.path);
+    let mut text = serde_json::to_string_pretty(&signature)?;
+    text.push('\n');
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("wrote {} (sha256 {}, key {})", path.display(), signature.sha256, signature.key_id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
+    let private = args.out.with_extension("pem");
+    let public = args.out.with_extension("pub");
+    for path in [&private, &public] {
+        if path.exists() {
+            bail!("{} exists; choose another --out", path.display());
+        }
+    }
+    let (private_pem, public_pem) = keys::generate().map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    let dir = private.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = private.file_name().and_then(|n| n.to_str()).context("--out needs a file name")?;
+    fsutil::write_private_atomic(dir, name, private_pem.as_bytes())
+        .with_context(|| format!("writing {}", private.display()))?;
+    std::fs::write(&public, public_pem).with_context(|| format!("writing {}", public.display()))?;
+    let id = keys::key_id(&keys::public_key_of(&public)?);
+    eprintln!(
+        "wrote {} (private, 0600: keep it secret) and {} (public, key {id})\n\
+         sign:  credbroker plugin sign PLUGIN.wasm --key {}\n\
+         trust: [plugins]\n       require-signatures = true\n       trusted-keys = [\"{}\"]",
+        private.display(),
+        public.display(),
+        private.display(),
+        public.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
