@@ -12,6 +12,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod keys;
 pub mod plugin;
+pub mod reachability;
 pub mod runtime;
 pub mod settings;
 pub mod signing;

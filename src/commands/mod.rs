@@ -2,7 +2,9 @@
 
 mod cache;
 mod certs;
+mod doctor;
 mod get;
+mod kubeconfig;
 mod plugin;
 mod serve;
 mod webhook_kubeconfig;
@@ -40,6 +42,20 @@ pub enum Command {
     /// Manage the credential cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
+    /// Add or update the kubeconfig user (and context) that runs `credbroker get`.
+    Kubeconfig(kubeconfig::KubeconfigArgs),
+    /// Check the set-up end to end and say what to fix.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "bash: credbroker completions bash > ~/.local/share/bash-completion/completions/credbroker\n\
+        zsh:  credbroker completions zsh > \"${fpath[1]}/_credbroker\"\n\
+        fish: credbroker completions fish > ~/.config/fish/completions/credbroker.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Create a development PKI for the webhook.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -52,7 +68,13 @@ impl Command {
     /// The log level without -v/-q: `get` is quiet, kubectl shows its stderr.
     pub fn default_log_level(&self) -> Level {
         match self {
-            Self::Get(_) | Self::Cache(_) | Self::Certs(_) | Self::Plugin(_) => Level::WARN,
+            Self::Get(_)
+            | Self::Cache(_)
+            | Self::Certs(_)
+            | Self::Plugin(_)
+            | Self::Kubeconfig(_)
+            | Self::Doctor(_)
+            | Self::Completions { .. } => Level::WARN,
             Self::Serve(_) => Level::INFO,
         }
     }
@@ -64,6 +86,13 @@ impl Command {
             Self::Serve(args) => serve::run(args),
             Self::Cache(command) => cache::run(command),
             Self::Certs(command) => certs::run(command),
+            Self::Kubeconfig(args) => kubeconfig::run(args),
+            Self::Doctor(args) => doctor::run(args),
+            Self::Completions { shell } => {
+                use clap::CommandFactory;
+                clap_complete::generate(shell, &mut Cli::command(), "credbroker", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
             Self::Plugin(command) => plugin::run(command),
         }
     }

@@ -16,3 +16,4 @@ mod oidc;
 mod plugins;
 mod runtime;
 mod serve;
+mod setup;

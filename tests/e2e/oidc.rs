@@ -111,6 +111,11 @@ fn the_device_flow_through_kubectl_maps_user_and_groups() {
     let run = kubectl_acting(&env, &config, device_approver(&provider, "alice"));
     assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, cluster.webhook.log());
     assert!(run.stderr.contains("To log in, open"), "the code is shown on stderr: {}", run.stderr);
+    assert!(
+        run.stderr.contains("\u{250c}\u{2500} credbroker: message from plugin `oidc`"),
+        "framed so it stands out, naming the plugin: {}",
+        run.stderr
+    );
     assert_eq!(cluster.users.lock().unwrap().as_slice(), ["oidc:alice"]);
     let token = cluster.apiserver.tokens_seen()[0].clone();
     let (_, answer) = cluster.webhook.review("v1", &token, &[]);

@@ -179,9 +179,9 @@ impl HttpPolicy {
     }
 }
 
-/// Roots for a plugin's TLS: the operator's CA bundle when given, else the
+/// The TLS client configuration of a plugin: the operator's CA bundle when given, else the
 /// system's.
-pub(crate) fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {

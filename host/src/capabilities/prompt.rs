@@ -2,7 +2,7 @@
 //! stderr, answers come from stdin (kubectl passes both through in interactive
 //! mode); stdout is never touched.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
 use super::{PluginContext, sanitize};
@@ -166,6 +166,47 @@ impl Host for PluginContext {
             return Ok(Err(e));
         }
         let text = sanitize(&self.log.redact(&message), true);
-        Ok(self.terminal.show(&text).map_err(|e| HostError::Unreachable(format!("cannot write to the terminal: {e}"))))
+        let framed = frame(&self.plugin, &text, io::stderr().is_terminal());
+        Ok(self
+            .terminal
+            .show(&framed)
+            .map_err(|e| HostError::Unreachable(format!("cannot write to the terminal: {e}"))))
+    }
+}
+/// A plugin's message to the user, framed so it stands out among kubectl's
+/// and the plugin's log lines (a device code must not be missed), with the
+/// plugin named so nobody mistakes it for kubectl's own words. `text` has
+/// been sanitised: no control characters a plugin could use to fake output.
+fn frame(plugin: &str, text: &str, ansi: bool) -> String {
+    let (bold, reset) = if ansi { ("\x1b[1m", "\x1b[0m") } else { ("", "") };
+    let plugin = plugin.rsplit('/').next().unwrap_or(plugin);
+    let title = format!("\u{250c}\u{2500} credbroker: message from plugin `{plugin}` ");
+    let title_width = title.chars().count();
+    let width = text.lines().map(|l| l.chars().count() + 2).max().unwrap_or(0).max(title_width + 8).min(100);
+    let mut out = format!("{bold}{title}{}{reset}\n", "\u{2500}".repeat(width.saturating_sub(title_width)));
+    for line in text.trim_matches('\n').lines() {
+        out.push_str(&format!("{bold}\u{2502}{reset} {line}\n"));
+    }
+    out.push_str(&format!("{bold}\u{2514}{}{reset}", "\u{2500}".repeat(width.saturating_sub(1))));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_framed_and_name_the_plugin() {
+        let framed = frame("/plugins/oidc.wasm", "\n  To log in, open\n\n      https://idp/device\n", false);
+        let lines: Vec<&str> = framed.lines().collect();
+        assert!(
+            lines[0].starts_with("\u{250c}\u{2500} credbroker: message from plugin `oidc.wasm` \u{2500}"),
+            "{framed}"
+        );
+        assert_eq!(lines[1], "\u{2502}   To log in, open");
+        assert_eq!(lines[3], "\u{2502}       https://idp/device");
+        assert!(lines.last().unwrap().starts_with('\u{2514}'));
+        assert!(!framed.contains('\x1b'));
+        assert!(frame("p", "x", true).starts_with("\x1b[1m"));
     }
 }
