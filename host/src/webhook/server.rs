@@ -99,6 +99,8 @@ struct Shared {
     review_needs_client_cert: bool,
     rechecks: RecheckCache,
     limiter: Option<FailureLimiter>,
+    /// The watched files as they were when the serving set was loaded.
+    loaded_stamps: std::sync::Mutex<Stamps>,
 }
 
 /// What the server knows about one connection.
@@ -125,6 +127,8 @@ impl Server {
     ///
     /// [`ServeError`] for anything that keeps the server from starting.
     pub async fn bind(options: ServeOptions) -> Result<Self, ServeError> {
+        // Stamped before reading, so an edit made while loading is seen.
+        let config_stamp = stamp(&options.config);
         let config = ServerConfig::load(&options.config)?;
         let mut listener_config = config.server.clone();
         if options.insecure_plain_http {
@@ -145,6 +149,7 @@ impl Server {
         })?);
         let slots = Arc::new(Semaphore::new(reviews as usize));
         let validators = load_validators(&options, &config, &runtime, &slots)?;
+        let loaded_stamps = std::sync::Mutex::new(stamps_after_load(&validators, &options.config, config_stamp));
         let tls = if listener_config.insecure_plain_http {
             tracing::warn!("serving plain HTTP: tokens cross the network in the clear; for local testing only");
             None
@@ -190,6 +195,7 @@ impl Server {
             review_needs_client_cert,
             rechecks: RecheckCache::default(),
             limiter,
+            loaded_stamps,
         });
         Ok(Self { shared, listener, health })
     }
@@ -675,7 +681,26 @@ async fn drain(mut body: Incoming) {
 }
 
 /// Identity of a file's content, to notice changes.
-fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+
+/// Each watched file with its stamp.
+type Stamps = Vec<(PathBuf, Stamp)>;
+
+/// The stamps of `set`'s watched files just after it loaded, with the
+/// configuration file's stamp as it was before it was read. Taken at load time
+/// (not when the watcher first runs) so a change made right after start-up
+/// is not mistaken for the loaded state.
+fn stamps_after_load(set: &ValidatorSet, config: &Path, config_stamp: Stamp) -> Stamps {
+    set.watched
+        .iter()
+        .map(|p| {
+            let s = if p == config { config_stamp } else { stamp(p) };
+            (p.clone(), s)
+        })
+        .collect()
+}
+
+fn stamp(path: &Path) -> Stamp {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), m.ino()))
 }
@@ -685,7 +710,7 @@ fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
 /// the old one keeps serving.
 async fn reload_loop(shared: Arc<Shared>) {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut watched: Vec<(PathBuf, _)> = shared.validators().watched.iter().map(|p| (p.clone(), stamp(p))).collect();
+    let mut watched = std::mem::take(&mut *shared.loaded_stamps.lock().unwrap_or_else(|e| e.into_inner()));
     let mut interval = tokio::time::interval(RELOAD_POLL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -714,18 +739,20 @@ async fn reload_loop(shared: Arc<Shared>) {
             .collect();
         let reload = Arc::clone(&shared);
         let result = tokio::task::spawn_blocking(move || {
+            let config_stamp = stamp(&reload.options.config);
             let config = ServerConfig::load(&reload.options.config).map_err(|e| e.to_string())?;
             if config.server != reload.listener_config {
                 tracing::warn!("[server] settings changed; they take effect after a restart");
             }
             let set =
                 load_validators(&reload.options, &config, &reload.runtime, &reload.slots).map_err(|e| e.to_string())?;
-            Ok::<_, String>((set, config))
+            let stamps = stamps_after_load(&set, &reload.options.config, config_stamp);
+            Ok::<_, String>((set, config, stamps))
         })
         .await;
         match result {
-            Ok(Ok((set, config))) => {
-                watched = set.watched.iter().map(|p| (p.clone(), stamp(p))).collect();
+            Ok(Ok((set, config, stamps))) => {
+                watched = stamps;
                 let count = set.len();
                 *shared.validators.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
                 shared.cache.clear();
