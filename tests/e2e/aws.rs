@@ -81,6 +81,11 @@ fn tokens_are_byte_for_byte_what_botocore_presigns() {
 
 /// `credbroker serve` with the aws-iam validator for this STS.
 fn webhook(env: &UserEnv, sts: &Sts) -> Webhook {
+    webhook_with(env, sts, "")
+}
+
+/// [`webhook`] with more validator TOML (`extra`, e.g. limits).
+fn webhook_with(env: &UserEnv, sts: &Sts, extra: &str) -> Webhook {
     let account = sts.out["account"].as_str().unwrap();
     let map_users =
         json!([{ "userarn": format!("arn:aws:iam::{account}:user/alice"), "username": "alice", "groups": ["devs"] }]);
@@ -108,6 +113,7 @@ map-roles = '{map_roles}'
 [validators.grants]
 http = [{url:?}]
 ca-file = {ca:?}
+{extra}
 "#,
             host = sts.host(),
             url = sts.url,
@@ -254,4 +260,32 @@ fn sts_trouble_is_retryable() {
     let (status, answer) = webhook.review("v1", &good, &[]);
     assert_eq!(status, 503, "STS down: {answer}");
     assert!(answer["status"]["error"].as_str().unwrap().contains("cannot reach STS"), "{answer}");
+}
+
+#[test]
+fn a_hung_sts_fails_reviews_transiently_and_they_recover() {
+    let sts = seeded_sts();
+    let env = UserEnv::new();
+    let webhook = webhook_with(&env, &sts, "[validators.limits]\nnetwork-timeout-ms = 1500");
+    aws_profile(&env, &sts, "");
+    let (key, secret) = sts.keys("alice");
+    let token = Run::of(
+        env.credbroker(&["get", "--provider", "aws"])
+            .env("AWS_ACCESS_KEY_ID", &key)
+            .env("AWS_SECRET_ACCESS_KEY", &secret)
+            .output()
+            .unwrap(),
+    )
+    .token();
+    assert_eq!(webhook.review("v1", &token, &[]).0, 200);
+
+    // Frozen mid-flight: connections open, nothing answers.
+    sts.signal(libc::SIGSTOP);
+    let (status, answer) = webhook.review("v1", &token, &[]);
+    sts.signal(libc::SIGCONT);
+    assert_eq!(status, 503, "kube-apiserver retries: {answer}");
+    assert!(answer["status"]["error"].as_str().unwrap().contains("aws"), "names the validator: {answer}");
+    let (status, answer) = webhook.review("v1", &token, &[]);
+    assert_eq!(status, 200, "back: {answer}");
+    assert_eq!(answer["status"]["user"]["username"], "alice");
 }

@@ -122,6 +122,51 @@ fn malformed_exec_info_is_a_clear_error() {
 }
 
 #[test]
+fn huge_or_deeply_nested_exec_info_is_handled() {
+    let env = UserEnv::new();
+    // The kernel caps one environment variable at 128 KiB: fill most of it
+    // with a cluster extension config the provider receives whole.
+    let config = serde_json::json!({ "blob": "x".repeat(120 * 1024) });
+    let info = serde_json::json!({
+        "kind": "ExecCredential",
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "spec": {"interactive": false, "cluster": {"server": "https://big.example", "config": config}},
+    })
+    .to_string();
+    let run = env
+        .credbroker(&["get", "--provider", "static", "--set", "token=abc"])
+        .env("KUBERNETES_EXEC_INFO", &info)
+        .output()
+        .map(Run::of)
+        .unwrap();
+    assert_eq!(run.token(), "abc", "{}", run.stderr);
+
+    let nested = format!("{}{}", "[".repeat(60_000), "]".repeat(60_000));
+    let run = env
+        .credbroker(&["get", "--provider", "static", "--set", "token=abc"])
+        .env("KUBERNETES_EXEC_INFO", &nested)
+        .output()
+        .map(Run::of)
+        .unwrap();
+    assert_eq!(run.code, Some(1), "no stack overflow: {}", run.stderr);
+    assert!(run.error().contains("KUBERNETES_EXEC_INFO is not a valid ExecCredential"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn an_unusable_cache_is_skipped_with_a_warning() {
+    let env = UserEnv::new();
+    // The cache directory is a file: nothing can be read or written there.
+    std::fs::create_dir_all(env.cache_dir()).unwrap();
+    std::fs::write(env.cache_dir().join("credentials"), b"not a directory").unwrap();
+    let args = ["get", "--provider", "static", "--set", "token=abc", "--set", "expires-in=3600"];
+    let run = env.run(&args);
+    assert_eq!(run.token(), "abc", "{}", run.stderr);
+    assert!(run.stderr.contains("continuing without the credential cache"), "{}", run.stderr);
+    assert_eq!(std::fs::read(env.cache_dir().join("credentials")).unwrap(), b"not a directory", "left alone");
+}
+
+#[test]
 fn cluster_info_and_interactivity_reach_the_provider() {
     let env = UserEnv::new();
     let run = env
@@ -271,7 +316,7 @@ fn parallel_runs_log_in_once() {
     let stub = HttpStub::start(vec![("/token", Answer::ok("shared"))]);
     let env = UserEnv::new();
     counted_profile(&env, &stub, "");
-    let children: Vec<_> = (0..20)
+    let children: Vec<_> = (0..50)
         .map(|_| {
             env.credbroker(&["get", "--provider", "counted"])
                 .stdout(Stdio::piped())

@@ -73,13 +73,18 @@ fn setup() -> Setup {
 impl Setup {
     /// POST a login, as the ldap provider does; no client certificate needed.
     fn login(&self, username: &str, password: &str) -> (u16, Value) {
+        crate::harness::audit::secret(password);
         let response = client(&self.webhook.server_ca.cert_pem, None)
             .post(format!("{}/v1/login/corp-ldap", self.webhook.url))
             .json(&json!({ "username": username, "password": password }))
             .send()
             .expect("login");
         let status = response.status().as_u16();
-        (status, serde_json::from_str(&response.text().unwrap()).unwrap())
+        let answer: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+        if let Some(token) = answer["token"].as_str() {
+            crate::harness::audit::secret(token);
+        }
+        (status, answer)
     }
 
     /// A credbroker profile `corp` for the ldap provider.

@@ -12,6 +12,7 @@ mod exec;
 mod hostile;
 mod kubectl;
 mod ldap;
+mod load;
 mod oidc;
 mod plugins;
 mod runtime;

@@ -93,7 +93,9 @@ fn device_approver(provider: &OidcProvider, login: &'static str) -> impl Fn(&str
     let ca = provider.ca.cert_pem.clone();
     let port = provider.port;
     move |line: &str| {
-        if let Some(url) = line.trim().strip_prefix("(or open ").and_then(|r| r.strip_suffix(')')) {
+        // The host frames plugin messages (`│ ` margin), so look inside the line.
+        let shown = line.split_once("(or open ").map(|(_, rest)| rest.trim_end());
+        if let Some(url) = shown.and_then(|r| r.strip_suffix(')')) {
             let code = url.rsplit("user_code=").next().unwrap_or_default().to_string();
             let approver = OidcProvider::attach(&issuer, port, &ca);
             approver.approve_device(url, &code, login);
@@ -182,7 +184,9 @@ fn stored_refresh_token(env: &UserEnv) -> Option<String> {
     let file = std::fs::read_dir(dir).ok()?.flatten().next()?.path();
     let map: serde_json::Map<String, Value> = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
     let encoded = map.iter().find(|(k, _)| k.starts_with("refresh-token:"))?.1.as_str()?.to_string();
-    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).ok()?).ok()
+    let token = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).ok()?).ok()?;
+    crate::harness::audit::secret(token.clone());
+    Some(token)
 }
 
 #[test]
@@ -335,4 +339,35 @@ groups-expression = "['robots', 'aud:' + claims.aud]""#,
     );
     let (_, answer) = strict.review("v1", &token, &[]);
     assert_eq!(answer["status"]["error"], "idp: only the other client", "{answer}");
+}
+
+#[test]
+fn a_provider_outage_is_a_transient_error_and_recovers() {
+    let mut provider = OidcProvider::start(&[]);
+    let env = UserEnv::new();
+    oidc_profile(
+        &env,
+        &provider,
+        "client-id = \"confidential\"\nclient-secret = \"env:CLIENT_SECRET\"\nflow = \"client-credentials\"",
+        "",
+    );
+    let get = |env: &UserEnv| {
+        Run::of(
+            env.credbroker(&["get", "--provider", "idp", "--no-cache"])
+                .env("CLIENT_SECRET", "confidential-secret")
+                .output()
+                .unwrap(),
+        )
+    };
+    assert_eq!(get(&env).code, Some(0));
+
+    provider.kill();
+    let down = get(&env);
+    assert_eq!(down.code, Some(1));
+    assert!(down.stdout.is_empty());
+    assert!(down.error().contains("unavailable"), "a transient error, not a denial: {}", down.stderr);
+
+    provider.restart();
+    let back = get(&env);
+    assert_eq!(back.code, Some(0), "{}", back.stderr);
 }

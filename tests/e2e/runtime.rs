@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::harness::{Answer, HttpStub, UserEnv, probe};
+use crate::harness::{Answer, HttpStub, Run, UserEnv, probe};
 
 /// A config profile `p` running the probe with `behavior` and extra TOML.
 fn probe_profile(env: &UserEnv, behavior: &str, extra: &str) {
@@ -208,7 +208,8 @@ fn prompting_needs_an_interactive_run() {
 fn an_endless_loop_hits_the_cpu_limit() {
     let env = UserEnv::new();
     probe_profile(&env, "loop", "[profiles.p.limits]\ncpu-ms = 300");
-    let run = env.run(&["get", "--provider", "p"]);
+    // At the default verbosity, this one line is all the user sees.
+    let run = Run::of(env.credbroker(&["get", "--provider", "p"]).env_remove("CREDBROKER_LOG").output().unwrap());
     let plugin = probe().display().to_string();
     assert_eq!(
         run.error().trim(),

@@ -2,6 +2,7 @@
 //! plugins built from source, and small servers on loopback.
 
 pub mod apiserver;
+pub mod audit;
 pub mod kubectl;
 pub mod oidc;
 pub mod pki;
@@ -127,7 +128,7 @@ impl UserEnv {
             .env_remove("CREDBROKER_PLUGIN")
             .env_remove("CREDBROKER_CONFIG")
             .env_remove("CREDBROKER_CACHE_DIR")
-            .env_remove("CREDBROKER_LOG")
+            .env("CREDBROKER_LOG", audit::MAX_VERBOSITY)
             .stdin(Stdio::null());
         command
     }
@@ -150,13 +151,25 @@ pub struct Run {
 }
 
 impl Run {
-    /// From a process output.
+    /// From a process output. Its log is audited: no credential it printed
+    /// and no secret the suite knows may appear in it.
+    #[track_caller]
     pub fn of(output: Output) -> Self {
-        Self {
+        let run = Self {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        if let Ok(credential) = serde_json::from_str::<Value>(&run.stdout) {
+            let status = &credential["status"];
+            for field in ["token", "clientKeyData"] {
+                if let Some(value) = status[field].as_str() {
+                    audit::secret(value);
+                }
+            }
         }
+        audit::check("a credbroker or kubectl run", &run.stderr);
+        run
     }
 
     /// Assert success and return the ExecCredential printed on stdout.

@@ -29,6 +29,9 @@ pub struct OidcProvider {
 impl OidcProvider {
     /// Start it with token lifetimes (`OIDC_ID_TOKEN_TTL`...) overridden by `ttls`.
     pub fn start(ttls: &[(&str, &str)]) -> Self {
+        for secret in ["confidential-secret", "other-secret"] {
+            super::audit::secret(secret);
+        }
         let dir = tempfile::tempdir().expect("oidc dir");
         let ca = TestCa::new("oidc test CA");
         let server = ca.server();
@@ -69,6 +72,14 @@ impl OidcProvider {
         let issuer = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("oidc-provider said {line:?}"));
         let port = issuer.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
         (child, issuer.to_string(), port)
+    }
+
+    /// Kill the server (SIGKILL): an outage until [`OidcProvider::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Restart on the same port: same issuer, new signing keys, no sessions.

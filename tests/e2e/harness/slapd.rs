@@ -178,6 +178,7 @@ impl Drop for Slapd {
 
 fn seed() -> String {
     let person = |uid: &str, password: &str| {
+        super::audit::secret(password);
         format!(
             "dn: uid={uid},ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\nuserPassword: {}\n\n",
             hash(password)

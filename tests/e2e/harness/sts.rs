@@ -53,7 +53,12 @@ impl Sts {
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
         let url =
             line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("sts_server said {line:?}")).to_string();
-        let out = serde_json::from_slice(&std::fs::read(path("out.json")).expect("out.json")).expect("json");
+        let out: Value = serde_json::from_slice(&std::fs::read(path("out.json")).expect("out.json")).expect("json");
+        for user in out["users"].as_object().into_iter().flat_map(|u| u.values()) {
+            if let Some(secret) = user["secret_access_key"].as_str() {
+                super::audit::secret(secret);
+            }
+        }
         Self { child: Some(child), url, out, dir }
     }
 
@@ -86,6 +91,14 @@ impl Sts {
             .status()
             .expect("curl");
         assert!(status.success(), "throttle switch");
+    }
+
+    /// Send `signal` to the server (SIGSTOP freezes it mid-flight, SIGCONT resumes).
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, signal) };
+        }
     }
 
     /// Stop it.

@@ -87,6 +87,26 @@ impl Webhook {
         Self { child, url, server_ca, apiserver_cert, config, dir, log }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's peak resident memory so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("https://").to_string()
+    }
+
     /// What the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
@@ -106,11 +126,17 @@ impl Webhook {
 
     /// POST `body` to `/authenticate`: status and JSON answer.
     pub fn post(&self, body: impl Into<Vec<u8>>) -> (u16, Value) {
+        let body = body.into();
+        if let Some(token) =
+            serde_json::from_slice::<Value>(&body).ok().and_then(|v| v["spec"]["token"].as_str().map(str::to_string))
+        {
+            super::audit::secret(token);
+        }
         let response = self
             .client()
             .post(format!("{}/authenticate", self.url))
             .header("content-type", "application/json")
-            .body(body.into())
+            .body(body)
             .send()
             .expect("POST /authenticate");
         let status = response.status().as_u16();
@@ -161,6 +187,12 @@ impl Drop for Webhook {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The server's log at trace level holds no token it reviewed or issued,
+        // and no password it checked.
+        if !std::thread::panicking() {
+            std::thread::sleep(Duration::from_millis(50));
+            super::audit::check("credbroker serve", &self.log());
+        }
     }
 }
 
@@ -182,6 +214,15 @@ pub fn review_body(version: &str, token: &str, audiences: &[&str]) -> Vec<u8> {
 
 /// An HTTPS client trusting `ca_pem`, presenting `identity` if given.
 pub fn client(ca_pem: &str, identity: Option<&Issued>) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls_config(ca_pem, identity))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// TLS for a client trusting `ca_pem`, presenting `identity` if given.
+pub fn tls_config(ca_pem: &str, identity: Option<&Issued>) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
@@ -203,9 +244,5 @@ pub fn client(ca_pem: &str, identity: Option<&Issued>) -> reqwest::blocking::Cli
             .expect("client auth"),
         None => builder.with_no_client_auth(),
     };
-    reqwest::blocking::Client::builder()
-        .use_preconfigured_tls(config)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("client")
+    config
 }
