@@ -338,7 +338,8 @@ fn a_killed_lock_holder_does_not_block_the_next_run() {
     let stub = HttpStub::start(vec![("/token", Answer::ok_after_hanging_once("after"))]);
     let env = UserEnv::new();
     counted_profile(&env, &stub, "[profiles.counted.limits]\ntimeout-ms = 600000");
-    let mut holder = env.credbroker(&["get", "--provider", "counted"]).stdout(Stdio::null()).spawn().unwrap();
+    let mut holder =
+        env.credbroker(&["get", "--provider", "counted"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     // Wait until the holder's provider is stuck in the backend, holding the lock.
     let started = Instant::now();
     while stub.hits("/token") == 0 {
