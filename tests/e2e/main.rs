@@ -15,6 +15,7 @@ mod ldap;
 mod load;
 mod oidc;
 mod plugins;
+mod python;
 mod runtime;
 mod serve;
 mod setup;
