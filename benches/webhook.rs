@@ -14,7 +14,8 @@
 //!   (target ≤ 150 MB).
 //!
 //! Run with `cargo bench --bench webhook`; `WEBHOOK_SECONDS` sets the
-//! measuring time per case (default 5).
+//! measuring time per case (default 5), `WEBHOOK_LOG` (e.g. `debug`) shows the
+//! in-process servers' log on stderr.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -92,9 +93,9 @@ impl Backend for NativeTokenFile {
         Ok(match credbroker_plugin_token_file::find(&entries, token) {
             Some(entry) => ReviewOutcome::Authenticated(credbroker_host::runtime::bindings::types::Authenticated {
                 user: UserInfo {
-                    username: entry.user.clone(),
-                    uid: Some(entry.uid.clone()),
-                    groups: entry.groups.clone(),
+                    username: entry.user.to_string(),
+                    uid: Some(entry.uid.to_string()),
+                    groups: entry.groups().map(str::to_string).collect(),
                     extra: Vec::new(),
                 },
                 audiences: Vec::new(),
@@ -258,6 +259,13 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // WEBHOOK_LOG=filter shows the server's log (e.g. `info`), as CREDBROKER_LOG does.
+    if let Ok(filter) = std::env::var("WEBHOOK_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let seconds: f64 = std::env::var("WEBHOOK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
     let dir = tempfile::tempdir().unwrap();
     let pki = pki();
@@ -272,19 +280,21 @@ async fn main() {
     let tokens: Vec<String> = (0..TOKENS).map(|i| format!("token-{i:04}")).collect();
     let signing =
         write(dir.path(), "signing.pem", &KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem());
-    let config = |positive_ttl: u32| {
+    let token_file = format!(
+        "[[validators]]\nname = \"tokens\"\nplugin = \"token-file\"\n[validators.settings]\npath = {csv:?}\n[validators.grants]\nfiles = [{csv:?}]\n[validators.limits]\ncpu-ms = 200\n",
+        csv = csv_path.display().to_string(),
+    );
+    let config = |positive_ttl: u32, validators: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ntls-cert-file = {cert:?}\ntls-key-file = {key:?}\nclient-ca-file = {ca:?}\nmax-concurrent-reviews = 64\n\
-             [cache]\npositive-ttl-seconds = {positive_ttl}\nnegative-ttl-seconds = 0\n\
-             [[validators]]\nname = \"tokens\"\nplugin = \"token-file\"\n[validators.settings]\npath = {csv:?}\n[validators.grants]\nfiles = [{csv:?}]\n[validators.limits]\ncpu-ms = 200\n",
+             [cache]\npositive-ttl-seconds = {positive_ttl}\nnegative-ttl-seconds = 0\n{validators}",
             cert = cert.display().to_string(),
             key = key.display().to_string(),
             ca = ca.display().to_string(),
-            csv = csv_path.display().to_string(),
         )
     };
-    let serve = |ttl: u32| {
-        let path = write(dir.path(), &format!("serve-{ttl}.toml"), &config(ttl));
+    let serve_with = |ttl: u32, validators: String| {
+        let path = write(dir.path(), &format!("serve-{ttl}-{}.toml", validators.len()), &config(ttl, &validators));
         let artifacts = dir.path().join("artifacts");
         async move {
             Server::bind(ServeOptions {
@@ -298,6 +308,7 @@ async fn main() {
             .expect("server")
         }
     };
+    let serve = |ttl: u32| serve_with(ttl, token_file.clone());
     let http = client(&pki);
     let start = |server: Server| {
         let url = format!("https://{}/authenticate", server.local_addr().unwrap());
@@ -397,13 +408,141 @@ async fn main() {
     row("(e) at 1000 reviews/s", &e_rate);
     handle.abort();
 
+    // (f) RS256 JWTs through the `jwt` validator, JWKS cached (fetched once
+    // from an issuer on loopback).
+    let (rsa, jwk) = rsa_key(dir.path());
+    let issuer_url = serve_issuer(jwk).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("bench".into());
+    let jwts: Vec<String> = (0..64)
+        .map(|i| {
+            let claims = serde_json::json!({
+                "iss": issuer_url, "aud": "bench", "sub": format!("user-{i}"),
+                "iat": now, "exp": now + 3600, "groups": ["devs", "ops"],
+            });
+            jsonwebtoken::encode(&header, &claims, &rsa).unwrap()
+        })
+        .collect();
+    let jwt_validator = format!(
+        "[[validators]]\nname = \"idp\"\nplugin = \"jwt\"\n[validators.settings]\nissuer = {issuer_url:?}\naudiences = \"bench\"\n[validators.grants]\nhttp = [{issuer_url:?}]\n"
+    );
+    let (url, handle) = start(serve_with(0, jwt_validator).await);
+    closed_loop(&http, &url, &jwts, 64, 1.0).await;
+    let f = closed_loop(&http, &url, &jwts, 64, seconds).await;
+    row("(f) RS256 JWT, jwt validator in wasm", &f);
+    let f_rate = open_loop(&http, &url, &jwts, 1000, seconds).await;
+    row("(f) at 1000 reviews/s", &f_rate);
+    handle.abort();
+
+    // (g) a `credbroker serve` process of its own, 256 connections busy.
+    let (g, peak_rss_kib) =
+        serve_process_rss(&http, write(dir.path(), "serve-rss.toml", &config(0, &token_file)), &tokens, seconds).await;
+    row("(g) 256 connections, token-file (own process)", &g);
+
     println!("ratios:");
     println!("  (a) wasm / (b) native          = {:.2} (target >= 0.5)", a.per_second / b.per_second);
     println!("  (d) cache hits / (c) floor     = {:.2} (target >= 0.8)", d.per_second / c.per_second);
     println!("  (e) issued token / (a)         = {:.2} (target >= 0.5)", e.per_second / a.per_second);
     println!(
-        "  p99 at 1000/s: token-file {:.2} ms, issued token {:.2} ms (target <= 5 ms)",
+        "  p99 at 1000/s: token-file {:.2} ms, issued token {:.2} ms, RS256 JWT {:.2} ms (target <= 5 ms)",
         a_rate.p99.as_secs_f64() * 1000.0,
-        e_rate.p99.as_secs_f64() * 1000.0
+        e_rate.p99.as_secs_f64() * 1000.0,
+        f_rate.p99.as_secs_f64() * 1000.0
     );
+    println!(
+        "  peak RSS of credbroker serve at 256 connections = {:.1} MB (target <= 150 MB)",
+        peak_rss_kib as f64 / 1024.0
+    );
+}
+
+/// An RSA key made by `openssl` for RS256, and its public JWK (`kid` bench).
+fn rsa_key(dir: &std::path::Path) -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+    use base64::Engine as _;
+    let pem = dir.join("rsa.pem");
+    let made = std::process::Command::new("openssl").arg("genrsa").arg("-out").arg(&pem).arg("2048").output().unwrap();
+    assert!(made.status.success(), "openssl genrsa: {}", String::from_utf8_lossy(&made.stderr));
+    let modulus = std::process::Command::new("openssl")
+        .arg("rsa")
+        .arg("-in")
+        .arg(&pem)
+        .args(["-noout", "-modulus"])
+        .output()
+        .unwrap();
+    let hex = String::from_utf8(modulus.stdout).unwrap();
+    let hex = hex.trim().trim_start_matches("Modulus=");
+    let n: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+    let jwk = serde_json::json!({
+        "kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig",
+        "n": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n), "e": "AQAB",
+    });
+    (jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&pem).unwrap()).unwrap(), jwk)
+}
+
+/// An OpenID issuer on plain HTTP over loopback: its discovery document and a
+/// JWKS holding `jwk`. Returns the issuer URL.
+async fn serve_issuer(jwk: serde_json::Value) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let discovery = serde_json::json!({ "issuer": base, "jwks_uri": format!("{base}/jwks") }).to_string();
+    let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = (discovery.clone(), jwks.clone());
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 4096];
+                let read = stream.read(&mut request).await.unwrap_or(0);
+                let body = if request[..read].starts_with(b"GET /jwks") { body.1 } else { body.0 };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    base
+}
+
+/// Run `credbroker serve --config CONFIG` as a process of its own, keep 256
+/// connections busy for `seconds`, and return the figures with the server's
+/// peak RSS in KiB (VmHWM).
+async fn serve_process_rss(
+    http: &reqwest::Client,
+    config: std::path::PathBuf,
+    tokens: &[String],
+    seconds: f64,
+) -> (Stats, u64) {
+    use tokio::io::AsyncBufReadExt as _;
+    let cache = config.with_file_name("rss-cache");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_credbroker"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("XDG_CACHE_HOME", &cache)
+        .env("CREDBROKER_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next_line().await.unwrap().expect("credbroker serve ended before serving");
+        if let Some(rest) = line.split_once("serving TokenReviews on ").map(|(_, r)| r.to_string()) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    closed_loop(http, &url, tokens, 256, 1.0).await;
+    let stats = closed_loop(http, &url, tokens, 256, seconds).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap();
+    let peak = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let _ = child.kill().await;
+    (stats, peak)
 }

@@ -23,7 +23,8 @@ struct PluginCrate {
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ lives in the workspace root").to_path_buf();
-    for watched in ["plugins", "guest-sdk", "wit", "Cargo.lock"] {
+    // The root manifest holds `[profile.plugin]`, which the plugins are built with.
+    for watched in ["plugins", "guest-sdk", "wit", "Cargo.lock", "Cargo.toml"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");

@@ -12,23 +12,60 @@
 //!
 //! Settings: `path` (required), the CSV file; grant it under `grants.files`.
 
+use std::borrow::Cow;
+
 use credbroker_sdk::{Error, ReviewOutcome, TokenReview, UserInfo, Validator, config, files};
 
-/// One line of the file.
+/// One line of the file, borrowing from the file's text where it can (the
+/// validator checks every line on every review, so lines are not copied).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub struct Entry<'a> {
     /// The bearer token.
-    pub token: String,
+    pub token: Cow<'a, str>,
     /// User name.
-    pub user: String,
+    pub user: Cow<'a, str>,
     /// User uid.
-    pub uid: String,
-    /// Groups.
-    pub groups: Vec<String>,
+    pub uid: Cow<'a, str>,
+    /// The groups column as written (comma-separated).
+    groups: Cow<'a, str>,
+}
+
+impl Entry<'_> {
+    /// The groups, in file order, without blanks.
+    pub fn groups(&self) -> impl Iterator<Item = &str> {
+        self.groups.split(',').map(str::trim).filter(|g| !g.is_empty())
+    }
 }
 
 /// Split one CSV line into fields, honouring double quotes (`""` is a quote).
-fn fields(line: &str) -> Result<Vec<String>, String> {
+/// Fields without an escaped quote borrow from `line`.
+fn fields(line: &str) -> Result<Vec<Cow<'_, str>>, String> {
+    let mut fields = Vec::with_capacity(4);
+    let mut rest = line;
+    loop {
+        // Fast paths, exactly what the character loop below gives for them:
+        // an unquoted field, or a quoted one closed right before a comma or
+        // the end of the line.
+        let (field, after) = if let Some(body) = rest.strip_prefix('"') {
+            match body.find('"') {
+                Some(at) if matches!(body.as_bytes().get(at + 1), None | Some(b',')) => (&body[..at], &body[at + 1..]),
+                _ => break,
+            }
+        } else {
+            rest.split_at(rest.find(',').unwrap_or(rest.len()))
+        };
+        fields.push(Cow::Borrowed(field));
+        match after.strip_prefix(',') {
+            Some(next) => rest = next,
+            None => return Ok(fields),
+        }
+    }
+    fields.extend(fields_slow(rest)?.into_iter().map(Cow::Owned));
+    Ok(fields)
+}
+
+/// The general case of [`fields`], one character at a time.
+fn fields_slow(line: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut field = String::new();
     let mut chars = line.chars().peekable();
@@ -57,7 +94,7 @@ fn fields(line: &str) -> Result<Vec<String>, String> {
 /// # Errors
 ///
 /// A message naming the first bad line.
-pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
+pub fn parse(text: &str) -> Result<Vec<Entry<'_>>, String> {
     let mut entries = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -65,18 +102,14 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, String> {
             continue;
         }
         let bad = |what: &str| format!("line {}: {what}", number + 1);
-        let record = fields(line).map_err(|e| bad(&e))?;
-        if record.len() < 3 {
+        let mut record = fields(line).map_err(|e| bad(&e))?.into_iter();
+        let (Some(token), Some(user), Some(uid)) = (record.next(), record.next(), record.next()) else {
             return Err(bad("needs at least token,user,uid"));
-        }
-        if record[0].is_empty() || record[1].is_empty() {
+        };
+        if token.is_empty() || user.is_empty() {
             return Err(bad("the token and the user must not be empty"));
         }
-        let groups = record
-            .get(3)
-            .map(|g| g.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect())
-            .unwrap_or_default();
-        entries.push(Entry { token: record[0].clone(), user: record[1].clone(), uid: record[2].clone(), groups });
+        entries.push(Entry { token, user, uid, groups: record.next().unwrap_or_default() });
     }
     Ok(entries)
 }
@@ -90,8 +123,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The entry for `token`.
-pub fn find<'a>(entries: &'a [Entry], token: &str) -> Option<&'a Entry> {
+/// The first entry whose token is `token`, comparing with every entry.
+pub fn find<'e, 'a>(entries: &'e [Entry<'a>], token: &str) -> Option<&'e Entry<'a>> {
     let mut found = None;
     for entry in entries {
         if constant_time_eq(entry.token.as_bytes(), token.as_bytes()) && found.is_none() {
@@ -110,9 +143,9 @@ impl Validator for TokenFile {
         let entries = parse(&text).map_err(|e| Error::misconfigured(format!("{path}: {e}")))?;
         Ok(match find(&entries, &review.token) {
             Some(entry) => ReviewOutcome::authenticated(UserInfo {
-                username: entry.user.clone(),
-                uid: (!entry.uid.is_empty()).then(|| entry.uid.clone()),
-                groups: entry.groups.clone(),
+                username: entry.user.to_string(),
+                uid: (!entry.uid.is_empty()).then(|| entry.uid.to_string()),
+                groups: entry.groups().map(str::to_string).collect(),
                 extra: Vec::new(),
             }),
             None => ReviewOutcome::rejected("unknown token"),
@@ -131,12 +164,31 @@ mod tests {
         let entries =
             parse("# comment\n\nt1,alice,1001,\"devs,ops\"\nt2,bob,1002\r\n\"t,3\",carol,,\"a\"\"b\"\n").unwrap();
         assert_eq!(entries.len(), 3);
-        assert_eq!(entries[0].groups, ["devs", "ops"]);
-        assert_eq!(entries[1].groups, Vec::<String>::new());
+        let groups = |e: &Entry| e.groups().map(str::to_string).collect::<Vec<_>>();
+        assert_eq!(groups(&entries[0]), ["devs", "ops"]);
+        assert_eq!(groups(&entries[1]), Vec::<String>::new());
         assert_eq!(entries[2].token, "t,3");
-        assert_eq!(entries[2].groups, ["a\"b"]);
+        assert_eq!(groups(&entries[2]), ["a\"b"]);
         assert_eq!(find(&entries, "t2").unwrap().user, "bob");
         assert!(find(&entries, "t").is_none());
+    }
+
+    #[test]
+    fn borrowed_fields_match_the_character_loop() {
+        for line in [
+            "a,b,c",
+            "a,b,c,\"d,e\"",
+            "\"a\",\"\",c,",
+            "a\"b,\"c\"d,e",
+            "\"x\"\"y\",z",
+            "\"open,a",
+            ",,,",
+            "\"a\"b,c",
+            "t,u,1,\"g\"",
+        ] {
+            let fast = fields(line).map(|f| f.into_iter().map(Cow::into_owned).collect::<Vec<_>>());
+            assert_eq!(fast, fields_slow(line), "{line}");
+        }
     }
 
     #[test]
