@@ -185,7 +185,13 @@ pub fn check(token: &str, partition: &str, extra_hosts: &[String], now: i64) -> 
 
 /// `20240501T120000Z` as Unix seconds.
 fn parse_amz_date(text: &str) -> Option<i64> {
-    if text.len() != 16 || text.as_bytes()[8] != b'T' || !text.ends_with('Z') {
+    // Digits everywhere else (and so ASCII: the slicing below is safe).
+    let shape = text.bytes().enumerate().all(|(i, b)| match i {
+        8 => b == b'T',
+        15 => b == b'Z',
+        _ => b.is_ascii_digit(),
+    });
+    if text.len() != 16 || !shape {
         return None;
     }
     let iso = format!(
@@ -271,6 +277,17 @@ mod tests {
         let checked = check(&token_for(GOOD), "aws", &[], SIGNED_AT + 60).unwrap();
         assert_eq!(checked.host, "sts.eu-west-1.amazonaws.com");
         assert_eq!(checked.access_key_id, "AKIDEXAMPLE");
+    }
+
+    #[test]
+    fn a_date_with_non_ascii_bytes_is_malformed_not_a_panic() {
+        // Found by the aws_token fuzz target: 16 bytes, `T` at 8 and `Z` at
+        // the end, but a multi-byte character across a slicing boundary.
+        assert_eq!(parse_amz_date("2t\u{86},\u{86}1T120000Z"), None);
+        assert_eq!(parse_amz_date("2024050xT120000Z"), None);
+        assert_eq!(parse_amz_date("20240501T120000Z"), Some(SIGNED_AT));
+        let url = GOOD.replace("X-Amz-Date=20240501T120000Z", "X-Amz-Date=2t%C2%86,%C2%861T120000Z");
+        assert!(check(&token_for(&url), "aws", &[], SIGNED_AT).unwrap_err().contains("malformed X-Amz-Date"));
     }
 
     #[test]
