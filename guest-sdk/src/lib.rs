@@ -51,6 +51,7 @@ pub mod bindings;
 mod types;
 
 pub mod config;
+pub mod crypto;
 pub mod files;
 pub mod http;
 pub mod ldap;

@@ -39,6 +39,7 @@ pub const CAPABILITIES: &[Capability] = &[
         what: "receive an OAuth redirect on 127.0.0.1",
         grant: "grants.redirect-listener = true",
     },
+    Capability { interface: "crypto", what: "check signatures at native speed", grant: "always granted" },
 ];
 
 /// Where a listed plugin comes from.

@@ -7,6 +7,7 @@
 //! `config` (the plugin's own settings) and `log`.
 
 pub mod config;
+pub mod crypto;
 pub mod files;
 pub mod http;
 pub mod ldap;

@@ -31,6 +31,7 @@ pub mod validator {
             "credbroker:plugin/ldap": super::provider::credbroker::plugin::ldap,
             "credbroker:plugin/state": super::provider::credbroker::plugin::state,
             "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
+            "credbroker:plugin/crypto": super::provider::credbroker::plugin::crypto,
         },
     });
 }
@@ -52,10 +53,11 @@ pub mod login {
             "credbroker:plugin/ldap": super::provider::credbroker::plugin::ldap,
             "credbroker:plugin/state": super::provider::credbroker::plugin::state,
             "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
+            "credbroker:plugin/crypto": super::provider::credbroker::plugin::crypto,
         },
     });
 }
 
 pub use login::exports::credbroker::plugin::password_login::LoginOutcome;
 pub use provider::credbroker::plugin::types;
-pub use provider::credbroker::plugin::{config, files, http, ldap, log, loopback, prompt, state};
+pub use provider::credbroker::plugin::{config, crypto, files, http, ldap, log, loopback, prompt, state};

@@ -5,10 +5,10 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The contract package and version this host speaks.
-pub const CONTRACT: &str = "credbroker:plugin@0.1.1";
+pub const CONTRACT: &str = "credbroker:plugin@0.1.2";
 const PACKAGE: &str = "credbroker:plugin";
 /// The contract version this host speaks (`wit/credbroker.wit`).
-pub const VERSION: &str = "0.1.1";
+pub const VERSION: &str = "0.1.2";
 
 /// How the contract version a plugin was built against relates to this host's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub fn contract_item(name: &str) -> Option<(&str, &str)> {
 
 /// Host interfaces of the contract a plugin may import.
 pub const HOST_INTERFACES: &[&str] =
-    &["types", "config", "log", "prompt", "http", "files", "ldap", "state", "loopback"];
+    &["types", "config", "log", "prompt", "http", "files", "ldap", "state", "loopback", "crypto"];
 
 /// A world of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

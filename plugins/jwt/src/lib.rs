@@ -21,6 +21,8 @@
 //! `username-expression`, `groups-expression`, `uid-expression` (overriding the
 //! claim settings, prefixes included).
 
+mod host_crypto;
+
 use credbroker_sdk::{Error, ReviewOutcome, TokenReview, UserInfo, Validator, config, http, log, state};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -156,6 +158,7 @@ fn verify(review: &TokenReview) -> Result<Result<Value, String>, Error> {
     validation.set_issuer(&[&issuer]);
     validation.set_audience(&audiences);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    host_crypto::install();
     let claims = match jsonwebtoken::decode::<Value>(token, &decoding, &validation) {
         Ok(data) => data.claims,
         Err(e) => return Ok(Err(format!("invalid token: {e}"))),
