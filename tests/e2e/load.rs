@@ -43,6 +43,9 @@ fn loaded_webhook(env: &UserEnv) -> Webhook {
 /// CREDBROKER_LOAD_REVIEWS reviews (default 3000; the closing figures use
 /// 100000) at CREDBROKER_LOAD_CONCURRENCY (default 256), one in a hundred
 /// for a hostile validator, caching off so every review runs a plugin.
+/// What one review came back with: the status and JSON answer, or why there was none.
+type Outcome = Result<(u16, Value), String>;
+
 #[test]
 fn every_review_under_load_is_answered_and_well_formed() {
     let total = env_number("CREDBROKER_LOAD_REVIEWS", 3000);
@@ -59,7 +62,7 @@ fn every_review_under_load_is_answered_and_well_formed() {
     let url = format!("{}/authenticate", webhook.url);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let started = Instant::now();
-    let outcomes: Vec<(usize, Result<(u16, Value), String>)> = runtime.block_on(async {
+    let outcomes: Vec<(usize, Outcome)> = runtime.block_on(async {
         let slots = Arc::new(tokio::sync::Semaphore::new(concurrency));
         let mut tasks = Vec::with_capacity(total);
         for i in 0..total {

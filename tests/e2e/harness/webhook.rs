@@ -233,7 +233,7 @@ pub fn tls_config(ca_pem: &str, identity: Option<&Issued>) -> rustls::ClientConf
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots);
-    let config = match identity {
+    match identity {
         Some(issued) => builder
             .with_client_auth_cert(
                 CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
@@ -243,6 +243,5 @@ pub fn tls_config(ca_pem: &str, identity: Option<&Issued>) -> rustls::ClientConf
             )
             .expect("client auth"),
         None => builder.with_no_client_auth(),
-    };
-    config
+    }
 }
