@@ -12,6 +12,10 @@ use super::PluginContext;
 use crate::runtime::bindings::crypto::{Host, PublicKey};
 use crate::runtime::bindings::types::HostError;
 
+/// Longest message checked: a token is a few KiB, and hashing runs on the
+/// server's async workers, outside the plugin's CPU-time account.
+pub const MAX_MESSAGE: usize = 1024 * 1024;
+
 /// What a JOSE algorithm name means to ring.
 enum Scheme {
     Rsa(&'static signature::RsaParameters),
@@ -42,9 +46,19 @@ fn scheme(algorithm: &str) -> Option<Scheme> {
 pub fn verify_signature(algorithm: &str, key: &PublicKey, message: &[u8], signature: &[u8]) -> Result<bool, HostError> {
     let scheme = scheme(algorithm)
         .ok_or_else(|| HostError::Invalid(format!("unsupported signature algorithm `{algorithm}`")))?;
+    if message.len() > MAX_MESSAGE {
+        return Err(HostError::Invalid(format!("a signed message is at most {MAX_MESSAGE} bytes")));
+    }
     let mismatch = || HostError::Invalid(format!("the key does not suit {algorithm}"));
     let valid = match (scheme, key) {
         (Scheme::Rsa(parameters), PublicKey::Rsa(rsa)) => {
+            let significant = rsa.modulus.iter().skip_while(|b| **b == 0).count();
+            if significant < 256 {
+                return Err(HostError::Invalid(format!(
+                    "an RSA key of {} bits is too short; 2048 at least",
+                    significant * 8
+                )));
+            }
             RsaPublicKeyComponents { n: &rsa.modulus, e: &rsa.exponent }.verify(parameters, message, signature).is_ok()
         }
         (Scheme::Ec(algorithm), PublicKey::EcPoint(point)) => {
@@ -113,5 +127,12 @@ mod tests {
         let signed = pair.sign(b"m");
         assert!(matches!(verify_signature("EdDSA", &key, b"m", signed.as_ref()), Ok(true)));
         assert!(matches!(verify_signature("EdDSA", &key, b"n", signed.as_ref()), Ok(false)));
+        let short = PublicKey::Rsa(crate::runtime::bindings::crypto::RsaPublicKey {
+            modulus: vec![0xc5; 128],
+            exponent: vec![1, 0, 1],
+        });
+        assert!(matches!(verify_signature("RS256", &short, b"m", &[0; 128]), Err(HostError::Invalid(_))));
+        let huge = vec![0u8; MAX_MESSAGE + 1];
+        assert!(matches!(verify_signature("EdDSA", &key, &huge, signed.as_ref()), Err(HostError::Invalid(_))));
     }
 }
