@@ -81,7 +81,7 @@ fn review_body(token: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The token-file logic compiled natively: parse the file, find the token.
+/// The token-file logic compiled natively: check every line, find the token.
 struct NativeTokenFile {
     csv: String,
 }
@@ -89,8 +89,7 @@ struct NativeTokenFile {
 #[async_trait::async_trait]
 impl Backend for NativeTokenFile {
     async fn review(&self, token: &str, _audiences: &[String]) -> Result<ReviewOutcome, RunError> {
-        let entries = credbroker_plugin_token_file::parse(&self.csv).unwrap_or_default();
-        Ok(match credbroker_plugin_token_file::find(&entries, token) {
+        Ok(match credbroker_plugin_token_file::lookup(&self.csv, token).unwrap_or_default() {
             Some(entry) => ReviewOutcome::Authenticated(credbroker_host::runtime::bindings::types::Authenticated {
                 user: UserInfo {
                     username: entry.user.to_string(),
