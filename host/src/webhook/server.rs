@@ -59,6 +59,18 @@ pub struct ServeOptions {
     pub insecure_plain_http: bool,
 }
 
+impl ServeOptions {
+    /// The `[server]` settings in effect: the file's, with these overrides.
+    fn listener(&self, server: &super::config::ListenerConfig) -> super::config::ListenerConfig {
+        let mut effective = server.clone();
+        effective.insecure_plain_http |= self.insecure_plain_http;
+        if let Some(addr) = self.listen {
+            effective.listen = addr;
+        }
+        effective
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -130,13 +142,7 @@ impl Server {
         // Stamped before reading, so an edit made while loading is seen.
         let config_stamp = stamp(&options.config);
         let config = ServerConfig::load(&options.config)?;
-        let mut listener_config = config.server.clone();
-        if options.insecure_plain_http {
-            listener_config.insecure_plain_http = true;
-        }
-        if let Some(addr) = options.listen {
-            listener_config.listen = addr;
-        }
+        let listener_config = options.listener(&config.server);
         let reviews = listener_config.max_concurrent_reviews;
         let runtime = Arc::new(Runtime::new(RuntimeOptions {
             allocation: Allocation::Pooling {
@@ -209,7 +215,7 @@ impl Server {
     /// What [`Server::bind`] would fail with, except for binding.
     pub fn check(options: &ServeOptions) -> Result<Vec<String>, ServeError> {
         let config = ServerConfig::load(&options.config)?;
-        let server = &config.server;
+        let server = &options.listener(&config.server);
         // The serving engine (same compiler), so the check warms the artifact cache.
         let runtime = Arc::new(Runtime::new(RuntimeOptions {
             allocation: Allocation::Pooling {
@@ -220,7 +226,7 @@ impl Server {
         })?);
         let slots = Arc::new(Semaphore::new(1));
         let validators = load_validators(options, &config, &runtime, &slots)?;
-        if !(server.insecure_plain_http || options.insecure_plain_http) {
+        if !server.insecure_plain_http {
             ReloadingTls::new(TlsFiles {
                 cert: server.tls_cert_file.clone().unwrap_or_default(),
                 key: server.tls_key_file.clone().unwrap_or_default(),
@@ -741,17 +747,18 @@ async fn reload_loop(shared: Arc<Shared>) {
         let result = tokio::task::spawn_blocking(move || {
             let config_stamp = stamp(&reload.options.config);
             let config = ServerConfig::load(&reload.options.config).map_err(|e| e.to_string())?;
-            if config.server != reload.listener_config {
+            // Compared with the overrides applied, or `--listen` would look like a change.
+            if reload.options.listener(&config.server) != reload.listener_config {
                 tracing::warn!("[server] settings changed; they take effect after a restart");
             }
             let set =
                 load_validators(&reload.options, &config, &reload.runtime, &reload.slots).map_err(|e| e.to_string())?;
             let stamps = stamps_after_load(&set, &reload.options.config, config_stamp);
-            Ok::<_, String>((set, config, stamps))
+            Ok::<_, String>((set, stamps))
         })
         .await;
         match result {
-            Ok(Ok((set, config, stamps))) => {
+            Ok(Ok((set, stamps))) => {
                 watched = stamps;
                 let count = set.len();
                 *shared.validators.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
@@ -759,7 +766,6 @@ async fn reload_loop(shared: Arc<Shared>) {
                 shared.rechecks.clear();
                 shared.metrics.reload(true);
                 shared.metrics.set_validators(count);
-                let _ = config;
                 tracing::info!("reloaded the configuration: {count} validator(s)");
             }
             Ok(Err(e)) => {
