@@ -202,6 +202,25 @@ async fn closed_loop(http: &reqwest::Client, url: &str, tokens: &[String], concu
     }
 }
 
+/// One second of warm-up, then a [`closed_loop`] of `seconds`.
+async fn measure(http: &reqwest::Client, url: &str, tokens: &[String], concurrency: usize, seconds: f64) -> Stats {
+    closed_loop(http, url, tokens, concurrency, 1.0).await;
+    closed_loop(http, url, tokens, concurrency, seconds).await
+}
+
+/// A set of one validator built in code, for any token and audience.
+fn one_validator(
+    name: &str,
+    backend: Option<Arc<dyn Backend>>,
+    login: Option<Arc<dyn LoginBackend>>,
+    slots: Arc<tokio::sync::Semaphore>,
+) -> ValidatorSet {
+    ValidatorSet::new(
+        vec![Validator { name: name.into(), token_prefix: None, audiences: Vec::new(), backend, login }],
+        slots,
+    )
+}
+
 /// Open loop: `rate` reviews per second regardless of answers, for `seconds`.
 async fn open_loop(http: &reqwest::Client, url: &str, tokens: &[String], rate: u32, seconds: f64) -> Stats {
     let total = (rate as f64 * seconds) as usize;
@@ -318,8 +337,7 @@ async fn main() {
     println!("credbroker serve, {} s per case, concurrency 64 unless noted:", seconds);
     // (a) wasm token-file, no response cache.
     let (url, a_handle) = start(serve(0).await);
-    closed_loop(&http, &url, &tokens, 64, 1.0).await; // warm up
-    let a = closed_loop(&http, &url, &tokens, 64, seconds).await;
+    let a = measure(&http, &url, &tokens, 64, seconds).await;
     row("(a) token-file validator in wasm", &a);
     let a_rate = open_loop(&http, &url, &tokens, 1000, seconds).await;
     row("(a) at 1000 reviews/s", &a_rate);
@@ -328,48 +346,25 @@ async fn main() {
     // (b) the same logic natively.
     let server = serve(0).await;
     server.replace_validators(|slots| {
-        ValidatorSet::new(
-            vec![Validator {
-                name: "native".into(),
-                token_prefix: None,
-                audiences: Vec::new(),
-                backend: Some(Arc::new(NativeTokenFile { csv: csv.clone() })),
-                login: None,
-            }],
-            slots,
-        )
+        one_validator("native", Some(Arc::new(NativeTokenFile { csv: csv.clone() })), None, slots)
     });
     let (url, handle) = start(server);
-    closed_loop(&http, &url, &tokens, 64, 1.0).await;
-    let b = closed_loop(&http, &url, &tokens, 64, seconds).await;
+    let b = measure(&http, &url, &tokens, 64, seconds).await;
     row("(b) the same logic compiled natively", &b);
     handle.abort();
 
     // (c) the floor.
     let server = serve(0).await;
-    server.replace_validators(|slots| {
-        ValidatorSet::new(
-            vec![Validator {
-                name: "fixed".into(),
-                token_prefix: None,
-                audiences: Vec::new(),
-                backend: Some(Arc::new(Fixed)),
-                login: None,
-            }],
-            slots,
-        )
-    });
+    server.replace_validators(|slots| one_validator("fixed", Some(Arc::new(Fixed)), None, slots));
     let (url, handle) = start(server);
-    closed_loop(&http, &url, &tokens, 64, 1.0).await;
-    let c = closed_loop(&http, &url, &tokens, 64, seconds).await;
+    let c = measure(&http, &url, &tokens, 64, seconds).await;
     row("(c) fixed answer (the stack's floor)", &c);
     handle.abort();
 
     // (d) response-cache hits: one token, cached.
     let (url, handle) = start(serve(300).await);
     let one = vec![tokens[7].clone()];
-    closed_loop(&http, &url, &one, 64, 1.0).await;
-    let d = closed_loop(&http, &url, &one, 64, seconds).await;
+    let d = measure(&http, &url, &one, 64, seconds).await;
     row("(d) response-cache hits", &d);
     handle.abort();
 
@@ -387,21 +382,10 @@ async fn main() {
         .collect();
     let server = serve(0).await;
     server.replace_validators(|slots| {
-        ValidatorSet::new(
-            vec![Validator {
-                name: "directory".into(),
-                token_prefix: None,
-                audiences: Vec::new(),
-                backend: None,
-                login: Some(Arc::new(Directory)),
-            }],
-            slots,
-        )
-        .with_issuer(Arc::clone(&issuer))
+        one_validator("directory", None, Some(Arc::new(Directory)), slots).with_issuer(Arc::clone(&issuer))
     });
     let (url, handle) = start(server);
-    closed_loop(&http, &url, &issued, 64, 1.0).await;
-    let e = closed_loop(&http, &url, &issued, 64, seconds).await;
+    let e = measure(&http, &url, &issued, 64, seconds).await;
     row("(e) server-issued token (Ed25519 + cached re-check)", &e);
     let e_rate = open_loop(&http, &url, &issued, 1000, seconds).await;
     row("(e) at 1000 reviews/s", &e_rate);
@@ -427,8 +411,7 @@ async fn main() {
         "[[validators]]\nname = \"idp\"\nplugin = \"jwt\"\n[validators.settings]\nissuer = {issuer_url:?}\naudiences = \"bench\"\n[validators.grants]\nhttp = [{issuer_url:?}]\n"
     );
     let (url, handle) = start(serve_with(0, jwt_validator).await);
-    closed_loop(&http, &url, &jwts, 64, 1.0).await;
-    let f = closed_loop(&http, &url, &jwts, 64, seconds).await;
+    let f = measure(&http, &url, &jwts, 64, seconds).await;
     row("(f) RS256 JWT, jwt validator in wasm", &f);
     let f_rate = open_loop(&http, &url, &jwts, 1000, seconds).await;
     row("(f) at 1000 reviews/s", &f_rate);
@@ -534,8 +517,7 @@ async fn serve_process_rss(
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    closed_loop(http, &url, tokens, 256, 1.0).await;
-    let stats = closed_loop(http, &url, tokens, 256, seconds).await;
+    let stats = measure(http, &url, tokens, 256, seconds).await;
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap();
     let peak = status
         .lines()

@@ -236,21 +236,26 @@ fn bad_tokens_are_denied_with_reasons() {
     }
 }
 
-#[test]
-fn sts_trouble_is_retryable() {
-    let mut sts = seeded_sts();
-    let env = UserEnv::new();
-    let webhook = webhook(&env, &sts);
-    aws_profile(&env, &sts, "");
+/// The token `credbroker get --provider aws` prints for alice's keys.
+fn alice_token(env: &UserEnv, sts: &Sts) -> String {
     let (key, secret) = sts.keys("alice");
-    let good = Run::of(
+    Run::of(
         env.credbroker(&["get", "--provider", "aws"])
             .env("AWS_ACCESS_KEY_ID", &key)
             .env("AWS_SECRET_ACCESS_KEY", &secret)
             .output()
             .unwrap(),
     )
-    .token();
+    .token()
+}
+
+#[test]
+fn sts_trouble_is_retryable() {
+    let mut sts = seeded_sts();
+    let env = UserEnv::new();
+    let webhook = webhook(&env, &sts);
+    aws_profile(&env, &sts, "");
+    let good = alice_token(&env, &sts);
     sts.throttle(1);
     let (status, answer): (u16, Value) = webhook.review("v1", &good, &[]);
     assert_eq!(status, 429, "throttling: {answer}");
@@ -268,15 +273,7 @@ fn a_hung_sts_fails_reviews_transiently_and_they_recover() {
     let env = UserEnv::new();
     let webhook = webhook_with(&env, &sts, "[validators.limits]\nnetwork-timeout-ms = 1500");
     aws_profile(&env, &sts, "");
-    let (key, secret) = sts.keys("alice");
-    let token = Run::of(
-        env.credbroker(&["get", "--provider", "aws"])
-            .env("AWS_ACCESS_KEY_ID", &key)
-            .env("AWS_SECRET_ACCESS_KEY", &secret)
-            .output()
-            .unwrap(),
-    )
-    .token();
+    let token = alice_token(&env, &sts);
     assert_eq!(webhook.review("v1", &token, &[]).0, 200);
 
     // Frozen mid-flight: connections open, nothing answers.

@@ -43,6 +43,8 @@ struct HostVerifier {
 
 impl jsonwebtoken::signature::Verifier<Vec<u8>> for HostVerifier {
     fn verify(&self, message: &[u8], signature: &Vec<u8>) -> std::result::Result<(), jsonwebtoken::signature::Error> {
+        // The variants are named as in RFC 7518 (`RS256`, `EdDSA`, ...), which
+        // is what the host expects; jsonwebtoken has no other name for them.
         let name = format!("{:?}", self.algorithm);
         match crypto::verify_signature(&name, &self.key, message, signature) {
             Ok(true) => Ok(()),
