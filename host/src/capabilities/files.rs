@@ -94,22 +94,28 @@ impl FilePolicy {
     /// Read a checked path, from the content cache when the file is unchanged.
     fn read(&self, path: &str, real: &Path, limit: u64) -> Result<Arc<Vec<u8>>, HostError> {
         let unreadable = |e: std::io::Error| HostError::Unreachable(format!("cannot read `{path}`: {e}"));
-        let file = std::fs::File::open(real).map_err(unreadable)?;
-        let meta = file.metadata().map_err(unreadable)?;
-        let stamp = (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len(), meta.ino());
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cached, bytes)) = cache.get(real)
-            && *cached == stamp
-        {
-            return Ok(Arc::clone(bytes));
+        let stamp_of =
+            |meta: &std::fs::Metadata| (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len(), meta.ino());
+        // Most reads find the file as it was the last time (a validator reads
+        // its grants on every review): one stat answers them, without opening
+        // the file. A file that does not stat is opened below for the error.
+        if let Ok(meta) = std::fs::metadata(real) {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((cached, bytes)) = cache.get(real)
+                && *cached == stamp_of(&meta)
+            {
+                return Ok(Arc::clone(bytes));
+            }
         }
+        let file = std::fs::File::open(real).map_err(unreadable)?;
+        let stamp = stamp_of(&file.metadata().map_err(unreadable)?);
         let mut bytes = Vec::new();
         file.take(limit + 1).read_to_end(&mut bytes).map_err(unreadable)?;
         if bytes.len() as u64 > limit {
             return Err(HostError::Invalid(format!("`{path}` is larger than the per-call limit of {limit} bytes")));
         }
         let bytes = Arc::new(bytes);
-        cache.insert(real.to_path_buf(), (stamp, Arc::clone(&bytes)));
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(real.to_path_buf(), (stamp, Arc::clone(&bytes)));
         Ok(bytes)
     }
 }

@@ -8,11 +8,20 @@
 
 use std::hash::{Hash, Hasher};
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, Strategy, WasmBacktraceDetails};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Strategy,
+    WasmBacktraceDetails,
+};
 
 /// Maximum native stack a plugin may use for wasm frames before it traps with
 /// "call stack exhausted".
 pub const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// How much of a pooled instance's dirtied linear memory stays mapped for the
+/// next instance in its slot (the rest is discarded). A validator's review
+/// touches tens to a few hundred KiB; with up to `instances * 2` slots this
+/// bounds what idle slots keep resident.
+const KEEP_RESIDENT_BYTES: usize = 512 * 1024;
 
 /// How the engine allocates instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +66,7 @@ pub fn new_engine(allocation: Allocation) -> wasmtime::Result<Engine> {
         .signals_based_traps(true);
     config.native_unwind_info(true);
     if let Allocation::Pooling { instances, memory_bytes } = allocation {
-        let mut pooling = wasmtime::PoolingAllocationConfig::new();
+        let mut pooling = PoolingAllocationConfig::new();
         pooling
             .total_component_instances(instances)
             .total_core_instances(instances.saturating_mul(4))
@@ -65,6 +74,20 @@ pub fn new_engine(allocation: Allocation) -> wasmtime::Result<Engine> {
             .total_tables(instances.saturating_mul(4))
             .total_stacks(instances)
             .max_memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX));
+        // By default a slot's memory is reset by discarding it (madvise): the
+        // next review in that slot page-faults its working set back in, and
+        // every discard interrupts the other cores to flush their TLBs. Where
+        // Linux (6.7+) can report exactly which pages an instance dirtied,
+        // rewrite just those instead and keep them mapped: a review of a
+        // 1000-token file runs ~2x faster. Without that report wasmtime would
+        // rewrite the lowest pages blindly, which suits no Rust plugin (the
+        // low megabyte is its mostly untouched stack), so it stays off.
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            pooling
+                .pagemap_scan(Enabled::Yes)
+                .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+                .table_keep_resident(64 * 1024);
+        }
         // Copy-on-write memory images make each of many instantiations cheap,
         // and a long-running server compiles once: optimise the code.
         config
