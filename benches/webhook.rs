@@ -6,6 +6,8 @@
 //!   into the server, (c) a fixed answer (the stack's floor), (d) response-cache
 //!   hits: TokenReviews/s and p50/p99 at concurrency 64. Targets: a/b ≥ 0.5,
 //!   d/c ≥ 0.8.
+//! - (h) the token-file validator with a one-line file: the cost of a fresh
+//!   wasm instance per review, against the floor (c).
 //! - p99 at 1000 reviews/s for (a), for a server-issued (login) token
 //!   (signature check + cached re-check; target ≥ 0.5 × the token-file
 //!   throughput), and for an RS256 JWT (the `jwt` validator, JWKS cached).
@@ -343,6 +345,16 @@ async fn main() {
     row("(a) at 1000 reviews/s", &a_rate);
     a_handle.abort();
 
+    // (h) the same validator with a one-line file: what a fresh instance per
+    // review costs, apart from the validator's own work.
+    let one_line = write(dir.path(), "one.csv", "token-0007,user-7,7,\"devs,ops\"\n");
+    let (url, handle) = start(
+        serve_with(0, token_file.replace(&csv_path.display().to_string(), &one_line.display().to_string())).await,
+    );
+    let h = measure(&http, &url, &[tokens[7].clone()], 64, seconds).await;
+    row("(h) token-file, one-line file (wasm instance)", &h);
+    handle.abort();
+
     // (b) the same logic natively.
     let server = serve(0).await;
     server.replace_validators(|slots| {
@@ -424,6 +436,10 @@ async fn main() {
 
     println!("ratios:");
     println!("  (a) wasm / (b) native          = {:.2} (target >= 0.5)", a.per_second / b.per_second);
+    println!(
+        "  (h) one-line wasm / (c) floor  = {:.2} (the cost of an instance per review)",
+        h.per_second / c.per_second
+    );
     println!("  (d) cache hits / (c) floor     = {:.2} (target >= 0.8)", d.per_second / c.per_second);
     println!("  (e) issued token / (a)         = {:.2} (target >= 0.5)", e.per_second / a.per_second);
     println!(
