@@ -6,11 +6,9 @@ mod logging;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = commands::Cli::parse();
-    logging::init(cli.verbose, cli.quiet, cli.command.default_log_level());
+    let cli = commands::Cli::parse_args();
+    logging::init(cli.global.verbose, cli.global.quiet, cli.command.default_log_level());
     match cli.command.run() {
         Ok(code) => code,
         Err(error) => {

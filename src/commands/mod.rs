@@ -22,14 +22,62 @@ use tracing::Level;
 #[derive(Debug, Parser)]
 #[command(name = "credbroker", version, propagate_version = true)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options of every subcommand.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Only errors on stderr.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+}
+
+impl Cli {
+    /// Parse the command line; on an error, print it (or the help asked for)
+    /// and exit.
+    ///
+    /// kubectl runs `credbroker get` before every request, and building the
+    /// whole command tree (every subcommand's arguments and help texts) is
+    /// most of what clap costs it: the memory it touches is page-faulted in
+    /// on every run. So a command line starting with `get` is parsed by a tree
+    /// holding `get` alone, declared from the same types and giving the same
+    /// answers, help and errors (checked by a test).
+    pub fn parse_args() -> Self {
+        if std::env::args_os().nth(1).is_some_and(|first| first == "get") {
+            return GetCli::parse().into();
+        }
+        Self::parse()
+    }
+}
+
+/// The command tree for `credbroker get` alone (see [`Cli::parse_args`]).
+#[derive(Debug, Parser)]
+#[command(name = "credbroker", version, propagate_version = true)]
+struct GetCli {
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
-    pub command: Command,
+    command: GetOnly,
+}
+
+#[derive(Debug, Subcommand)]
+enum GetOnly {
+    /// Print an ExecCredential for kubectl (the exec credential plugin).
+    Get(get::GetArgs),
+}
+
+impl From<GetCli> for Cli {
+    fn from(cli: GetCli) -> Self {
+        let GetOnly::Get(args) = cli.command;
+        Self { global: cli.global, command: Command::Get(args) }
+    }
 }
 
 /// The subcommands.
@@ -94,6 +142,45 @@ impl Command {
                 Ok(ExitCode::SUCCESS)
             }
             Self::Plugin(command) => plugin::run(command),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What clap makes of a command line: the parsed value's debug form, or
+    /// the text it prints (an error, the help, the version).
+    fn outcome(parsed: Result<Cli, clap::Error>) -> String {
+        match parsed {
+            Ok(cli) => format!("{cli:?}"),
+            Err(e) => format!("{:?}: {}", e.kind(), e.render()),
+        }
+    }
+
+    #[test]
+    fn the_get_only_tree_answers_like_the_whole_one() {
+        for line in [
+            "get --provider ldap",
+            "get --provider=ldap --set a=b --set c=env:D -v",
+            "get -q --plugin ./p.wasm --allow-http https://idp.example --allow-file /etc/x --no-cache",
+            "get --api-version v1 --config /c.toml --provider x",
+            "get --api-version v3 --provider x",
+            "get --provider a --plugin b",
+            "get -q -v --provider a",
+            "get",
+            "get --bogus",
+            "get --provider",
+            "get extra --provider a",
+            "get --help",
+            "get -h",
+            "get --version",
+        ] {
+            let argv = std::iter::once("credbroker").chain(line.split(' '));
+            let whole = outcome(Cli::try_parse_from(argv.clone()));
+            let alone = outcome(GetCli::try_parse_from(argv).map(Cli::from));
+            assert_eq!(alone, whole, "credbroker {line}");
         }
     }
 }
