@@ -12,7 +12,8 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked && cp target/release/credbroker /credbroker
+    cargo build --release --locked \
+    && cp "target/$(rustc -vV | sed -n 's/^host: //p')/release/credbroker" /credbroker
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /credbroker /usr/local/bin/credbroker
