@@ -4,7 +4,8 @@
 //!
 //! - fresh credential from a precompiled plugin vs `/bin/true`  (target ≤ 3.5×)
 //! - first run, compiling the plugin (target ≤ 150 ms for ~250 KB)
-//! - cache hit vs a native binary printing the same JSON        (target ≤ 1.3×)
+//! - cache hit vs a native binary printing the same JSON        (target ≤ 1.3×),
+//!   built both as the project builds (static) and by plain `rustc -O`
 //! - peak RSS of `credbroker get`                               (target ≤ 15 MB)
 //!
 //! Run with `cargo bench --bench startup`. `STARTUP_RUNS` sets the repetitions.
@@ -74,6 +75,18 @@ fn measure(runs: usize, mut make: impl FnMut() -> Command, mut before_each: impl
     Stats { median: times[times.len() / 2], p90: times[times.len() * 9 / 10], max_rss_kib: max_rss }
 }
 
+/// The native reference compiled by `rustc -O` with no other flags (a
+/// dynamically linked executable), or `None` when rustc is not at hand.
+fn compile_default_native(dir: &Path) -> Option<PathBuf> {
+    let source = dir.join("native.rs");
+    let binary = dir.join("native");
+    std::fs::write(&source, format!("fn main() {{ println!(\"{{}}\", {CREDENTIAL_JSON:?}); }}\n")).ok()?;
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let built =
+        Command::new(rustc).arg("-O").arg(&source).arg("-o").arg(&binary).env_remove("RUSTFLAGS").status().ok()?;
+    built.success().then_some(binary)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -104,7 +117,11 @@ fn main() {
     };
     let artifacts = home.path().join(".cache/credbroker/artifacts");
 
+    // The native reference, twice: this benchmark binary, built the way the
+    // project builds (statically linked, like credbroker), and the same
+    // program built by plain `rustc -O` (dynamically linked, the default).
     let native = std::env::current_exe().expect("current exe");
+    let default_native = compile_default_native(home.path());
     // Warm the artifact cache (for the precompiled runs) and the credential
     // cache (for the hits: a credential with an expiry is cached).
     run_once(&mut get(home.path(), &["--no-cache"]));
@@ -115,10 +132,15 @@ fn main() {
         c.env("CREDBROKER_BENCH_NATIVE", "1");
         c
     };
+    let mut default_native_cmd = || Command::new(default_native.as_deref().unwrap_or(Path::new("/bin/true")));
     let mut hit_cmd = || get(home.path(), &["--set", "expires-in=86400"]);
     let mut fresh_cmd = || get(home.path(), &["--no-cache"]);
-    let stats = measure_interleaved(runs, &mut [&mut true_cmd, &mut native_cmd, &mut hit_cmd, &mut fresh_cmd]);
-    let [true_stats, native_stats, hit, fresh] = <[Stats; 4]>::try_from(stats).ok().expect("four commands");
+    let stats = measure_interleaved(
+        runs,
+        &mut [&mut true_cmd, &mut native_cmd, &mut default_native_cmd, &mut hit_cmd, &mut fresh_cmd],
+    );
+    let [true_stats, native_stats, default_native_stats, hit, fresh] =
+        <[Stats; 5]>::try_from(stats).ok().expect("five commands");
     let compile_runs = (runs / 10).max(5);
     let first = measure(
         compile_runs,
@@ -159,6 +181,9 @@ fn main() {
     };
     row("/bin/true", &true_stats);
     row("native Rust binary printing the credential", &native_stats);
+    if default_native.is_some() {
+        row("  the same, built by plain rustc -O (dynamic)", &default_native_stats);
+    }
     row("credbroker get, cache hit", &hit);
     row("credbroker get, precompiled static plugin", &fresh);
     row("credbroker get, first run (compiles static)", &first);
@@ -168,6 +193,12 @@ fn main() {
     println!("ratios:");
     println!("  precompiled run / /bin/true   = {:.2}x (target <= 3.5x)", ms(fresh.median) / ms(true_stats.median));
     println!("  cache hit / native binary     = {:.2}x (target <= 1.3x)", ms(hit.median) / ms(native_stats.median));
+    if default_native.is_some() {
+        println!(
+            "  cache hit / rustc -O binary   = {:.2}x (target <= 1.3x)",
+            ms(hit.median) / ms(default_native_stats.median)
+        );
+    }
     println!(
         "  first run (compile)           = {:.1} ms (target <= 150 ms for ~250 KB)",
         ms(probe_first.as_ref().map_or(first.median, |(_, s)| s.median))

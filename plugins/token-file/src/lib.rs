@@ -101,17 +101,37 @@ fn fields_slow(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// Every entry of the file, in order, or the first bad line.
-fn entries(text: &str) -> Entries<'_> {
-    Entries { text, at: 0, number: 0 }
+fn entries(text: &str) -> impl Iterator<Item = Result<Entry<'_>, String>> {
+    let mut lines = Lines { text, at: 0, number: 0 };
+    std::iter::from_fn(move || {
+        loop {
+            let entry = match lines.next()? {
+                Line::Simple(fields, count) => simple_entry(text, &fields, count).map_err(String::from),
+                Line::Other(line) => match general_line(line) {
+                    None => continue,
+                    Some(entry) => entry,
+                },
+            };
+            return Some(entry.map_err(|what| lines.bad(&what)));
+        }
+    })
 }
 
-/// The lines of a token file as entries. Most lines are simple: quotes, if
-/// any, only around whole fields, and no `""` escapes. One pass over their
-/// bytes, a word at a time, finds the end of the line and the fields, which are
-/// slices of the text. Other lines, blank lines and comments go through the
-/// general rules of [`general_line`]. The validator reads the whole file on
-/// every review, so this loop is its cost.
-struct Entries<'a> {
+/// One line of a token file, as [`scan_line`] found it.
+enum Line<'a> {
+    /// A simple line (quotes, if any, only around whole fields, and no `""`
+    /// escapes) that is not blank or a comment: its first four fields, as
+    /// offsets in the text, and how many there are.
+    Simple([(usize, usize); 4], usize),
+    /// Any other line, without trailing `\r`s, for the general rules of
+    /// [`general_line`].
+    Other(&'a str),
+}
+
+/// The lines of a token file. One pass over each line's bytes, a word at a
+/// time, finds its end and, for a simple line, its fields. The validator reads
+/// the whole file on every review, so this loop is its cost.
+struct Lines<'a> {
     text: &'a str,
     /// Byte offset of the next line.
     at: usize,
@@ -119,25 +139,28 @@ struct Entries<'a> {
     number: usize,
 }
 
-impl<'a> Iterator for Entries<'a> {
-    type Item = Result<Entry<'a>, String>;
+impl Lines<'_> {
+    /// `what` is wrong with the line last read.
+    fn bad(&self, what: &str) -> String {
+        format!("line {}: {what}", self.number)
+    }
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
-        while self.at < self.text.len() {
-            let start = self.at;
-            let scan = scan_line(self.text.as_bytes(), start);
-            self.at = scan.newline + 1;
-            self.number += 1;
-            let entry = match scan.fields {
-                Some((fields, count)) => simple_entry(self.text, &fields, count).map_err(String::from),
-                None => match general_line(&self.text[start..scan.end]) {
-                    None => continue,
-                    Some(entry) => entry,
-                },
-            };
-            return Some(entry.map_err(|what| format!("line {}: {what}", self.number)));
+impl<'a> Iterator for Lines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        let start = self.at;
+        if start >= self.text.len() {
+            return None;
         }
-        None
+        let scan = scan_line(self.text.as_bytes(), start);
+        self.at = scan.newline + 1;
+        self.number += 1;
+        Some(match scan.fields {
+            Some((fields, count)) => Line::Simple(fields, count),
+            None => Line::Other(&self.text[start..scan.end]),
+        })
     }
 }
 
@@ -258,19 +281,28 @@ fn scan_line(bytes: &[u8], start: usize) -> LineScan {
     LineScan { newline, end, fields: (simple && visible).then_some((fields, count)) }
 }
 
-/// A simple line's entry, from the field offsets [`scan_line`] found.
-fn simple_entry<'a>(text: &'a str, fields: &[(usize, usize); 4], count: usize) -> Result<Entry<'a>, &'static str> {
-    // Every span starts after a quote, a comma or a line start and ends before
-    // one or at a line end: on character boundaries.
-    let field = |i: usize| fields.get(i).and_then(|&(from, to)| text.get(from..to)).unwrap_or("");
-    let (token, user) = (field(0), field(1));
+/// A field of a simple line: every span starts after a quote, a comma or a
+/// line start and ends before one or at a line end, on character boundaries.
+fn field<'a>(text: &'a str, fields: &[(usize, usize); 4], i: usize) -> &'a str {
+    fields.get(i).and_then(|&(from, to)| text.get(from..to)).unwrap_or("")
+}
+
+/// What is wrong with a simple line, if anything.
+fn check_simple(text: &str, fields: &[(usize, usize); 4], count: usize) -> Result<(), &'static str> {
     if count < 3 {
         Err(NEEDS_THREE)
-    } else if token.is_empty() || user.is_empty() {
+    } else if field(text, fields, 0).is_empty() || field(text, fields, 1).is_empty() {
         Err(NOT_EMPTY)
     } else {
-        Ok(Entry { token: token.into(), user: user.into(), uid: field(2).into(), groups: field(3).into() })
+        Ok(())
     }
+}
+
+/// A simple line's entry, from the field offsets [`scan_line`] found.
+fn simple_entry<'a>(text: &'a str, fields: &[(usize, usize); 4], count: usize) -> Result<Entry<'a>, &'static str> {
+    check_simple(text, fields, count)?;
+    let field = |i| Cow::Borrowed(field(text, fields, i));
+    Ok(Entry { token: field(0), user: field(1), uid: field(2), groups: field(3) })
 }
 
 const NEEDS_THREE: &str = "needs at least token,user,uid";
@@ -307,8 +339,23 @@ pub fn parse(text: &str) -> Result<Vec<Entry<'_>>, String> {
 /// A message naming the first bad line.
 pub fn lookup<'a>(text: &'a str, token: &str) -> Result<Option<Entry<'a>>, String> {
     let mut found = None;
-    for entry in entries(text) {
-        let entry = entry?;
+    let mut lines = Lines { text, at: 0, number: 0 };
+    while let Some(line) = lines.next() {
+        let entry = match line {
+            // Checked and compared in place: an entry is built only for the
+            // line that matches.
+            Line::Simple(fields, count) => {
+                check_simple(text, &fields, count).map_err(|what| lines.bad(what))?;
+                if !constant_time_eq(field(text, &fields, 0).as_bytes(), token.as_bytes()) || found.is_some() {
+                    continue;
+                }
+                simple_entry(text, &fields, count).map_err(|what| lines.bad(what))?
+            }
+            Line::Other(line) => match general_line(line) {
+                None => continue,
+                Some(entry) => entry.map_err(|what| lines.bad(&what))?,
+            },
+        };
         if constant_time_eq(entry.token.as_bytes(), token.as_bytes()) && found.is_none() {
             found = Some(entry);
         }
@@ -493,7 +540,16 @@ mod tests {
         };
         for _ in 0..20_000 {
             let text: String = (0..next(24)).map(|_| pieces[next(pieces.len())]).collect();
-            assert_eq!(entries(&text).collect::<Vec<_>>(), reference_entries(&text), "{text:?}");
+            let reference = reference_entries(&text);
+            assert_eq!(entries(&text).collect::<Vec<_>>(), reference, "{text:?}");
+            for token in ["a", "tok", "long-field-value", "\"", "é"] {
+                let expected = reference
+                    .iter()
+                    .cloned()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|all| all.into_iter().find(|e| e.token == token));
+                assert_eq!(lookup(&text, token), expected, "{token} in {text:?}");
+            }
         }
     }
 
