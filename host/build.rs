@@ -127,27 +127,34 @@ fn build_plugins(root: &Path, target_dir: &Path, plugins: &[PluginCrate]) {
         );
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command.current_dir(root).args(["build", "--profile", PROFILE, "--target", TARGET, "--target-dir"]).arg(target_dir);
+    // One `cargo rustc` per plugin, each asking for a cdylib (a component, on
+    // wasm32-wasip2): the crates themselves stay plain libraries, so that
+    // their native builds (unit tests), linked statically on x86_64 Linux,
+    // do not ask for a crate type that cannot be.
     for plugin in plugins {
-        command.args(["-p", &plugin.package]);
-    }
-    // The outer build's settings are for the host, not for wasm.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_MAKEFLAGS",
-        "CARGO_PRIMARY_PACKAGE",
-        "CARGO_PROFILE_RELEASE_DEBUG",
-    ] {
-        command.env_remove(var);
-    }
-    let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo to build the plugins: {e}"));
-    if !status.success() {
-        panic!("building the bundled plugins failed ({status}); see the cargo output above");
+        let mut command = Command::new(&cargo);
+        command
+            .current_dir(root)
+            .args(["rustc", "--lib", "--crate-type", "cdylib", "--profile", PROFILE, "--target", TARGET])
+            .args(["-p", &plugin.package, "--target-dir"])
+            .arg(target_dir);
+        // The outer build's settings are for the host, not for wasm.
+        for var in [
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTFLAGS",
+            "CARGO_BUILD_RUSTFLAGS",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_MAKEFLAGS",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_PROFILE_RELEASE_DEBUG",
+        ] {
+            command.env_remove(var);
+        }
+        let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo to build the plugins: {e}"));
+        if !status.success() {
+            panic!("building the bundled plugin {} failed ({status}); see the cargo output above", plugin.package);
+        }
     }
 }

@@ -45,22 +45,28 @@ pub fn test_plugin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut command = Command::new(cargo);
-        command
-            .current_dir(root())
-            .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2", "--target-dir"])
-            .arg(plugin_target_dir());
+        // As host/build.rs does: one `cargo rustc` per plugin library, asking
+        // for a cdylib (the crates are plain libraries).
         for entry in std::fs::read_dir(root().join("tests/plugins")).expect("tests/plugins") {
             let dir = entry.expect("entry").path();
+            let package = format!("test-plugin-{}", dir.file_name().and_then(|n| n.to_str()).expect("utf-8 name"));
+            let mut command = Command::new(&cargo);
+            command.current_dir(root());
+            if dir.join("src/lib.rs").exists() {
+                command.args(["rustc", "--lib", "--crate-type", "cdylib"]);
+            } else {
+                // A WASI command: a binary.
+                command.arg("build");
+            }
             command
-                .arg("-p")
-                .arg(format!("test-plugin-{}", dir.file_name().and_then(|n| n.to_str()).expect("utf-8 name")));
+                .args(["--profile", "plugin", "--target", "wasm32-wasip2", "-p", &package, "--target-dir"])
+                .arg(plugin_target_dir());
+            for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+                command.env_remove(var);
+            }
+            let status = command.status().expect("running cargo to build the test plugins");
+            assert!(status.success(), "building the test plugin {package} failed");
         }
-        for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
-            command.env_remove(var);
-        }
-        let status = command.status().expect("running cargo to build the test plugins");
-        assert!(status.success(), "building the test plugins failed");
     });
     let dir = plugin_target_dir().join("wasm32-wasip2/plugin");
     let snake = dir.join(format!("test_plugin_{}.wasm", name.replace('-', "_")));
