@@ -25,7 +25,7 @@ pub fn init(verbose: u8, quiet: bool, default: Level) {
         Ok(directives) if !directives.is_empty() => {
             let filter =
                 tracing_subscriber::EnvFilter::builder().with_default_directive(level.into()).parse_lossy(directives);
-            formatter().with_env_filter(filter).init();
+            stderr_formatter().with_env_filter(filter).init();
         }
         // The only failure is a logger already installed: keep that one.
         _ => {
@@ -42,7 +42,7 @@ type Formatter = tracing_subscriber::fmt::SubscriberBuilder<
     fn() -> std::io::Stderr,
 >;
 
-fn formatter() -> Formatter {
+fn stderr_formatter() -> Formatter {
     tracing_subscriber::fmt().with_writer(std::io::stderr as fn() -> std::io::Stderr).with_target(false).without_time()
 }
 
@@ -58,7 +58,7 @@ struct Deferred {
 
 impl Deferred {
     fn formatter(&self) -> &Dispatch {
-        self.formatter.get_or_init(|| Dispatch::new(formatter().with_max_level(self.level).finish()))
+        self.formatter.get_or_init(|| Dispatch::new(stderr_formatter().with_max_level(self.level).finish()))
     }
 }
 

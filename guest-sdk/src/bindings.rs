@@ -7,71 +7,43 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+/// Export glue for one world: its own exports, using the host interfaces
+/// generated above (one list of them for every world).
+macro_rules! world_glue {
+    ($world:tt, $export_macro:tt, $module:tt) => {
+        wit_bindgen::generate!({
+            world: $world,
+            path: "../wit",
+            with: {
+                "credbroker:plugin/types@0.1.2": crate::bindings::credbroker::plugin::types,
+                "credbroker:plugin/config@0.1.2": crate::bindings::credbroker::plugin::config,
+                "credbroker:plugin/log@0.1.2": crate::bindings::credbroker::plugin::log,
+                "credbroker:plugin/prompt@0.1.2": crate::bindings::credbroker::plugin::prompt,
+                "credbroker:plugin/http@0.1.2": crate::bindings::credbroker::plugin::http,
+                "credbroker:plugin/files@0.1.2": crate::bindings::credbroker::plugin::files,
+                "credbroker:plugin/ldap@0.1.2": crate::bindings::credbroker::plugin::ldap,
+                "credbroker:plugin/state@0.1.2": crate::bindings::credbroker::plugin::state,
+                "credbroker:plugin/loopback@0.1.2": crate::bindings::credbroker::plugin::loopback,
+                "credbroker:plugin/crypto@0.1.2": crate::bindings::credbroker::plugin::crypto,
+            },
+            pub_export_macro: true,
+            export_macro_name: $export_macro,
+            default_bindings_module: $module,
+        });
+    };
+}
+
 /// Export glue for the `provider` world.
 pub mod provider {
-    wit_bindgen::generate!({
-        world: "provider",
-        path: "../wit",
-        with: {
-            "credbroker:plugin/types@0.1.2": crate::bindings::credbroker::plugin::types,
-            "credbroker:plugin/config@0.1.2": crate::bindings::credbroker::plugin::config,
-            "credbroker:plugin/log@0.1.2": crate::bindings::credbroker::plugin::log,
-            "credbroker:plugin/prompt@0.1.2": crate::bindings::credbroker::plugin::prompt,
-            "credbroker:plugin/http@0.1.2": crate::bindings::credbroker::plugin::http,
-            "credbroker:plugin/files@0.1.2": crate::bindings::credbroker::plugin::files,
-            "credbroker:plugin/ldap@0.1.2": crate::bindings::credbroker::plugin::ldap,
-            "credbroker:plugin/state@0.1.2": crate::bindings::credbroker::plugin::state,
-            "credbroker:plugin/loopback@0.1.2": crate::bindings::credbroker::plugin::loopback,
-            "credbroker:plugin/crypto@0.1.2": crate::bindings::credbroker::plugin::crypto,
-        },
-        pub_export_macro: true,
-        export_macro_name: "export_provider_world",
-        default_bindings_module: "credbroker_sdk::bindings::provider",
-    });
+    world_glue!("provider", "export_provider_world", "credbroker_sdk::bindings::provider");
 }
 
 /// Export glue for the `validator` world.
 pub mod validator {
-    wit_bindgen::generate!({
-        world: "validator",
-        path: "../wit",
-        with: {
-            "credbroker:plugin/types@0.1.2": crate::bindings::credbroker::plugin::types,
-            "credbroker:plugin/config@0.1.2": crate::bindings::credbroker::plugin::config,
-            "credbroker:plugin/log@0.1.2": crate::bindings::credbroker::plugin::log,
-            "credbroker:plugin/prompt@0.1.2": crate::bindings::credbroker::plugin::prompt,
-            "credbroker:plugin/http@0.1.2": crate::bindings::credbroker::plugin::http,
-            "credbroker:plugin/files@0.1.2": crate::bindings::credbroker::plugin::files,
-            "credbroker:plugin/ldap@0.1.2": crate::bindings::credbroker::plugin::ldap,
-            "credbroker:plugin/state@0.1.2": crate::bindings::credbroker::plugin::state,
-            "credbroker:plugin/loopback@0.1.2": crate::bindings::credbroker::plugin::loopback,
-            "credbroker:plugin/crypto@0.1.2": crate::bindings::credbroker::plugin::crypto,
-        },
-        pub_export_macro: true,
-        export_macro_name: "export_validator_world",
-        default_bindings_module: "credbroker_sdk::bindings::validator",
-    });
+    world_glue!("validator", "export_validator_world", "credbroker_sdk::bindings::validator");
 }
 
 /// Export glue for the `login` world.
 pub mod login {
-    wit_bindgen::generate!({
-        world: "login",
-        path: "../wit",
-        with: {
-            "credbroker:plugin/types@0.1.2": crate::bindings::credbroker::plugin::types,
-            "credbroker:plugin/config@0.1.2": crate::bindings::credbroker::plugin::config,
-            "credbroker:plugin/log@0.1.2": crate::bindings::credbroker::plugin::log,
-            "credbroker:plugin/prompt@0.1.2": crate::bindings::credbroker::plugin::prompt,
-            "credbroker:plugin/http@0.1.2": crate::bindings::credbroker::plugin::http,
-            "credbroker:plugin/files@0.1.2": crate::bindings::credbroker::plugin::files,
-            "credbroker:plugin/ldap@0.1.2": crate::bindings::credbroker::plugin::ldap,
-            "credbroker:plugin/state@0.1.2": crate::bindings::credbroker::plugin::state,
-            "credbroker:plugin/loopback@0.1.2": crate::bindings::credbroker::plugin::loopback,
-            "credbroker:plugin/crypto@0.1.2": crate::bindings::credbroker::plugin::crypto,
-        },
-        pub_export_macro: true,
-        export_macro_name: "export_login_world",
-        default_bindings_module: "credbroker_sdk::bindings::login",
-    });
+    world_glue!("login", "export_login_world", "credbroker_sdk::bindings::login");
 }

@@ -372,17 +372,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The first entry whose token is `token`, comparing with every entry.
-pub fn find<'e, 'a>(entries: &'e [Entry<'a>], token: &str) -> Option<&'e Entry<'a>> {
-    let mut found = None;
-    for entry in entries {
-        if constant_time_eq(entry.token.as_bytes(), token.as_bytes()) && found.is_none() {
-            found = Some(entry);
-        }
-    }
-    found
-}
-
 struct TokenFile;
 
 impl Validator for TokenFile {
@@ -418,8 +407,9 @@ mod tests {
         assert_eq!(groups(&entries[1]), Vec::<String>::new());
         assert_eq!(entries[2].token, "t,3");
         assert_eq!(groups(&entries[2]), ["a\"b"]);
-        assert_eq!(find(&entries, "t2").unwrap().user, "bob");
-        assert!(find(&entries, "t").is_none());
+        let same = "# comment\n\nt1,alice,1001,\"devs,ops\"\nt2,bob,1002\r\n\"t,3\",carol,,\"a\"\"b\"\n";
+        assert_eq!(lookup(same, "t2").unwrap().unwrap().user, "bob");
+        assert!(lookup(same, "t").unwrap().is_none());
         let text = "# comment\nt1,alice,1001\nt2,bob,1002\n";
         assert_eq!(lookup(text, "t2").unwrap().unwrap().user, "bob");
         assert_eq!(lookup(text, "t3").unwrap(), None);
