@@ -15,16 +15,16 @@ macro_rules! world_glue {
             world: $world,
             path: "../wit",
             with: {
-                "credbroker:plugin/types@0.1.2": crate::bindings::credbroker::plugin::types,
-                "credbroker:plugin/config@0.1.2": crate::bindings::credbroker::plugin::config,
-                "credbroker:plugin/log@0.1.2": crate::bindings::credbroker::plugin::log,
-                "credbroker:plugin/prompt@0.1.2": crate::bindings::credbroker::plugin::prompt,
-                "credbroker:plugin/http@0.1.2": crate::bindings::credbroker::plugin::http,
-                "credbroker:plugin/files@0.1.2": crate::bindings::credbroker::plugin::files,
-                "credbroker:plugin/ldap@0.1.2": crate::bindings::credbroker::plugin::ldap,
-                "credbroker:plugin/state@0.1.2": crate::bindings::credbroker::plugin::state,
-                "credbroker:plugin/loopback@0.1.2": crate::bindings::credbroker::plugin::loopback,
-                "credbroker:plugin/crypto@0.1.2": crate::bindings::credbroker::plugin::crypto,
+                "credbroker:plugin/types@0.1.3": crate::bindings::credbroker::plugin::types,
+                "credbroker:plugin/config@0.1.3": crate::bindings::credbroker::plugin::config,
+                "credbroker:plugin/log@0.1.3": crate::bindings::credbroker::plugin::log,
+                "credbroker:plugin/prompt@0.1.3": crate::bindings::credbroker::plugin::prompt,
+                "credbroker:plugin/http@0.1.3": crate::bindings::credbroker::plugin::http,
+                "credbroker:plugin/files@0.1.3": crate::bindings::credbroker::plugin::files,
+                "credbroker:plugin/ldap@0.1.3": crate::bindings::credbroker::plugin::ldap,
+                "credbroker:plugin/state@0.1.3": crate::bindings::credbroker::plugin::state,
+                "credbroker:plugin/loopback@0.1.3": crate::bindings::credbroker::plugin::loopback,
+                "credbroker:plugin/crypto@0.1.3": crate::bindings::credbroker::plugin::crypto,
             },
             pub_export_macro: true,
             export_macro_name: $export_macro,
@@ -38,9 +38,11 @@ pub mod provider {
     world_glue!("provider", "export_provider_world", "credbroker_sdk::bindings::provider");
 }
 
-/// Export glue for the `validator` world.
+/// Export glue for the `validator-with-setup` world: every validator the SDK
+/// builds exports `validator-setup` (a no-op unless the plugin overrides
+/// [`Validator::setup`](crate::Validator::setup)).
 pub mod validator {
-    world_glue!("validator", "export_validator_world", "credbroker_sdk::bindings::validator");
+    world_glue!("validator-with-setup", "export_validator_world", "credbroker_sdk::bindings::validator");
 }
 
 /// Export glue for the `login` world.

@@ -83,7 +83,28 @@ pub trait Provider {
 
 /// A token validator: what `credbroker serve` runs to decide whose bearer token
 /// the API server is asking about.
+///
+/// Every review runs in a fresh instance. Work that depends only on the
+/// configuration (reading and indexing a file, compiling expressions) belongs
+/// in [`Validator::setup`]: the host runs it once per load and every review
+/// starts from the instance as `setup` left it. Keep what `setup` builds in a
+/// `static` (e.g. a [`std::sync::OnceLock`]), and have `validate` fall back to
+/// building it when it is absent, so the plugin also runs on hosts that do not
+/// call `setup` (before contract 0.1.3).
 pub trait Validator {
+    /// Prepare for reviews, once per load of the configuration (start-up,
+    /// every reload, `serve --check`), with the validator's settings and
+    /// grants. The default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::misconfigured`] for settings or files that make no sense: the
+    /// load fails with the message, and a reload keeps the previous
+    /// configuration serving.
+    fn setup() -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Decide on `review`. Return [`ReviewOutcome::Rejected`] for a token that is
     /// not valid; reserve errors for faults.
     ///
@@ -176,6 +197,13 @@ macro_rules! export_validator {
                     review: $crate::TokenReview,
                 ) -> ::core::result::Result<$crate::ReviewOutcome, $crate::Error> {
                     <$validator as $crate::Validator>::validate(review)
+                }
+            }
+            impl $crate::bindings::validator::exports::credbroker::plugin::validator_setup::Guest
+                for __CredbrokerValidator
+            {
+                fn setup() -> ::core::result::Result<(), $crate::Error> {
+                    <$validator as $crate::Validator>::setup()
                 }
             }
             $crate::bindings::validator::export_validator_world!(

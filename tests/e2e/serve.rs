@@ -329,3 +329,53 @@ fn kubectl_reaches_a_cluster_whose_apiserver_asks_credbroker() {
     assert_ne!(run.code, Some(0));
     assert!(run.stderr.contains("Unauthorized"), "{}", run.stderr);
 }
+
+/// A probe validator whose `validator-setup` does `setup` (with `value`).
+fn probe_with_setup(name: &str, setup: &str, value: &str) -> String {
+    format!(
+        "[[validators]]\nname = {name:?}\nplugin = {:?}\n[validators.settings]\nbehavior = \"remember-token\"\nsetup = {setup:?}\nvalue = {value:?}\n[validators.limits]\ncpu-ms = 200\ntimeout-ms = 2000\n",
+        probe().display().to_string()
+    )
+}
+
+#[test]
+fn every_review_starts_from_what_setup_left_and_nothing_else() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(
+        &env,
+        &format!("[cache]\npositive-ttl-seconds = 0\n{}", probe_with_setup("prepared", "remember", "ready")),
+    );
+    for token in ["first-token", "second-token"] {
+        let (status, answer) = webhook.review("v1", token, &[]);
+        assert_eq!(status, 200, "{answer}");
+        // What setup built is there; the earlier review's token is not.
+        assert_eq!(answer["status"]["user"]["username"], "setup-ready.previous-none", "{answer}");
+    }
+}
+
+#[test]
+fn a_failing_setup_is_a_load_error_in_check_start_up_and_reload() {
+    let env = UserEnv::new();
+    let dir = env.home().join("setup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("serve.toml");
+    let plain = "[server]\ninsecure-plain-http = true\nlisten = \"127.0.0.1:0\"\n";
+    std::fs::write(&config, format!("{plain}{}", probe_with_setup("picky", "fail", ""))).unwrap();
+    let check = env.run(&["serve", "--config", config.to_str().unwrap(), "--check"]);
+    let error = check.error();
+    assert!(error.contains("validator `picky`"), "{error}");
+    assert!(error.contains("setup refuses this configuration"), "{error}");
+
+    std::fs::write(&config, format!("{plain}{}", probe_with_setup("looping", "loop", ""))).unwrap();
+    let check = env.run(&["serve", "--config", config.to_str().unwrap(), "--check"]);
+    let error = check.error();
+    assert!(error.contains("validator `looping`") && error.contains("CPU time limit of 200 ms"), "{error}");
+
+    // A reload to a configuration whose setup fails keeps the old one serving.
+    let webhook = Webhook::start(&env, &probe_with_setup("prepared", "remember", "one"));
+    webhook.rewrite(&probe_with_setup("prepared", "fail", ""));
+    webhook.wait_for("the failed reload", || webhook.metric(r#"credbroker_reloads_total{result="failure"}"#) >= 1.0);
+    assert!(webhook.log().contains("setup refuses this configuration"), "{}", webhook.log());
+    let (_, answer) = webhook.review("v1", "tok", &[]);
+    assert_eq!(answer["status"]["user"]["username"], "setup-one.previous-none", "{answer}");
+}

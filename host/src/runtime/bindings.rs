@@ -36,6 +36,29 @@ pub mod validator {
     });
 }
 
+/// The `validator-with-setup` world (0.1.3): a validator that also exports
+/// `validator-setup`; same imports again.
+pub mod validator_with_setup {
+    wasmtime::component::bindgen!({
+        world: "validator-with-setup",
+        path: "../wit",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "credbroker:plugin/types": super::provider::credbroker::plugin::types,
+            "credbroker:plugin/config": super::provider::credbroker::plugin::config,
+            "credbroker:plugin/log": super::provider::credbroker::plugin::log,
+            "credbroker:plugin/prompt": super::provider::credbroker::plugin::prompt,
+            "credbroker:plugin/http": super::provider::credbroker::plugin::http,
+            "credbroker:plugin/files": super::provider::credbroker::plugin::files,
+            "credbroker:plugin/ldap": super::provider::credbroker::plugin::ldap,
+            "credbroker:plugin/state": super::provider::credbroker::plugin::state,
+            "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
+            "credbroker:plugin/crypto": super::provider::credbroker::plugin::crypto,
+        },
+    });
+}
+
 /// The `login` world; same imports again.
 pub mod login {
     wasmtime::component::bindgen!({

@@ -29,6 +29,7 @@ use self::bindings::types::{
     Credential, CredentialRequest, CredentialSecret, PluginError, ReviewOutcome, TokenReview, UserInfo,
 };
 use self::bindings::validator::ValidatorPre;
+use self::bindings::validator_with_setup::ValidatorWithSetupPre;
 pub use self::engine::Allocation;
 use self::limits::{LimitExceeded, Limits, ResourceGuard};
 use self::output::GuestOutput;
@@ -266,6 +267,7 @@ impl Runtime {
             shape,
             provider: None,
             validator: None,
+            validator_setup: None,
             login: None,
         };
         for world in implemented {
@@ -274,7 +276,11 @@ impl Runtime {
                     loaded.provider = Some(ProviderPre::new(pre.clone()).map_err(|e| contract(format!("{e:#}")))?)
                 }
                 World::Validator => {
-                    loaded.validator = Some(ValidatorPre::new(pre.clone()).map_err(|e| contract(format!("{e:#}")))?)
+                    loaded.validator = Some(ValidatorPre::new(pre.clone()).map_err(|e| contract(format!("{e:#}")))?);
+                    if loaded.shape.has_validator_setup() {
+                        loaded.validator_setup =
+                            Some(ValidatorWithSetupPre::new(pre.clone()).map_err(|e| contract(format!("{e:#}")))?);
+                    }
                 }
                 World::Login => {
                     loaded.login = Some(LoginPre::new(pre.clone()).map_err(|e| contract(format!("{e:#}")))?)
@@ -314,6 +320,8 @@ pub struct LoadedPlugin {
     shape: ComponentShape,
     provider: Option<ProviderPre<HostState>>,
     validator: Option<ValidatorPre<HostState>>,
+    /// The same validator with its `validator-setup` export, when it has one.
+    validator_setup: Option<ValidatorWithSetupPre<HostState>>,
     login: Option<LoginPre<HostState>>,
 }
 
@@ -458,7 +466,37 @@ impl LoadedPlugin {
         Ok(credential)
     }
 
-    /// Ask a validator about a token.
+    /// Whether it exports `validator-setup`, which [`LoadedPlugin::setup`] runs.
+    pub fn has_setup(&self) -> bool {
+        self.validator_setup.is_some()
+    }
+
+    /// Run a validator's `validator-setup` once, as a load does: an error
+    /// means the configuration cannot serve. A validator without the export
+    /// needs no setup.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError`] when setup fails or hits a limit.
+    pub async fn setup(&self, engine: &Engine, sandbox: &Sandbox) -> Result<(), RunError> {
+        let Some(pre) = &self.validator_setup else {
+            return if self.validator.is_some() { Ok(()) } else { Err(self.not_a(World::Validator)) };
+        };
+        let (mut store, log) = self.new_store(engine, sandbox, false);
+        let call = async {
+            let validator = pre.instantiate_async(&mut store).await?;
+            validator.credbroker_plugin_validator_setup().call_setup(&mut store).await
+        };
+        let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
+        result.map_err(|error| RunError::Plugin {
+            plugin: self.name.to_string(),
+            error: redact_plugin_error(error, &log),
+        })
+    }
+
+    /// Ask a validator about a token. A validator with `validator-setup` is
+    /// set up in the review's own instance first, so the review starts from
+    /// the state setup leaves.
     ///
     /// # Errors
     ///
@@ -476,6 +514,13 @@ impl LoadedPlugin {
         // The token under review is a secret of this run like any other.
         log.mark_secret(&review.token);
         let call = async {
+            if let Some(with_setup) = &self.validator_setup {
+                let validator = with_setup.instantiate_async(&mut store).await?;
+                if let Err(error) = validator.credbroker_plugin_validator_setup().call_setup(&mut store).await? {
+                    return Ok(Err(error));
+                }
+                return validator.credbroker_plugin_token_validator().call_validate(&mut store, &review).await;
+            }
             let validator = pre.instantiate_async(&mut store).await?;
             validator.credbroker_plugin_token_validator().call_validate(&mut store, &review).await
         };

@@ -5,10 +5,10 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The contract package and version this host speaks.
-pub const CONTRACT: &str = "credbroker:plugin@0.1.2";
+pub const CONTRACT: &str = "credbroker:plugin@0.1.3";
 const PACKAGE: &str = "credbroker:plugin";
 /// The contract version this host speaks (`wit/credbroker.wit`).
-pub const VERSION: &str = "0.1.2";
+pub const VERSION: &str = "0.1.3";
 
 /// How the contract version a plugin was built against relates to this host's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,9 @@ pub fn contract_item(name: &str) -> Option<(&str, &str)> {
 /// Host interfaces of the contract a plugin may import.
 pub const HOST_INTERFACES: &[&str] =
     &["types", "config", "log", "prompt", "http", "files", "ldap", "state", "loopback", "crypto"];
+
+/// The optional export a validator prepares in (world `validator-with-setup`).
+pub const SETUP_EXPORT: &str = "validator-setup";
 
 /// A world of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +178,14 @@ impl ComponentShape {
                 })
             })
             .collect()
+    }
+
+    /// Whether the component exports `validator-setup` (0.1.3) in a version
+    /// this host can call.
+    pub fn has_validator_setup(&self) -> bool {
+        self.exports.iter().filter_map(|e| contract_item(e)).any(|(interface, version)| {
+            interface == SETUP_EXPORT && matches!(compatibility(version), Compatibility::Same | Compatibility::Older)
+        })
     }
 
     /// The contract versions the component was built against (normally one).

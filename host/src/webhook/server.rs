@@ -155,6 +155,7 @@ impl Server {
         })?);
         let slots = Arc::new(Semaphore::new(reviews as usize));
         let validators = load_validators(&options, &config, &runtime, &slots)?;
+        validators.setup().await?;
         let loaded_stamps = std::sync::Mutex::new(stamps_after_load(&validators, &options.config, config_stamp));
         let tls = if listener_config.insecure_plain_http {
             tracing::warn!("serving plain HTTP: tokens cross the network in the clear; for local testing only");
@@ -226,6 +227,11 @@ impl Server {
         })?);
         let slots = Arc::new(Semaphore::new(1));
         let validators = load_validators(options, &config, &runtime, &slots)?;
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ServeError::Runtime(crate::runtime::LoadError::Engine(format!("cannot start tokio: {e}"))))?;
+        tokio.block_on(validators.setup())?;
         if !server.insecure_plain_http {
             ReloadingTls::new(TlsFiles {
                 cert: server.tls_cert_file.clone().unwrap_or_default(),
@@ -753,6 +759,8 @@ async fn reload_loop(shared: Arc<Shared>) {
             }
             let set =
                 load_validators(&reload.options, &config, &reload.runtime, &reload.slots).map_err(|e| e.to_string())?;
+            // On a blocking thread: the new set's setup runs beside the old set serving.
+            tokio::runtime::Handle::current().block_on(set.setup()).map_err(|e| e.to_string())?;
             let stamps = stamps_after_load(&set, &reload.options.config, config_stamp);
             Ok::<_, String>((set, stamps))
         })

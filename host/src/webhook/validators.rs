@@ -25,6 +25,11 @@ const SLOT_WAIT: Duration = Duration::from_secs(5);
 /// embedders) native code.
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync {
+    /// Prepare for reviews, once per load (a validator's `validator-setup`).
+    async fn setup(&self) -> Result<(), RunError> {
+        Ok(())
+    }
+
     /// Review `token` for `audiences`.
     async fn review(&self, token: &str, audiences: &[String]) -> Result<ReviewOutcome, RunError>;
 }
@@ -38,6 +43,10 @@ pub struct WasmBackend {
 
 #[async_trait::async_trait]
 impl Backend for WasmBackend {
+    async fn setup(&self) -> Result<(), RunError> {
+        self.plugin.setup(self.runtime.engine(), &self.sandbox).await
+    }
+
     async fn review(&self, token: &str, audiences: &[String]) -> Result<ReviewOutcome, RunError> {
         let review = TokenReview { token: token.to_string(), audiences: audiences.to_vec() };
         self.plugin.validate(self.runtime.engine(), &self.sandbox, review).await
@@ -204,6 +213,24 @@ impl ValidatorSet {
             None => None,
         };
         Ok(Self { validators, slots, issuer, watched })
+    }
+
+    /// Run every validator's setup (`validator-setup`), as a load must before
+    /// the set serves: a validator whose setup fails makes the whole set unusable.
+    ///
+    /// # Errors
+    ///
+    /// The first validator whose setup fails, with why.
+    pub async fn setup(&self) -> Result<(), BuildError> {
+        for validator in &self.validators {
+            if let Some(backend) = &validator.backend {
+                backend
+                    .setup()
+                    .await
+                    .map_err(|e| BuildError { name: validator.name.clone(), message: format!("setup failed: {e}") })?;
+            }
+        }
+        Ok(())
     }
 
     /// Sign and verify server-issued tokens with `issuer`.

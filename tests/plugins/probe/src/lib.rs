@@ -139,8 +139,39 @@ impl Provider for Probe {
     }
 }
 
+/// What `setup` left for the reviews (setting `setup = "remember"`), and what
+/// an earlier review tried to leave for later ones (behaviour `remember-token`).
+static SET_UP: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+static PREVIOUS_TOKEN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 impl Validator for Probe {
+    fn setup() -> Result<(), Error> {
+        match config::get("setup").as_deref() {
+            None => Ok(()),
+            Some("remember") => {
+                *SET_UP.lock().unwrap_or_else(|e| e.into_inner()) = Some(config::require("value")?);
+                Ok(())
+            }
+            Some("fail") => Err(Error::misconfigured("setup refuses this configuration")),
+            Some("loop") => loop {
+                std::hint::black_box(());
+            },
+            Some(other) => Err(Error::misconfigured(format!("unknown setup `{other}`"))),
+        }
+    }
+
     fn validate(review: TokenReview) -> Result<ReviewOutcome, Error> {
+        match config::get("behavior").as_deref() {
+            // Who this review sees: what setup left, and the token of any
+            // earlier review (there must be none).
+            Some("remember-token") => {
+                let set_up = SET_UP.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| "none".into());
+                let previous = PREVIOUS_TOKEN.lock().unwrap_or_else(|e| e.into_inner()).replace(review.token.clone());
+                let user = format!("setup-{set_up}.previous-{}", previous.unwrap_or_else(|| "none".into()));
+                return Ok(ReviewOutcome::authenticated(UserInfo::new(user, Vec::new())));
+            }
+            _ => {}
+        }
         if config::get("behavior").as_deref() == Some("echo-token") {
             return Ok(match review.token.strip_prefix("ok-") {
                 Some(user) => ReviewOutcome::authenticated(UserInfo::new(user, vec!["probers".into()])),
