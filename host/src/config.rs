@@ -25,11 +25,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::capabilities::Grants;
-use crate::runtime::limits::Limits;
+use crate::limits::Limits;
 use crate::signing::TrustPolicy;
 
 /// What runs as one plugin: shared by `get` profiles and `serve` validators.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PluginSpec {
     /// A bundled or installed plugin name, or a path to a `.wasm` (relative
@@ -50,7 +50,7 @@ pub struct PluginSpec {
 }
 
 /// A `credbroker get` profile.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Profile {
     /// A bundled or installed plugin name, or a path to a `.wasm`.
@@ -96,7 +96,7 @@ fn default_margin() -> u64 {
 }
 
 /// The configuration file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClientConfig {
     /// Which plugin files may run: signatures.
@@ -207,7 +207,7 @@ cpu-ms = 10
         assert_eq!(corp.limits.cpu_ms, 10);
         assert_eq!(corp.limits.memory_mib, Limits::default().memory_mib);
         assert_eq!(corp.cache_margin_seconds, 60);
-        assert_eq!(corp.grants.http, vec!["https://x".to_string()]);
+        assert_eq!(corp.grants.get::<Vec<String>>("http"), Some(vec!["https://x".to_string()]));
     }
 
     #[test]
@@ -225,6 +225,6 @@ cpu-ms = 10
         assert!(ClientConfig::load(&dir.path().join("missing.toml"), false).is_err());
         std::fs::write(&path, "[profiles.corp]\nplugin = \"x\"\n[profiles.corp.limits]\ncpu-ms = 0\n").unwrap();
         let err = ClientConfig::load(&path, false).unwrap_err().to_string();
-        assert!(err.contains("`cpu-ms` must be greater than 0"), "{err}");
+        assert!(err.contains("limit `cpu-ms` must be between 1 and 600000, not 0"), "{err}");
     }
 }

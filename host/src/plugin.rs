@@ -140,7 +140,7 @@ impl PluginRef {
 
 /// Names of the bundled plugins of `world` (any world when `None`) and of every
 /// installed plugin, sorted, without duplicates.
-pub fn available(plugin_dirs: &[PathBuf], world: Option<crate::runtime::World>) -> Vec<String> {
+pub fn available(plugin_dirs: &[PathBuf], world: Option<crate::contract::World>) -> Vec<String> {
     let mut names: Vec<String> = bundled::ALL
         .iter()
         .filter(|p| world.is_none_or(|w| p.worlds.contains(&w)))

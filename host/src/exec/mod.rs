@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use self::cache::{CacheError, CachedCredential, KeyMaterial, TokenCache};
 use self::credential::{ApiVersion, ExecCredential, ExecCredentialSpec, ExecCredentialStatus, ExecInfoError, KIND};
-use crate::capabilities::state::StateStore;
-use crate::capabilities::{CapabilityPolicy, GrantError, StdioTerminal};
+use crate::bindings::types::{ClusterInfo, Credential, CredentialRequest, CredentialSecret, Setting};
+use crate::capabilities::{GrantError, StateStore, StdioTerminal};
 use crate::config::{ClientConfig, ConfigError, PluginSpec};
 use crate::dirs::Dirs;
 use crate::plugin::{PluginError, PluginRef};
-use crate::runtime::bindings::types::{ClusterInfo, Credential, CredentialRequest, CredentialSecret, Setting};
-use crate::runtime::{Allocation, LoadError, RunError, Runtime, RuntimeOptions, Sandbox, World};
+use crate::runtime::{Allocation, LoadError, RunError, Runtime, RuntimeOptions, Sandbox, SandboxSpec, World};
 use crate::settings::{ResolvedSettings, SettingsError};
 
 /// Which provider to run.
@@ -147,8 +146,8 @@ fn resolve_profile(request: &GetRequest, config: &ClientConfig, dirs: &Dirs) -> 
     for (key, value) in &request.set {
         resolved.spec.settings.insert(key.clone(), value.clone());
     }
-    resolved.spec.grants.http.extend(request.allow_http.iter().cloned());
-    resolved.spec.grants.files.extend(request.allow_file.iter().cloned());
+    resolved.spec.grants.extend_list("http", request.allow_http.iter().cloned());
+    resolved.spec.grants.extend_list("files", request.allow_file.iter().map(|p| p.display().to_string()));
     Ok(resolved)
 }
 
@@ -234,14 +233,15 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
         return Ok(respond(&hit));
     }
 
-    let policy = CapabilityPolicy::new(&profile.spec.grants)?;
-    let sandbox = Sandbox {
-        settings: Arc::new(settings),
-        policy: Arc::new(policy),
+    let settings_list: Vec<Setting> =
+        settings.iter().map(|(k, v)| Setting { key: k.to_string(), value: v.to_string() }).collect();
+    let sandbox = Sandbox::new(SandboxSpec {
+        settings,
+        grants: &profile.spec.grants,
         limits: profile.spec.limits.clone(),
         terminal: Arc::new(StdioTerminal),
         state: StateStore::file_for(&dirs.state, &profile.name, &plugin.name),
-    };
+    })?;
     let _lock = match &cache {
         // Wait for a parallel run as long as it may take to finish.
         Some(cache) => Some(cache.lock(&key, sandbox.limits.timeout() + Duration::from_secs(5))?),
@@ -255,7 +255,7 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
     }
 
     let credential_request = CredentialRequest {
-        settings: sandbox.settings.iter().map(|(k, v)| Setting { key: k.to_string(), value: v.to_string() }).collect(),
+        settings: settings_list,
         interactive: spec.interactive,
         cluster: match &spec.cluster {
             Some(cluster) => Some(ClusterInfo {
@@ -357,7 +357,7 @@ pub fn clear_cache(provider: Option<&str>) -> Result<usize, GetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::bindings::types::ClientCertificate;
+    use crate::bindings::types::ClientCertificate;
 
     #[test]
     fn credentials_are_checked() {

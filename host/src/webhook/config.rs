@@ -26,10 +26,10 @@ use serde::Deserialize;
 
 use crate::capabilities::Grants;
 use crate::config::{ConfigError, PluginSpec, relative_to};
-use crate::runtime::limits::Limits;
+use crate::limits::Limits;
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ServerConfig {
     /// The listener.
@@ -151,7 +151,7 @@ impl Default for CacheConfig {
 }
 
 /// One `[[validators]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ValidatorConfig {
     /// A name for logs and metrics.

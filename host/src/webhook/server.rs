@@ -631,7 +631,7 @@ async fn login(request: Request<Incoming>, name: &str, peer: Peer, shared: &Shar
     let outcome = backend.authenticate(&credentials.username, &credentials.password).await;
     drop(permit);
     match outcome {
-        Ok(crate::runtime::bindings::LoginOutcome::Authenticated(user)) => {
+        Ok(crate::bindings::LoginOutcome::Authenticated(user)) => {
             limiter.succeeded(name, &credentials.username, client);
             let user = super::review::UserInfo {
                 username: user.username,
@@ -659,7 +659,7 @@ async fn login(request: Request<Incoming>, name: &str, peer: Peer, shared: &Shar
                 }
             }
         }
-        Ok(crate::runtime::bindings::LoginOutcome::Rejected(reason)) => {
+        Ok(crate::bindings::LoginOutcome::Rejected(reason)) => {
             limiter.failed(name, &credentials.username, client);
             tracing::info!(backend = name, %client, "login failed: {reason}");
             json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "invalid username or password" }))

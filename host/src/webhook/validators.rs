@@ -10,12 +10,12 @@ use super::config::ServerConfig;
 use super::login::{Claims, RecheckCache, TokenIssuer, Verified};
 use super::metrics::Metrics;
 use super::review::UserInfo;
-use crate::capabilities::{CapabilityPolicy, NoTerminal};
+use crate::bindings::LoginOutcome;
+use crate::bindings::types::{ReviewOutcome, TokenReview};
+use crate::capabilities::{NoTerminal, StateStore};
+use crate::limits::LimitExceeded;
 use crate::plugin::PluginRef;
-use crate::runtime::bindings::LoginOutcome;
-use crate::runtime::bindings::types::{ReviewOutcome, TokenReview};
-use crate::runtime::limits::LimitExceeded;
-use crate::runtime::{LoadedPlugin, RunError, Runtime, Sandbox, World};
+use crate::runtime::{LoadedPlugin, RunError, Runtime, Sandbox, SandboxSpec, World};
 use crate::settings::ResolvedSettings;
 
 /// How long a review waits for a free plugin slot before answering 429.
@@ -60,7 +60,7 @@ pub trait LoginBackend: Send + Sync {
     /// Check `password` for `username`.
     async fn authenticate(&self, username: &str, password: &str) -> Result<LoginOutcome, RunError>;
     /// The user called `username` now, or none when gone.
-    async fn lookup(&self, username: &str) -> Result<Option<crate::runtime::bindings::types::UserInfo>, RunError>;
+    async fn lookup(&self, username: &str) -> Result<Option<crate::bindings::types::UserInfo>, RunError>;
 }
 
 #[async_trait::async_trait]
@@ -69,7 +69,7 @@ impl LoginBackend for WasmBackend {
         self.plugin.authenticate(self.runtime.engine(), &self.sandbox, username, password).await
     }
 
-    async fn lookup(&self, username: &str) -> Result<Option<crate::runtime::bindings::types::UserInfo>, RunError> {
+    async fn lookup(&self, username: &str) -> Result<Option<crate::bindings::types::UserInfo>, RunError> {
         self.plugin.lookup(self.runtime.engine(), &self.sandbox, username).await
     }
 }
@@ -175,7 +175,14 @@ impl ValidatorSet {
                 }
             }
             let settings = ResolvedSettings::resolve(&spec.settings).map_err(|e| fail(e.to_string()))?;
-            let policy = CapabilityPolicy::new(&spec.grants).map_err(|e| fail(e.to_string()))?;
+            let sandbox = Sandbox::new(SandboxSpec {
+                settings,
+                grants: &spec.grants,
+                limits: spec.limits.clone(),
+                terminal: Arc::new(NoTerminal),
+                state: StateStore::memory(),
+            })
+            .map_err(|e| fail(e.to_string()))?;
             let loaded =
                 runtime.load_any(&plugin, &[World::Validator, World::Login]).map_err(|e| fail(e.to_string()))?;
             let (validates, logs_in) = (loaded.implements(World::Validator), loaded.implements(World::Login));
@@ -185,13 +192,6 @@ impl ValidatorSet {
                         .into(),
                 ));
             }
-            let sandbox = Sandbox {
-                settings: Arc::new(settings),
-                policy: Arc::new(policy),
-                limits: spec.limits.clone(),
-                terminal: Arc::new(NoTerminal),
-                state: crate::capabilities::state::StateStore::memory(),
-            };
             let backend = Arc::new(WasmBackend { runtime: Arc::clone(runtime), plugin: loaded, sandbox });
             validators.push(Validator {
                 name: entry.name.clone(),
@@ -452,6 +452,7 @@ fn failure_kind(error: &RunError) -> &'static str {
         RunError::Limit { .. } => "limit",
         RunError::Timeout { .. } => "timeout",
         RunError::StackExhausted { .. } => "stack",
+        RunError::Exited { .. } => "exit",
         RunError::Crashed { .. } => "trap",
         RunError::BadResult { .. } => "bad_result",
     }
