@@ -218,7 +218,14 @@ fn one_validator(
     slots: Arc<tokio::sync::Semaphore>,
 ) -> ValidatorSet {
     ValidatorSet::new(
-        vec![Validator { name: name.into(), token_prefix: None, audiences: Vec::new(), backend, login }],
+        vec![Validator {
+            name: name.into(),
+            identities: Default::default(),
+            token_prefix: None,
+            audiences: Vec::new(),
+            backend,
+            login,
+        }],
         slots,
     )
 }

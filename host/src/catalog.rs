@@ -201,7 +201,7 @@ pub fn install(
     let worlds = shape.check_any(&[World::Provider, World::Validator, World::Login]).map_err(unusable)?;
     let target = dir.join(format!("{name}.wasm"));
     let mut unchanged = false;
-    if let Ok(existing) = std::fs::read(&target) {
+    if let Ok(existing) = crate::fsutil::read_bounded(&target, crate::fsutil::bounds::PLUGIN) {
         let existing = sha256_hex(&existing);
         if existing == plugin.sha256 {
             unchanged = true;
@@ -219,7 +219,7 @@ pub fn install(
     }
     let signature_source = crate::signing::signature_path(source);
     let signature_target = crate::signing::signature_path(&target);
-    let signature = match std::fs::read(&signature_source) {
+    let signature = match crate::fsutil::read_bounded(&signature_source, 64 * 1024) {
         Ok(bytes) => {
             write_readable(dir, &signature_target, &bytes).map_err(io(&signature_target))?;
             true

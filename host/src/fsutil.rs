@@ -155,6 +155,15 @@ pub enum ReadError {
 }
 
 impl ReadError {
+    /// What is wrong, without the path (for messages that name the file themselves).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Io { error, .. } => error.to_string(),
+            Self::NotAFile { kind, .. } => format!("it is a {kind}, not a regular file"),
+            Self::TooLarge { size, limit, .. } => format!("it is {size} bytes, over the limit of {limit} bytes"),
+        }
+    }
+
     /// Whether the file does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Io { error, .. } if error.kind() == io::ErrorKind::NotFound)

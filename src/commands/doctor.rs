@@ -294,7 +294,14 @@ fn check_kubeconfig(report: &mut Report, config: &ClientConfig, dirs: &Dirs) {
     };
     let mut found = 0;
     for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let text = match fsutil::read_text_bounded(&file, fsutil::bounds::KUBECONFIG) {
+            Ok(text) => text,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => {
+                report.fail(e.to_string(), "point KUBECONFIG at regular kubeconfig files");
+                continue;
+            }
+        };
         let Ok(kubeconfig) = serde_yaml_ng::from_str::<Value>(&text) else {
             report.fail(
                 format!("{}: not valid YAML", file.display()),

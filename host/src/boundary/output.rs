@@ -100,13 +100,29 @@ impl PluginOutput {
         self.state().redactor.redact(text).into_owned()
     }
 
+    /// The part of `text` that can show in `max` bytes, redacted: only that
+    /// much (and the longest secret beyond it) is searched, so the host's
+    /// work per message is bounded whatever the plugin sends.
+    fn shown_part<'a>(state: &State, text: &'a str, max: usize) -> (Cow<'a, str>, usize) {
+        let (shown, covered) = state.redactor.redact_prefix(text, max);
+        (shown, text.len() - covered)
+    }
+
+    fn bounded(line: &str, max: usize, cut: usize) -> String {
+        let shown = text::truncate(line, max);
+        match (shown, cut) {
+            (shown, 0) => shown.into_owned(),
+            (Cow::Borrowed(shown), cut) => format!("{shown}… [{cut} more bytes cut]"),
+            (Cow::Owned(shown), _) => shown,
+        }
+    }
+
     /// `text` fit for an error message or a log field: redacted, on one line
     /// with unsafe characters escaped, at most [`MAX_MESSAGE`] bytes.
     pub fn clean(&self, text: &str) -> String {
         let state = self.state();
-        let redacted = state.redactor.redact(text);
-        let line = text::one_line(&redacted);
-        text::truncate(&line, MAX_MESSAGE).into_owned()
+        let (redacted, cut) = Self::shown_part(&state, text, MAX_MESSAGE);
+        Self::bounded(&text::one_line(&redacted), MAX_MESSAGE, cut)
     }
 
     fn charge(state: &mut State, bytes: usize) -> bool {
@@ -126,9 +142,8 @@ impl PluginOutput {
     /// Log one message from the plugin (`source`: `log`, `stdout`, `stderr`).
     pub fn log(&self, level: Level, source: &str, message: &str) {
         let mut state = self.state();
-        let redacted = state.redactor.redact(message);
-        let line = text::one_line(&redacted);
-        let line = text::truncate(&line, MAX_LINE).into_owned();
+        let (redacted, cut) = Self::shown_part(&state, message, MAX_LINE);
+        let line = Self::bounded(&text::one_line(&redacted), MAX_LINE, cut);
         if source == "stderr" && !line.trim().is_empty() {
             if state.stderr_tail.len() == STDERR_TAIL {
                 state.stderr_tail.pop_front();
@@ -154,9 +169,8 @@ impl PluginOutput {
     /// the run's output budget; `None` once the budget is spent.
     pub fn for_terminal(&self, message: &str) -> Option<String> {
         let mut state = self.state();
-        let redacted = state.redactor.redact(message);
-        let shown = text::multi_line(&redacted);
-        let shown = text::truncate(&shown, MAX_TERMINAL).into_owned();
+        let (redacted, cut) = Self::shown_part(&state, message, MAX_TERMINAL);
+        let shown = Self::bounded(&text::multi_line(&redacted), MAX_TERMINAL, cut);
         Self::charge(&mut state, shown.len()).then_some(shown)
     }
 

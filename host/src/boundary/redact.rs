@@ -159,6 +159,53 @@ impl Redactor {
         }
     }
 
+    /// The start of `text`, redacted, in about `max` bytes (what a bounded
+    /// line shows), and how many bytes of `text` that covers. Only `max`
+    /// bytes and the longest secret beyond them are searched, so the work is
+    /// bounded whatever the length of `text`, and nothing past the covered
+    /// part is shown, so a secret the search window cut in two never is.
+    pub fn redact_prefix<'a>(&self, text: &'a str, max: usize) -> (Cow<'a, str>, usize) {
+        let floor = |mut at: usize| {
+            at = at.min(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            at
+        };
+        if matches!(self.built(), Built::Broken) {
+            return (Cow::Borrowed("[REDACTED: withheld, the run's secrets cannot be searched]"), text.len());
+        }
+        let Some(automaton) = self.automaton() else {
+            let end = floor(max);
+            return (Cow::Borrowed(&text[..end]), end);
+        };
+        let longest = self.longest();
+        let window_end = floor(max.saturating_add(longest));
+        // Past `safe`, a secret may run on beyond the window unseen.
+        let safe = if window_end == text.len() { window_end } else { floor(window_end.saturating_sub(longest)) };
+        let mut out = String::new();
+        let mut at = 0;
+        let copy = |out: &mut String, from: usize, to: usize| {
+            let room = max.saturating_sub(out.len());
+            let end = floor(to.min(from + room));
+            out.push_str(&text[from..end.max(from)]);
+            end.max(from)
+        };
+        for found in automaton.find_iter(&text[..window_end]) {
+            if out.len() >= max || found.start() >= safe {
+                break;
+            }
+            at = copy(&mut out, at, found.start());
+            if at < found.start() {
+                return (Cow::Owned(out), at);
+            }
+            out.push_str(REDACTED);
+            at = found.end();
+        }
+        let end = copy(&mut out, at, safe);
+        (Cow::Owned(out), end)
+    }
+
     /// Where the last match in `text` that would be cut by splitting it at
     /// `at` ends: the split point that keeps it whole (`at` when none is cut).
     pub fn safe_split(&self, text: &str, at: usize) -> usize {
@@ -203,6 +250,26 @@ mod tests {
         assert_eq!(redactor.add("one-too-many"), Err(TooManySecrets));
         let mut big = Redactor::new();
         assert_eq!(big.add(&"x".repeat(MAX_SECRET_BYTES + 1)), Err(TooManySecrets));
+    }
+
+    #[test]
+    fn prefixes_cover_only_what_was_searched() {
+        let mut redactor = Redactor::new();
+        let long = "L".repeat(100);
+        redactor.add(&long).unwrap();
+        redactor.add("short").unwrap();
+        // A long secret collapses to [REDACTED], pulling later text forward:
+        // a second one cut by the search window must not show.
+        let text = format!("{long}{}{long}", "x".repeat(60));
+        let (shown, covered) = redactor.redact_prefix(&text, 80);
+        assert!(!shown.contains('L'), "{shown}");
+        assert!(covered <= text.len());
+        let (shown, covered) = redactor.redact_prefix("a short b", 1000);
+        assert_eq!((shown.as_ref(), covered), ("a [REDACTED] b", 9));
+        let huge = "z".repeat(10_000_000);
+        let started = std::time::Instant::now();
+        let (shown, _) = redactor.redact_prefix(&huge, 4096);
+        assert!(shown.len() <= 4096 && started.elapsed() < std::time::Duration::from_millis(100));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::config::ServerConfig;
+use super::identity::IdentityPolicy;
 use super::login::{Claims, RecheckCache, TokenIssuer, Verified};
 use super::metrics::Metrics;
 use super::review::UserInfo;
@@ -78,6 +79,8 @@ impl LoginBackend for WasmBackend {
 pub struct Validator {
     /// Its name in logs and metrics.
     pub name: String,
+    /// The identities it may assert.
+    pub identities: Arc<IdentityPolicy>,
     /// Only tokens with this prefix go here.
     pub token_prefix: Option<String>,
     /// Audiences the operator says its tokens are valid for.
@@ -193,8 +196,10 @@ impl ValidatorSet {
                 ));
             }
             let backend = Arc::new(WasmBackend { runtime: Arc::clone(runtime), plugin: loaded, sandbox });
+            let identities = IdentityPolicy::new(&entry.identities).map_err(fail)?;
             validators.push(Validator {
                 name: entry.name.clone(),
+                identities: Arc::new(identities),
                 token_prefix: entry.token_prefix.clone(),
                 audiences: entry.audiences.clone(),
                 backend: validates.then(|| Arc::clone(&backend) as Arc<dyn Backend>),
@@ -239,9 +244,12 @@ impl ValidatorSet {
         self
     }
 
-    /// The login backend called `name`.
-    pub fn login_backend(&self, name: &str) -> Option<Arc<dyn LoginBackend>> {
-        self.validators.iter().find(|v| v.name == name).and_then(|v| v.login.clone())
+    /// The login backend called `name`, with the identities it may assert.
+    pub fn login_backend(&self, name: &str) -> Option<(Arc<dyn LoginBackend>, Arc<IdentityPolicy>)> {
+        self.validators
+            .iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.login.clone().map(|login| (login, Arc::clone(&v.identities))))
     }
 
     /// Wait for a free plugin slot.
@@ -313,17 +321,14 @@ impl ValidatorSet {
                         if accepted.audiences.is_empty() { validator.audiences.clone() } else { accepted.audiences };
                     match intersect_audiences(audiences, &offered) {
                         Some(audiences) => {
-                            let user = accepted.user;
-                            return Verdict::Authenticated {
-                                validator: validator.name.clone(),
-                                user: UserInfo {
-                                    username: user.username,
-                                    uid: user.uid.unwrap_or_default(),
-                                    groups: user.groups,
-                                    extra: user.extra.into_iter().collect(),
-                                },
-                                audiences,
-                            };
+                            let user = UserInfo::from(accepted.user);
+                            if let Err(refusal) = validator.identities.check(&user) {
+                                tracing::warn!(validator = %validator.name, "identity refused: {refusal}");
+                                metrics.identity_refusal(&validator.name, refusal.kind);
+                                reasons.push(format!("{}: {refusal}", validator.name));
+                                continue;
+                            }
+                            return Verdict::Authenticated { validator: validator.name.clone(), user, audiences };
                         }
                         None => reasons
                             .push(format!("{}: the token is not valid for the requested audiences", validator.name)),
@@ -369,7 +374,7 @@ impl ValidatorSet {
         let Some(audiences) = intersect_audiences(audiences, &claims.aud) else {
             return Verdict::Denied { reason: "the credbroker token is not valid for the requested audiences".into() };
         };
-        let Some(login) = self.login_backend(&claims.val) else {
+        let Some((login, identities)) = self.login_backend(&claims.val) else {
             return Verdict::Denied {
                 reason: format!(
                     "the token was issued by login backend `{}`, which is no longer configured",
@@ -393,12 +398,14 @@ impl ValidatorSet {
                     drop(permit);
                     match looked_up {
                         Ok(current) => {
-                            let current = current.map(|u| UserInfo {
-                                username: u.username,
-                                uid: u.uid.unwrap_or_default(),
-                                groups: u.groups,
-                                extra: u.extra.into_iter().collect(),
-                            });
+                            let current = current.map(UserInfo::from);
+                            if let Some(user) = &current
+                                && let Err(refusal) = identities.check(user)
+                            {
+                                tracing::warn!(validator = %claims.val, "identity refused: {refusal}");
+                                metrics.identity_refusal(&claims.val, refusal.kind);
+                                return Verdict::Denied { reason: format!("{}: {refusal}", claims.val) };
+                            }
                             rechecks.put(&claims.val, &claims.sub, current.clone());
                             current
                         }
