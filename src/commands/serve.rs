@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use credbroker_host::dirs::Dirs;
-use credbroker_host::webhook::config::ServerConfig;
+use credbroker_host::webhook::config::{ListenerOverrides, ServerConfig};
 use credbroker_host::webhook::server::REVIEW_PATH;
 use credbroker_host::webhook::{ServeOptions, Server};
 
@@ -25,7 +25,8 @@ pub struct ServeArgs {
     /// Listen here instead of `[server] listen`.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Serve plain HTTP (tokens in the clear): only for local testing.
+    /// Serve plain HTTP (tokens in the clear), as `[server] insecure-plain-http
+    /// = true` does, in place of the TLS files: only for local testing.
     #[arg(long)]
     insecure_plain_http: bool,
     /// Load the configuration, TLS files, keys and every validator, say what
@@ -98,7 +99,8 @@ async fn shutdown_signal() {
 
 /// The kubeconfig kube-apiserver's `--authentication-token-webhook-config-file` reads.
 fn apiserver_config(args: &ServeArgs) -> anyhow::Result<String> {
-    let config = ServerConfig::load(&args.config)?;
+    let overrides = ListenerOverrides { listen: args.listen, insecure_plain_http: args.insecure_plain_http };
+    let config = ServerConfig::load_with(&args.config, &overrides)?;
     let scheme = if config.server.insecure_plain_http { "http" } else { "https" };
     let url = match &args.url {
         Some(url) => url.trim_end_matches('/').to_string(),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::json;
 
-use crate::harness::webhook::{Webhook, client, review_body};
+use crate::harness::webhook::{Webhook, client, plain_client, review_body};
 use crate::harness::{UserEnv, probe};
 
 /// A token-file validator named `tokens` reading `tokens.csv` in the user's home.
@@ -328,4 +328,41 @@ fn kubectl_reaches_a_cluster_whose_apiserver_asks_credbroker() {
     let run = crate::harness::kubectl::run(&env, "1.33", &config, &["get", "--raw", "/version"]);
     assert_ne!(run.code, Some(0));
     assert!(run.stderr.contains("Unauthorized"), "{}", run.stderr);
+}
+
+/// `--insecure-plain-http` stands in for the TLS files, as the operator guide
+/// says: a file without them checks and serves with the flag (and only with it).
+#[test]
+fn the_plain_http_flag_stands_in_for_tls_files() {
+    use std::io::{BufRead, BufReader};
+    let env = UserEnv::new();
+    let config = env.home().join("serve.toml");
+    std::fs::write(&config, token_file_validator(&env, "")).unwrap();
+    let path = config.to_str().unwrap();
+
+    let refused = env.run(&["serve", "--config", path, "--check"]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(refused.stderr.contains("needs tls-cert-file and tls-key-file"), "{}", refused.stderr);
+    let check = env.run(&["serve", "--config", path, "--check", "--insecure-plain-http"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert!(check.stdout.starts_with(&format!("{path}: OK\n")), "{}", check.stdout);
+
+    let mut server = env
+        .credbroker(&["serve", "--config", path, "--insecure-plain-http", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let url = lines
+        .find_map(|line| {
+            line.split("serving TokenReviews on ").nth(1).map(|r| r.split(' ').next().unwrap().to_string())
+        })
+        .expect("the serving line");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let answer: serde_json::Value =
+        plain_client().post(&url).body(review_body("v1", "tok-alice", &[])).send().and_then(|r| r.json()).unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(answer["status"]["user"]["username"], "alice", "{answer}");
 }
