@@ -366,3 +366,77 @@ fn the_plain_http_flag_stands_in_for_tls_files() {
     server.wait().unwrap();
     assert_eq!(answer["status"]["user"]["username"], "alice", "{answer}");
 }
+
+/// `body` as prometheus_client's parser for `format` (`text` or `openmetrics`)
+/// reads it: its families, or what the parser said.
+fn parse_metrics(format: &str, body: &str) -> Result<Vec<serde_json::Value>, String> {
+    use std::io::Write as _;
+    let mut parser = std::process::Command::new(crate::harness::sts::python())
+        .arg(crate::harness::root().join("tests/fixtures/prometheus/parse.py"))
+        .arg(format)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("parse.py (run scripts/install-test-deps)");
+    parser.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let output = parser.wait_with_output().unwrap();
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&output.stdout).expect("parse.py prints JSON"))
+}
+
+/// Prometheus (and its Python client's two parsers) read /metrics in the format
+/// each scraper asks for: every family typed, counters as counters, and a
+/// validator named `we"ird\name` intact.
+#[test]
+fn metrics_parse_in_the_format_asked_for() {
+    const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+    const OPEN_METRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    let env = UserEnv::new();
+    let name = r#"we"ird\name"#;
+    let validator = token_file_validator(&env, "").replace(r#"name = "tokens""#, &format!("name = '{name}'"));
+    let webhook = Webhook::start(&env, &validator);
+    assert_eq!(webhook.review("v1", "tok-alice", &[]).1["status"]["user"]["username"], "alice");
+    let cases = [
+        (None, "text", TEXT),
+        (Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), "text", TEXT),
+        // Prometheus 2.x's default scrape header.
+        (
+            Some(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                 text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            ),
+            "openmetrics",
+            OPEN_METRICS,
+        ),
+        (Some("application/openmetrics-text"), "openmetrics", OPEN_METRICS),
+    ];
+    for (accept, parser, content_type) in cases {
+        let mut request = webhook.client().get(format!("{}/metrics", webhook.url));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.headers()["content-type"], content_type, "{accept:?}");
+        let body = response.text().unwrap();
+        let families = parse_metrics(parser, &body).unwrap_or_else(|e| panic!("{accept:?}: {e}\n{body}"));
+        let family = |name: &str| {
+            families.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("no {name} in {families:?}"))
+        };
+        let untyped: Vec<_> =
+            families.iter().filter(|f| matches!(f["type"].as_str(), Some("untyped" | "unknown"))).collect();
+        assert!(untyped.is_empty(), "{accept:?}: untyped families {untyped:?}\n{body}");
+        let reviews = family("credbroker_reviews");
+        assert_eq!(reviews["type"], "counter", "{accept:?}");
+        let labels = json!({ "validator": name, "outcome": "authenticated" });
+        let sample = reviews["samples"].as_array().unwrap().iter().find(|s| s["labels"] == labels);
+        assert!(
+            sample.is_some_and(|s| s["name"] == "credbroker_reviews_total" && s["value"].as_f64() == Some(1.0)),
+            "{accept:?}: {reviews}"
+        );
+        assert_eq!(family("credbroker_review_duration_seconds")["type"], "histogram");
+        assert_eq!(family("credbroker_validators")["samples"][0]["value"].as_f64(), Some(1.0));
+    }
+}

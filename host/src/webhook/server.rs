@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use super::cache::{ReviewCache, Source};
 use super::config::{ListenerOverrides, ServerConfig};
 use super::login::{FailureLimiter, LoginRequest, RecheckCache};
-use super::metrics::Metrics;
+use super::metrics::{Format as MetricsFormat, Metrics};
 use super::review::{self, TokenReviewResponse, TokenReviewStatus};
 use super::tls::{ReloadingTls, TlsFiles};
 use super::validators::{ValidatorSet, Verdict};
@@ -444,14 +444,12 @@ async fn route(request: Request<Incoming>, peer: Peer, shared: &Shared) -> Respo
                 respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
             },
         ),
-        (&Method::GET, "/metrics") => (
-            "/metrics",
-            respond(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                shared.metrics.render(),
-            ),
-        ),
+        (&Method::GET, "/metrics") => {
+            let format = MetricsFormat::negotiate(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
+            let mut response = respond(StatusCode::OK, format.content_type(), shared.metrics.render(format));
+            response.headers_mut().insert(VARY, HeaderValue::from_static("accept"));
+            ("/metrics", response)
+        }
         (&Method::POST, REVIEW_PATH) if shared.review_needs_client_cert && !peer.verified_client => (
             REVIEW_PATH,
             review_error(
