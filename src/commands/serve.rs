@@ -12,6 +12,7 @@ use credbroker_host::webhook::server::REVIEW_PATH;
 use credbroker_host::webhook::{ServeOptions, Server};
 
 use super::webhook_kubeconfig::{self, Pem};
+use crate::logging::LogFormat;
 
 /// Arguments of `credbroker serve`.
 #[derive(Debug, Args)]
@@ -29,6 +30,10 @@ pub struct ServeArgs {
     /// = true` does, in place of the TLS files: only for local testing.
     #[arg(long)]
     insecure_plain_http: bool,
+    /// Log lines as text or as one JSON object per line (default:
+    /// CREDBROKER_LOG_FORMAT, else text).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     /// Load the configuration, TLS files, keys and every validator, say what
     /// was found, and exit without listening.
     #[arg(long, conflicts_with = "print_apiserver_config")]
@@ -48,6 +53,13 @@ pub struct ServeArgs {
     /// With --print-apiserver-config: kube-apiserver's client key.
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     client_key: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// `--log-format`.
+    pub fn log_format(&self) -> Option<LogFormat> {
+        self.log_format
+    }
 }
 
 /// Run `credbroker serve`.
