@@ -8,7 +8,8 @@
 //! OpenMetrics has `# TYPE x counter` over samples named `x_total`; a 0.0.4
 //! parser reads the OpenMetrics form as an empty counter and a stray untyped
 //! sample), it has no `# UNIT` lines, and no `# EOF`. Label values are escaped
-//! alike in both ([`escape_label_value`]).
+//! alike in both ([`escape_label_value`]); the `# HELP` texts are this
+//! server's own and hold nothing either format would escape.
 
 use std::borrow::Cow;
 
