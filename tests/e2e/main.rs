@@ -14,6 +14,7 @@ mod hostile;
 mod kubectl;
 mod ldap;
 mod load;
+mod logging;
 mod oidc;
 mod plugins;
 mod python;
