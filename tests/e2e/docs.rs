@@ -32,3 +32,31 @@ fn every_bundled_plugin_is_documented() {
         assert!(page.exists(), "docs/plugins/{name}.md is missing");
     }
 }
+
+/// Every declaration of the WIT carries a doc comment: interfaces, worlds,
+/// types, functions, and every field and case. The SDK's docs are these (a
+/// plugin author reads them in `cargo doc`), so none may be a guess.
+#[test]
+fn every_declaration_of_the_wit_is_documented() {
+    let wit = std::fs::read_to_string(root().join("wit/credbroker.wit")).unwrap();
+    let mut undocumented = Vec::new();
+    let mut documented = false;
+    for (number, line) in wit.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+        if line.starts_with("///") {
+            documented = true;
+            continue;
+        }
+        if line.starts_with('@') {
+            continue; // `@since` sits between a doc comment and its item
+        }
+        let declares = !(line.is_empty()
+            || line.starts_with("//")
+            || line == "}"
+            || ["package ", "use ", "import ", "export ", "include "].iter().any(|p| line.starts_with(p)));
+        if declares && !documented {
+            undocumented.push(format!("{number}: {line}"));
+        }
+        documented = false;
+    }
+    assert!(undocumented.is_empty(), "wit/credbroker.wit: undocumented declarations:\n{}", undocumented.join("\n"));
+}
