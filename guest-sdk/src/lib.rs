@@ -22,39 +22,35 @@
 //!
 //! ```no_run
 //! use credbroker_sdk::{config, http, log, Credential, CredentialRequest, Error, Provider};
+//! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(serde::Serialize)]
+//! #[derive(Serialize)]
 //! struct TokenRequest<'a> {
-//!     role: &'a str,
 //!     cluster: Option<&'a str>,
 //! }
 //!
-//! #[derive(serde::Deserialize)]
+//! #[derive(Deserialize)]
+//! #[serde(rename_all = "camelCase")]
 //! struct TokenAnswer {
 //!     token: String,
-//!     ttl: i64,
+//!     expires_in: i64,
 //! }
 //!
 //! struct Vault;
 //!
 //! impl Provider for Vault {
 //!     fn get_credential(request: CredentialRequest) -> Result<Credential, Error> {
-//!         // Settings come from the operator's profile; `env:`/`file:` values arrive resolved.
 //!         let url = config::require("url")?;
 //!         let api_key = config::require_secret("api-key")?;
-//!         let role = config::get("role").unwrap_or_else(|| "kubernetes".into());
-//!         log::debug(&format!("asking {url} for role {role}, interactive: {}", request.interactive));
-//!
-//!         // The host performs the request only if `url` is in this plugin's allowlist.
 //!         let cluster = request.cluster.as_ref().map(|c| c.server.as_str());
-//!         let answer: TokenAnswer = http::Request::post(&format!("{url}/v1/token"))
+//!         let answer: TokenAnswer = http::Request::post(&format!("{url}/v1/kubernetes/token"))
 //!             .bearer_auth(&api_key)
-//!             .json(&TokenRequest { role: &role, cluster })
+//!             .json(&TokenRequest { cluster })     // serialised by serde: any value is safe in it
 //!             .send()?
-//!             .error_for_status()?
+//!             .error_for_status()?                 // 401/403 denied, 429 throttled, 5xx unavailable
 //!             .json()?;
 //!         log::mark_secret(&answer.token);
-//!         Ok(Credential::token(answer.token).expires_in(answer.ttl))
+//!         Ok(Credential::token(answer.token).expires_in(answer.expires_in))
 //!     }
 //! }
 //!
