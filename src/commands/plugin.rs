@@ -234,10 +234,18 @@ fn write_project(dir: &Path, files: &[template::File], force: bool) -> anyhow::R
         let _ = staging.keep();
         return Ok(());
     }
+    // Check every place first, so that nothing is moved when one is taken.
     for file in files {
         let target = dir.join(&file.path);
         if target.is_dir() {
             bail!("{} is a directory; the plugin needs a file there", target.display());
+        }
+        let mut within = target.parent();
+        while let Some(ancestor) = within.filter(|a| *a != dir) {
+            if ancestor.exists() && !ancestor.is_dir() {
+                bail!("{} is not a directory; the plugin needs one there", ancestor.display());
+            }
+            within = ancestor.parent();
         }
     }
     for file in files {

@@ -571,6 +571,10 @@ fn plugin_new_checks_what_it_is_asked_and_leaves_nothing_half_written() {
     let run = new(&["blocked", "--dir", &at("blocked"), "--force"]);
     assert!(run.stderr.contains("README.md is a directory; the plugin needs a file there"), "{}", run.stderr);
     assert!(!work.path().join("blocked/Cargo.toml").exists() && !work.path().join("blocked/src").exists());
+    std::fs::write(work.path().join("blocked/wit"), "a file where the project needs a directory").unwrap();
+    let run = new(&["blocked", "--dir", &at("blocked"), "--force", "--lang", "python"]);
+    assert!(run.stderr.contains("wit is not a directory; the plugin needs one there"), "{}", run.stderr);
+    assert!(!work.path().join("blocked/app.py").exists());
     assert_eq!(listing(), ["blocked", "empty", "mine"]);
     let run = new(&["y", "--dir", &format!("{}/missing/y", work.path().display())]);
     assert!(run.stderr.contains("missing does not exist; create it first"), "{}", run.stderr);
