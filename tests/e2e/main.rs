@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod authoring;
 mod aws;
 mod boundary;
 mod deploy;
