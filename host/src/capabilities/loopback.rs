@@ -184,8 +184,7 @@ impl LoopbackRun {
             }
         }
         self.open_browser(parsed.as_str());
-        let wait = Duration::from_millis(u64::from(timeout_ms)).min(boundary.time_left());
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
         let listener = self.listeners.get_mut(listener)?;
         let mut pending: JoinSet<Option<(TcpStream, String)>> = JoinSet::new();
         loop {

@@ -194,6 +194,12 @@ impl Provider for AwsIam {
 }
 
 impl Validator for AwsIam {
+    /// Parse the mappings once per load: a broken one is a load error.
+    fn setup() -> Result<(), Error> {
+        config::require("cluster-id")?;
+        mapping::mappings().map(|_| ())
+    }
+
     fn validate(review: TokenReview) -> Result<ReviewOutcome, Error> {
         let identity = match verify::verify(&review.token)? {
             Ok(identity) => identity,

@@ -77,7 +77,9 @@ impl Webhook {
                 lines.lock().unwrap().push(line);
             }
         });
-        let url = match rx.recv_timeout(Duration::from_secs(120)) {
+        // Compiling 18 MB Python components for the server takes minutes on a
+        // busy 2-core machine.
+        let url = match rx.recv_timeout(Duration::from_secs(300)) {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
