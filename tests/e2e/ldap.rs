@@ -256,3 +256,42 @@ fn review_needs_the_apiserver_certificate_but_login_does_not() {
     assert_eq!(answer["status"]["error"], "TokenReviews need a client certificate signed by the configured client CA");
     assert_eq!(setup.login("bob", "bob-pw").0, 200);
 }
+
+/// A directory that answers a search with an endless stream of 64 KiB
+/// entries: the host stops reading as soon as they pass `max-call-bytes`,
+/// closes the connection, and its memory never follows the stream.
+#[test]
+fn a_directory_streaming_entries_cannot_make_the_host_hold_them() {
+    let flood = crate::harness::ldap_flood::LdapFlood::start();
+    let env = UserEnv::new();
+    std::fs::write(env.home().join("signing.pem"), signing_key()).unwrap();
+    let config = format!(
+        "[login]\nsigning-key-file = {signing:?}\n\n[[validators]]\nname = \"corp-ldap\"\nplugin = \"ldap\"\n\
+         [validators.settings]\nurl = {url:?}\nbind-dn = \"cn=broker,dc=flood\"\nbind-password = \"broker-pw-1\"\nuser-base = \"dc=flood\"\n\
+         [validators.grants]\nldap = [{url:?}]\nldap-allow-plaintext = true\n[validators.limits]\nmemory-mib = 32\n",
+        signing = env.home().join("signing.pem").display().to_string(),
+        url = flood.url,
+    );
+    let webhook = Webhook::start(&env, &config);
+    let before = webhook.peak_rss_kib();
+    crate::harness::audit::secret("flood-pw-123");
+    let response = client(&webhook.server_ca.cert_pem, None)
+        .post(format!("{}/v1/login/corp-ldap", webhook.url))
+        .json(&json!({ "username": "flood", "password": "flood-pw-123" }))
+        .send()
+        .expect("login");
+    assert!(matches!(response.status().as_u16(), 500 | 503), "{}", response.status());
+    webhook.wait_for("the log line", || webhook.log().contains("exceed the per-call limit"));
+    assert!(webhook.log().contains("the search was stopped"), "{}", webhook.log());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let sent = flood.sent();
+    let peak = webhook.peak_rss_kib();
+    assert!(
+        peak < before + 100 * 1024,
+        "the server went from {} to {} MiB while the directory sent {} MiB",
+        before / 1024,
+        peak / 1024,
+        sent >> 20
+    );
+    assert!(sent < 256 << 20, "the host stopped reading: the directory got {} MiB out", sent >> 20);
+}

@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod audit;
 pub mod kubectl;
+pub mod ldap_flood;
 pub mod oidc;
 pub mod pki;
 pub mod slapd;
