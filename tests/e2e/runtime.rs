@@ -333,7 +333,8 @@ fn compiled_plugins_are_cached_privately_and_verified() {
     let run = env.run(&["get", "--provider", "static", "--no-cache", "--set", "token=c"]);
     assert_eq!(run.token(), "c");
     assert!(
-        run.stderr.contains("checksum mismatch (truncated, corrupted or tampered with); recompiling"),
+        run.stderr
+            .contains("checksum mismatch (truncated, corrupted, tampered with, or another plugin's); recompiling"),
         "{}",
         run.stderr
     );
@@ -344,4 +345,47 @@ fn compiled_plugins_are_cached_privately_and_verified() {
     let run = env.run(&["get", "--provider", "static", "--no-cache", "--set", "token=d"]);
     assert_eq!(run.token(), "d");
     assert!(run.stderr.contains("not a private regular file of the current user"), "{}", run.stderr);
+}
+
+/// The compiled artifacts in `env`'s cache.
+fn cached_artifacts(env: &UserEnv) -> Vec<std::path::PathBuf> {
+    let dir = env.cache_dir().join("artifacts");
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "cwasm")).collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[test]
+fn an_artifact_copied_under_another_plugins_name_is_recompiled_not_run() {
+    let env = UserEnv::new();
+    assert_eq!(env.run(&["get", "--provider", "static", "--no-cache", "--set", "token=from-a"]).token(), "from-a");
+    let a = cached_artifacts(&env);
+    assert_eq!(a.len(), 1, "{a:?}");
+    probe_profile(&env, "echo", "");
+    let b_run = || env.run(&["get", "--provider", "p", "--no-cache", "--set", "value=from-b"]);
+    assert_eq!(b_run().token(), "from-b");
+    let b: Vec<_> = cached_artifacts(&env).into_iter().filter(|p| !a.contains(p)).collect();
+    assert_eq!(b.len(), 1, "{b:?}");
+    let (a, b) = (&a[0], &b[0]);
+    let sum = |p: &std::path::Path| p.with_file_name(format!("{}.sum", p.file_name().unwrap().to_str().unwrap()));
+
+    // Plugin A's artifact and checksum under plugin B's name: the pin and
+    // signature were checked against B's .wasm, so B's code must be what runs.
+    std::fs::copy(a, b).unwrap();
+    std::fs::copy(sum(a), sum(b)).unwrap();
+    let run = b_run();
+    assert_eq!(run.token(), "from-b", "{}", run.stderr);
+    assert!(
+        run.stderr.contains("checksum mismatch (truncated, corrupted, tampered with, or another plugin's)"),
+        "{}",
+        run.stderr
+    );
+    assert_ne!(std::fs::read(b).unwrap(), std::fs::read(a).unwrap(), "B's artifact is compiled anew");
+    let run = b_run();
+    assert_eq!(run.token(), "from-b");
+    assert!(!run.stderr.contains("recompiling"), "and then used: {}", run.stderr);
 }
