@@ -111,6 +111,8 @@ impl ArtifactCache {
         }
         let wasm = wasm().map_err(CompileError::Read)?;
         check_header(&wasm)?;
+        // Before the compiler sees it: a small file must not cost minutes and gigabytes.
+        crate::contract::check_bounds(&wasm).map_err(CompileError::TooComplex)?;
         let started = std::time::Instant::now();
         let artifact = engine.precompile_component(&wasm).map_err(CompileError::Invalid)?;
         tracing::debug!("compiled plugin {digest} ({} bytes) in {} ms", wasm.len(), started.elapsed().as_millis());
@@ -196,6 +198,9 @@ pub enum CompileError {
     /// It is a core module, not a component.
     #[error("a core WebAssembly module, not a component; build plugins with `cargo build --target wasm32-wasip2`")]
     CoreModule,
+    /// It is over one of the size or complexity limits of a component.
+    #[error("{0}")]
+    TooComplex(crate::contract::TooComplex),
     /// It is not a valid WebAssembly component.
     #[error("not a valid WebAssembly component: {0:#}")]
     Invalid(wasmtime::Error),
