@@ -28,7 +28,7 @@ use credbroker_host::bindings::LoginOutcome;
 use credbroker_host::bindings::types::{ReviewOutcome, UserInfo};
 use credbroker_host::runtime::RunError;
 use credbroker_host::webhook::login::{LoginConfig, TokenIssuer};
-use credbroker_host::webhook::validators::{Backend, LoginBackend, Validator, ValidatorSet};
+use credbroker_host::webhook::validators::{Backend, LoginBackend, PluginSlots, Validator, ValidatorSet};
 use credbroker_host::webhook::{ServeOptions, Server};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 
@@ -215,7 +215,7 @@ fn one_validator(
     name: &str,
     backend: Option<Arc<dyn Backend>>,
     login: Option<Arc<dyn LoginBackend>>,
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: PluginSlots,
 ) -> ValidatorSet {
     ValidatorSet::new(
         vec![Validator {
