@@ -278,7 +278,8 @@ impl Server {
             health: Budget::new("health listener connections", config.max_health_connections),
             authenticated: Arc::new(Semaphore::new(config.max_connections as usize)),
         });
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
         let health = health.map(|listener| {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("serving /healthz, /readyz and /metrics on http://{addr}");
@@ -308,14 +309,17 @@ impl Server {
                 peer,
                 Arc::clone(&shared),
                 Arc::clone(&budgets),
-                graceful.watcher(),
+                Drain { stopping: Some(stopping.clone()), _open: Some(open.clone()) },
             ));
         }
         shared.ready.store(false, Ordering::SeqCst);
         drop(listener);
         reloader.abort();
         tracing::info!("shutting down: draining in-flight requests");
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        let _ = stop.send(true);
+        drop(open);
+        // Every connection holds a sender: none is left once all have closed.
+        if tokio::time::timeout(DRAIN_TIMEOUT, all_closed.recv()).await.is_err() {
             tracing::warn!("some connections did not finish within {} s", DRAIN_TIMEOUT.as_secs());
         }
         // Probes were answered (not ready) while draining.
@@ -323,6 +327,16 @@ impl Server {
             health.abort();
         }
     }
+}
+
+/// A connection's part in a graceful shutdown.
+struct Drain {
+    /// Turns true when the server stops: finish the requests in progress,
+    /// then close (HTTP/2: GOAWAY). None for connections a drain does not
+    /// wait for (probes are answered, not ready, until the end).
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Held while the connection is open; the drain waits for every one.
+    _open: Option<tokio::sync::mpsc::Sender<()>>,
 }
 
 /// The connection budgets of the listeners (`[server]`).
@@ -346,7 +360,7 @@ async fn accept_connection(
     addr: SocketAddr,
     shared: Arc<Shared>,
     budgets: Arc<Budgets>,
-    watcher: hyper_util::server::graceful::Watcher,
+    drain: Drain,
 ) {
     let activity = Arc::new(Activity::default());
     let config = &shared.listener_config;
@@ -357,7 +371,7 @@ async fn accept_connection(
             return;
         };
         let peer = Peer { addr, verified_client: false, health_only: false };
-        return serve_connection(stream, peer, Protocol::Http1, Arc::clone(&shared), watcher, activity, None).await;
+        return serve_connection(stream, peer, Protocol::Http1, Arc::clone(&shared), drain, activity, None).await;
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
     let mut handshaking = budgets.handshakes.admit(addr.ip(), Arc::clone(&activity));
@@ -382,10 +396,10 @@ async fn accept_connection(
             tracing::debug!(peer = %addr, "no connection slot within the request head timeout; closing");
             return;
         };
-        serve_connection(stream, peer, protocol, Arc::clone(&shared), watcher, activity, None).await
+        serve_connection(stream, peer, protocol, Arc::clone(&shared), drain, activity, None).await
     } else {
         let place = budgets.logins.admit(addr.ip(), Arc::clone(&activity));
-        serve_connection(stream, peer, protocol, Arc::clone(&shared), watcher, activity, Some(place)).await
+        serve_connection(stream, peer, protocol, Arc::clone(&shared), drain, activity, Some(place)).await
     }
 }
 
@@ -401,8 +415,6 @@ async fn authenticated_place(
 
 /// Accept plain-HTTP probe connections, within their own budget.
 async fn health_loop(listener: TcpListener, shared: Arc<Shared>, budget: Arc<Budget>) {
-    // Not watched by the graceful shutdown: a probe must not hold up a drain.
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -415,8 +427,17 @@ async fn health_loop(listener: TcpListener, shared: Arc<Shared>, budget: Arc<Bud
         let activity = Arc::new(Activity::default());
         let place = budget.admit(addr.ip(), Arc::clone(&activity));
         let peer = Peer { addr, verified_client: false, health_only: true };
-        let (shared, watcher) = (Arc::clone(&shared), graceful.watcher());
-        tokio::spawn(serve_connection(stream, peer, Protocol::Http1, shared, watcher, activity, Some(place)));
+        // Not part of the drain: a probe must not hold it up.
+        let drain = Drain { stopping: None, _open: None };
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            Protocol::Http1,
+            Arc::clone(&shared),
+            drain,
+            activity,
+            Some(place),
+        ));
     }
 }
 
@@ -445,13 +466,14 @@ enum Protocol {
 }
 
 /// Serve HTTP on a connection until it closes, goes idle for the request head
-/// timeout, or its `place` in a budget is taken for a newer connection.
+/// timeout or the server stops (then it is closed gracefully), or its `place`
+/// in a budget is taken for a newer connection (then at once).
 async fn serve_connection<I>(
     io: I,
     peer: Peer,
     protocol: Protocol,
     shared: Arc<Shared>,
-    watcher: hyper_util::server::graceful::Watcher,
+    drain: Drain,
     activity: Arc<Activity>,
     mut place: Option<Place>,
 ) where
@@ -475,21 +497,56 @@ async fn serve_connection<I>(
         Protocol::Http1 => builder.http1_only(),
         Protocol::Http2 => builder.http2_only(),
     };
-    let connection = watcher.watch(builder.serve_connection(TokioIo::new(io), service).into_owned());
-    let cut_off = async {
-        match place.as_mut() {
-            Some(place) => place.cut_off().await,
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    // HTTP/1 has hyper's own deadline for the head; this one also covers
+    // HTTP/2, where a silent peer would otherwise stay forever.
+    let idle = activity.idle_for(head_timeout);
+    tokio::pin!(idle);
+    let mut stopping = drain.stopping;
+    let stop = async move {
+        match stopping.as_mut() {
+            Some(stopping) => drop(stopping.wait_for(|stop| *stop).await),
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        ended = connection => if let Err(e) = ended {
-            tracing::debug!(peer = %peer.addr, "connection ended: {e}");
-        },
-        // HTTP/1 has hyper's own deadline for the head; this one also covers
-        // HTTP/2, where a silent peer would otherwise stay forever.
-        () = activity.idle_for(head_timeout) => tracing::debug!(peer = %peer.addr, "closing an idle connection"),
-        () = cut_off => tracing::debug!(peer = %peer.addr, "closing a connection for a newer one"),
+    tokio::pin!(stop);
+    let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        let cut_off = async {
+            match place.as_mut() {
+                Some(place) => place.cut_off().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(peer = %peer.addr, "connection ended: {e}");
+                }
+                return;
+            }
+            () = &mut idle, if closing.is_none() => {
+                tracing::debug!(peer = %peer.addr, "closing an idle connection");
+                connection.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(head_timeout)));
+            }
+            () = &mut stop, if closing.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(DRAIN_TIMEOUT)));
+            }
+            // A peer that does not take its GOAWAY or last response in time.
+            () = async {
+                match closing.as_mut() {
+                    Some(deadline) => deadline.await,
+                    None => std::future::pending().await,
+                }
+            } => return,
+            () = cut_off => {
+                tracing::debug!(peer = %peer.addr, "closing a connection for a newer one");
+                return;
+            }
+        }
     }
 }
 
