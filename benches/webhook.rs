@@ -28,7 +28,7 @@ use credbroker_host::bindings::LoginOutcome;
 use credbroker_host::bindings::types::{ReviewOutcome, UserInfo};
 use credbroker_host::runtime::RunError;
 use credbroker_host::webhook::login::{LoginConfig, TokenIssuer};
-use credbroker_host::webhook::validators::{Backend, LoginBackend, Validator, ValidatorSet};
+use credbroker_host::webhook::validators::{Backend, LoginBackend, PluginSlots, Validator, ValidatorSet};
 use credbroker_host::webhook::{ServeOptions, Server};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 
@@ -215,7 +215,7 @@ fn one_validator(
     name: &str,
     backend: Option<Arc<dyn Backend>>,
     login: Option<Arc<dyn LoginBackend>>,
-    slots: Arc<tokio::sync::Semaphore>,
+    slots: PluginSlots,
 ) -> ValidatorSet {
     ValidatorSet::new(
         vec![Validator {
@@ -596,10 +596,10 @@ fn reload_time(artifacts: &std::path::Path, config: &str, dir: &std::path::Path)
         })
         .unwrap(),
     );
-    let slots = Arc::new(tokio::sync::Semaphore::new(8));
     let load = || {
         let started = Instant::now();
-        let set = ValidatorSet::load(&parsed, &runtime, &[], Arc::clone(&slots)).unwrap();
+        let slots = credbroker_host::webhook::validators::PluginSlots::new(8, Duration::from_secs(5));
+        let set = ValidatorSet::load(&parsed, &runtime, &[], slots).unwrap();
         let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         tokio.block_on(set.setup()).unwrap();
         started.elapsed()

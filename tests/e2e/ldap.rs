@@ -27,13 +27,24 @@ fn signing_key() -> String {
 /// slapd, and credbroker serve with an `ldap` login backend named `corp-ldap`
 /// reaching `url` (one of slapd's) with `grants`.
 fn setup_with(url: impl Fn(&Slapd) -> String, grants: impl Fn(&Slapd) -> String, login: &str) -> Setup {
+    setup_serving(url, grants, login, "")
+}
+
+/// As [`setup_with`], with `server` lines added to `[server]`.
+fn setup_serving(
+    url: impl Fn(&Slapd) -> String,
+    grants: impl Fn(&Slapd) -> String,
+    login: &str,
+    server: &str,
+) -> Setup {
     let slapd = Slapd::start();
     let env = UserEnv::new();
     let dir = env.home();
     std::fs::write(dir.join("signing.pem"), signing_key()).unwrap();
     std::fs::write(dir.join("broker-password"), format!("{}\n", slapd::BROKER_PASSWORD)).unwrap();
     let config = format!(
-        r#"[cache]
+        r#"{server}
+[cache]
 positive-ttl-seconds = 0
 negative-ttl-seconds = 0
 
@@ -242,6 +253,55 @@ fn repeated_failures_are_rate_limited() {
     let (status, answer) = setup.login("alice", "alice-pw");
     assert_eq!(status, 429, "even the right password waits: {answer}");
     assert!(answer["error"].as_str().unwrap().starts_with("too many failed logins; try again in"));
+    assert_eq!(setup.login("bob", "bob-pw").0, 200, "other users are not affected");
+}
+
+#[test]
+fn concurrent_wrong_passwords_reach_the_directory_at_most_the_limit() {
+    let setup = setup_with(
+        |s| s.ldaps_url.clone(),
+        |s| format!("ldap = [{:?}]", s.ldaps_url),
+        "max-failures-per-user = 5\nfailure-window-seconds = 300",
+    );
+    // slapd's own count of searches: each login the backend runs looks the
+    // user up once; reading the count is a search too, so measure that first.
+    let (first, second) = (setup.slapd.operations("Search"), setup.slapd.operations("Search"));
+    let reading = second - first;
+    let before = setup.slapd.operations("Search");
+
+    let start = std::sync::Arc::new(std::sync::Barrier::new(100));
+    let attempts: Vec<_> = (0..100)
+        .map(|i| {
+            let (start, ca, url) =
+                (std::sync::Arc::clone(&start), setup.webhook.server_ca.cert_pem.clone(), setup.webhook.url.clone());
+            let password = format!("guess-{i}");
+            crate::harness::audit::secret(&password);
+            std::thread::spawn(move || {
+                let http = client(&ca, None);
+                start.wait();
+                let response = http
+                    .post(format!("{url}/v1/login/corp-ldap"))
+                    .json(&json!({ "username": "alice", "password": password }))
+                    .send()
+                    .expect("login");
+                (response.status().as_u16(), response.text().unwrap())
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = attempts.into_iter().map(|t| t.join().unwrap()).collect();
+    let reached = setup.slapd.operations("Search") - before - reading;
+
+    let rejected = answers.iter().filter(|(status, _)| *status == 401).count();
+    let refused: Vec<_> = answers.iter().filter(|(status, _)| *status == 429).collect();
+    assert_eq!(rejected, 5, "{answers:?}");
+    assert_eq!(refused.len(), 95, "{answers:?}");
+    for (_, body) in &refused {
+        assert!(body.contains("too many failed logins; try again in"), "{body}");
+    }
+    assert_eq!(reached, 5, "slapd saw {reached} logins of 100 with max-failures-per-user = 5");
+    assert_eq!(setup.webhook.log().matches("login failed").count(), 5, "{}", setup.webhook.log());
+    // And alice stays locked out, even with her password.
+    assert_eq!(setup.login("alice", "alice-pw").0, 429);
     assert_eq!(setup.login("bob", "bob-pw").0, 200, "other users are not affected");
 }
 

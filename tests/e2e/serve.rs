@@ -658,3 +658,66 @@ fn token_file_at(path: &std::path::Path) -> String {
         p = path.display().to_string()
     )
 }
+
+#[test]
+fn http2_reviews_work_and_a_silent_http2_peer_is_closed() {
+    use std::io::Read;
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &format!("request-head-timeout-ms = 1000\n{}", token_file_validator(&env, "")));
+    let files = |name: &str, pem: &str| {
+        let path = webhook.dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (
+        files("curl-ca.pem", &webhook.server_ca.cert_pem),
+        files("curl-cert.pem", &webhook.apiserver_cert.cert_pem),
+        files("curl-key.pem", &webhook.apiserver_cert.key_pem),
+    );
+    // kube-apiserver speaks HTTP/2 to webhooks: so does curl, by ALPN.
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "--http2", "--cacert", &ca, "--cert", &cert, "--key", &key, "-w", "\n%{http_version}"])
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(String::from_utf8(review_body("v1", "tok-alice", &[])).unwrap())
+        .arg(format!("{}/authenticate", webhook.url))
+        .output()
+        .expect("curl");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (body, version) = stdout.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2", "{stdout} {}", String::from_utf8_lossy(&output.stderr));
+    let answer: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(answer["status"]["user"]["username"], "alice");
+
+    // Peers that negotiate HTTP/2 and then say nothing, or only the preface,
+    // are closed after the request head timeout like HTTP/1.1 ones; one that
+    // spoke HTTP/2 gets a GOAWAY first (as an idle kube-apiserver connection
+    // does, so it knows to open a new one).
+    let mut tls = crate::harness::webhook::tls_config(&webhook.server_ca.cert_pem, Some(&webhook.apiserver_cert));
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = Arc::new(tls);
+    for preface in [&b""[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0"] {
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let connection = rustls::ClientConnection::new(Arc::clone(&tls), name).unwrap();
+        let tcp = std::net::TcpStream::connect(webhook.addr()).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let mut stream = rustls::StreamOwned::new(connection, tcp);
+        std::io::Write::write_all(&mut stream, preface).unwrap();
+        let mut rest = Vec::new();
+        let ended = stream.read_to_end(&mut rest);
+        assert_eq!(stream.conn.alpn_protocol(), Some(&b"h2"[..]));
+        assert!(
+            !matches!(&ended, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "a silent HTTP/2 connection was kept open"
+        );
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at + 9 <= rest.len() {
+            let length = u32::from_be_bytes([0, rest[at], rest[at + 1], rest[at + 2]]) as usize;
+            frames.push(rest[at + 3]);
+            at += 9 + length;
+        }
+        if !preface.is_empty() {
+            assert!(frames.contains(&0x7), "no GOAWAY among the server's frames {frames:?}");
+        }
+    }
+}

@@ -135,6 +135,8 @@ impl UserEnv {
             .env_remove("CREDBROKER_PLUGIN")
             .env_remove("CREDBROKER_CONFIG")
             .env_remove("CREDBROKER_CACHE_DIR")
+            // A backtrace would change what a failure prints (and costs).
+            .env_remove("RUST_BACKTRACE")
             .env("CREDBROKER_LOG", audit::MAX_VERBOSITY)
             .stdin(Stdio::null());
         command

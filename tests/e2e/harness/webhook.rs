@@ -104,6 +104,17 @@ impl Webhook {
             .expect("VmHWM")
     }
 
+    /// `127.0.0.1:PORT` of the plain-HTTP health listener (`health-listen`).
+    pub fn health_addr(&self) -> String {
+        let find = || {
+            self.log().lines().find_map(|l| {
+                l.split("serving /healthz, /readyz and /metrics on http://").nth(1).map(|a| a.trim().to_string())
+            })
+        };
+        self.wait_for("the health listener", || find().is_some());
+        find().unwrap_or_default()
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
         self.url.trim_start_matches("https://").to_string()
