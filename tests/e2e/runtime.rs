@@ -147,6 +147,27 @@ fn the_env_grant_passes_only_named_variables_as_secrets() {
 }
 
 #[test]
+fn a_question_nobody_answers_ends_at_the_time_limit() {
+    let env = UserEnv::new();
+    probe_profile(&env, "prompt", "[profiles.p.limits]\ntimeout-ms = 1500");
+    let get = env.credbroker(&["get", "--provider", "p", "--no-cache"]);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(crate::harness::terminal::on_terminal(&get, |_, _| None));
+    });
+    // The user walked away: the run ends with its limit, the process with it.
+    let screen = finished.recv_timeout(std::time::Duration::from_secs(30)).expect("credbroker get hung on the prompt");
+    assert_ne!(screen.code, Some(0));
+    assert!(screen.stderr.contains("Your name?"), "{}", screen.stderr);
+    assert!(
+        screen.stderr.contains("nobody answered the question in time")
+            || screen.stderr.contains("time limit of 1500 ms"),
+        "{}",
+        screen.stderr
+    );
+}
+
+#[test]
 fn plugin_stdout_never_reaches_kubectl() {
     let env = UserEnv::new();
     probe_profile(&env, "stdout", "");

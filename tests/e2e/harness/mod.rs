@@ -8,6 +8,7 @@ pub mod oidc;
 pub mod pki;
 pub mod slapd;
 pub mod sts;
+pub mod terminal;
 pub mod webhook;
 
 use std::collections::HashMap;
