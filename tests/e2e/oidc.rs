@@ -673,3 +673,82 @@ fn the_operators_browser_command_opens_the_login_and_pkce_plain_is_only_sent_whe
         run.stderr
     );
 }
+
+/// The text of section `title` (`## title...` up to the next `## `) of setup's output.
+fn section<'a>(output: &'a str, title: &str) -> &'a str {
+    let start = output.find(&format!("## {title}")).unwrap_or_else(|| panic!("no section {title:?} in:\n{output}"));
+    let body = &output[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body.split("\n## ").next().unwrap()
+}
+
+#[test]
+fn setup_logs_in_once_and_prints_configuration_that_works_as_printed() {
+    let provider = OidcProvider::start(&[]);
+    let env = UserEnv::new();
+    let ca = provider.ca_file().display().to_string();
+    let args = ["setup", "--issuer", &provider.issuer, "--client-id", "public", "--flow", "device", "--ca-file", &ca];
+    let mut child = env
+        .credbroker(&[&args[..], &["--set", "login-hint=bob"]].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let approve = device_approver(&provider, "bob");
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            approve(&line);
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let output = child.wait_with_output().unwrap();
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into(),
+        stderr: reader.join().unwrap(),
+    };
+    audit::check("credbroker setup", &run.stdout);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("To log in, open"), "the login talks on stderr: {}", run.stderr);
+    let claims: Value = serde_json::from_str(section(&run.stdout, "The token's claims")).unwrap();
+    assert_eq!(
+        (&claims["sub"], &claims["aud"], &claims["iss"]),
+        (&json!("bob"), &json!("public"), &json!(provider.issuer))
+    );
+    assert!(
+        section(&run.stdout, "The kubeconfig user").contains("credbroker kubeconfig --provider oidc --context CONTEXT")
+    );
+    let who = section(&run.stdout, "Who the API server will see");
+    assert!(who.contains("user oidc:bob@corp.example, groups oidc:devs"), "{who}");
+    assert!(who.contains("kubectl create clusterrolebinding oidc-bob-corp-example-view --clusterrole=view --user=oidc:bob@corp.example"), "{who}");
+    let state = env.home().join(".local/share/credbroker/state");
+    assert!(std::fs::read_dir(&state).map_or(true, |mut d| d.next().is_none()), "setup keeps no refresh token");
+
+    // The printed profile and validator, used as printed: kubectl gets in as
+    // the user setup said the API server would see.
+    env.write_config(section(&run.stdout, "The profile"));
+    let validator = section(&run.stdout, "The validator");
+    let webhook = Webhook::start(&UserEnv::new(), &format!("[cache]\npositive-ttl-seconds = 0\n\n{validator}"));
+    let (apiserver, users) = ApiServer::with_webhook(&webhook);
+    let config = kubectl::kubeconfig(&env, &apiserver, &Exec::v1(&["get", "--provider", "oidc"]));
+    let run = kubectl_acting(&env, &config, device_approver(&provider, "bob"));
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, webhook.log());
+    assert_eq!(users.lock().unwrap().as_slice(), ["oidc:bob@corp.example"]);
+    let (_, answer) = webhook.review("v1", &apiserver.tokens_seen()[0], &[]);
+    assert_eq!(answer["status"]["user"]["groups"], json!(["oidc:devs"]));
+
+    let literal = env.run(&[
+        "setup",
+        "--issuer",
+        &provider.issuer,
+        "--client-id",
+        "confidential",
+        "--client-secret",
+        "confidential-secret",
+    ]);
+    assert!(literal.error().contains("--client-secret takes env:NAME or file:PATH"), "{}", literal.stderr);
+}
