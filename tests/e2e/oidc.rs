@@ -531,44 +531,42 @@ fn exchanged_validator(provider: &OidcProvider, audience: &str) -> String {
 fn token_exchange_logs_in_once_and_gives_each_cluster_its_audience() {
     let provider = OidcProvider::start(&[]);
     let env = UserEnv::new();
-    let clusters: Vec<(Webhook, ApiServer, std::sync::Arc<std::sync::Mutex<Vec<String>>>, std::path::PathBuf)> =
-        ["https://cluster-a.example", "https://cluster-b.example"]
-            .into_iter()
-            .map(|audience| {
-                // Each webhook has a PKI of its own (a UserEnv of its own).
-                let webhook = Webhook::start(&UserEnv::new(), &exchanged_validator(&provider, audience));
-                let (apiserver, users) = ApiServer::with_webhook(&webhook);
-                // Each cluster's kubeconfig entry says which audience it wants.
-                let exec = Exec {
-                    extension_config: Some(json!({ "audience": audience })),
-                    ..Exec::v1(&["get", "--provider", "idp"])
-                };
-                let config = kubectl::kubeconfig(&env, &apiserver, &exec);
-                (webhook, apiserver, users, config)
-            })
-            .collect();
+    const AUDIENCES: [&str; 2] = ["https://cluster-a.example", "https://cluster-b.example"];
+    let clusters: Vec<(Cluster, std::path::PathBuf)> = AUDIENCES
+        .into_iter()
+        .map(|audience| {
+            // Each webhook has a PKI of its own (a UserEnv of its own).
+            let webhook = Webhook::start(&UserEnv::new(), &exchanged_validator(&provider, audience));
+            let (apiserver, users) = ApiServer::with_webhook(&webhook);
+            // Each cluster's kubeconfig entry says which audience it wants.
+            let exec = Exec {
+                extension_config: Some(json!({ "audience": audience })),
+                ..Exec::v1(&["get", "--provider", "idp"])
+            };
+            let config = kubectl::kubeconfig(&env, &apiserver, &exec);
+            (Cluster { webhook, apiserver, users }, config)
+        })
+        .collect();
     oidc_profile(&env, &provider, "client-id = \"public\"\nflow = \"token-exchange\"\nsubject-flow = \"device\"", "");
 
-    let first = kubectl_acting(&env, &clusters[0].3, device_approver(&provider, "alice"));
-    assert_eq!(first.code, Some(0), "{}\n{}", first.stderr, clusters[0].0.log());
+    let first = kubectl_acting(&env, &clusters[0].1, device_approver(&provider, "alice"));
+    assert_eq!(first.code, Some(0), "{}\n{}", first.stderr, clusters[0].0.webhook.log());
     assert!(first.stderr.contains("To log in, open"), "{}", first.stderr);
-    let second = kubectl_acting(&env, &clusters[1].3, |_| {});
-    assert_eq!(second.code, Some(0), "{}\n{}", second.stderr, clusters[1].0.log());
+    let second = kubectl_acting(&env, &clusters[1].1, |_| {});
+    assert_eq!(second.code, Some(0), "{}\n{}", second.stderr, clusters[1].0.webhook.log());
     assert!(!second.stderr.contains("To log in"), "one login for both clusters: {}", second.stderr);
 
     let mut tokens = Vec::new();
-    for ((webhook, apiserver, users, _), audience) in
-        clusters.iter().zip(["https://cluster-a.example", "https://cluster-b.example"])
-    {
-        assert_eq!(users.lock().unwrap().as_slice(), ["oidc:alice"]);
-        let token = apiserver.tokens_seen()[0].clone();
+    for ((cluster, _), audience) in clusters.iter().zip(AUDIENCES) {
+        assert_eq!(cluster.users.lock().unwrap().as_slice(), ["oidc:alice"]);
+        let token = cluster.apiserver.tokens_seen()[0].clone();
         assert_eq!(claims_of(&token)["aud"], audience);
-        let (_, answer) = webhook.review("v1", &token, &[]);
+        let (_, answer) = cluster.webhook.review("v1", &token, &[]);
         assert_eq!(answer["status"]["user"]["groups"], json!(["oidc:devs", "oidc:ops"]), "{answer}");
         tokens.push(token);
     }
     // A cluster's token is no good at the other cluster.
-    let (_, answer) = clusters[0].0.review("v1", &tokens[1], &[]);
+    let (_, answer) = clusters[0].0.webhook.review("v1", &tokens[1], &[]);
     assert_eq!(answer["status"]["authenticated"], false, "{answer}");
 }
 

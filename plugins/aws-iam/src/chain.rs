@@ -380,16 +380,16 @@ impl Context<'_> {
         if let Some(found) = self.sso(source, Some(&profile))? {
             return Ok(found.temporary);
         }
-        if let Some(keys) = self.files.credentials.get(source) {
-            if let Some(found) = static_keys(keys, &format!("profile {source_l} in the credentials file"))? {
-                return Ok(found);
-            }
+        if let Some(keys) = self.files.credentials.get(source)
+            && let Some(found) = static_keys(keys, &format!("profile {source_l} in the credentials file"))?
+        {
+            return Ok(found);
         }
         refuse_process(source, &source_l, &profile)?;
-        if let Some(keys) = self.files.config.get(source) {
-            if let Some(found) = static_keys(keys, &format!("profile {source_l} in the config file"))? {
-                return Ok(found);
-            }
+        if let Some(keys) = self.files.config.get(source)
+            && let Some(found) = static_keys(keys, &format!("profile {source_l} in the config file"))?
+        {
+            return Ok(found);
         }
         Err(Error::misconfigured(format!("the source profile {source_l} of profile {name_l} has no credentials")))
     }
