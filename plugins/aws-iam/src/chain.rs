@@ -201,12 +201,16 @@ fn locate(
     notes: &mut Vec<String>,
 ) -> Option<Located> {
     let home = sources.env("HOME");
-    if let Some(path) = sources.setting(setting) {
+    let given = sources
+        .setting(setting)
+        .map(|path| (path.clone(), path))
+        .or_else(|| sources.env(variable).map(|path| (path, format!("${variable}"))));
+    if let Some((path, shown)) = given {
         let expanded = expand(&path, home.as_deref());
-        return expanded.map(|p| Located { path: p, shown: path });
-    }
-    if let Some(path) = sources.env(variable) {
-        return expand(&path, home.as_deref()).map(|p| Located { path: p, shown: format!("${variable}") });
+        if expanded.is_none() {
+            notes.push(format!("{shown} is under ~, and HOME is not in the plugin's environment ({GRANT_ENV})"));
+        }
+        return expanded.map(|path| Located { path, shown });
     }
     match home {
         Some(home) => {

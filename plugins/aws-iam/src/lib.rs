@@ -185,7 +185,11 @@ impl Provider for AwsIam {
         let cluster_id = config::require("cluster-id")?;
         let sandbox = Sandbox { interactive: request.interactive };
         let resolved = chain::resolve(&sandbox)?;
+        // Keys read from the shared files are secrets the host does not know of.
         log::mark_secret(&resolved.temporary.credentials.secret_access_key);
+        if let Some(token) = &resolved.temporary.credentials.session_token {
+            log::mark_secret(token);
+        }
         log::debug(&format!("AWS credentials from {}", resolved.source));
         let mut temporary = resolved.temporary;
         if let Some(role_arn) = non_empty_setting("role-arn") {
