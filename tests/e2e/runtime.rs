@@ -105,6 +105,69 @@ fn plugins_get_no_ambient_authority() {
 }
 
 #[test]
+fn the_env_grant_passes_only_named_variables_as_secrets() {
+    let env = UserEnv::new();
+    probe_profile(&env, "env", "[profiles.p.grants]\nenv = [\"PROBE_*\", \"HOME\"]");
+    let run = env
+        .credbroker(&["get", "--provider", "p", "--no-cache", "-v"])
+        .env("PROBE_KEY", "probe-key-value")
+        .env("PROBE_REGION", "eu-west-1")
+        .env("PROBEX", "not-granted")
+        .env("OTHER_SECRET", "not-granted-either")
+        .output()
+        .map(Run::of)
+        .unwrap();
+    let home = env.home().display().to_string();
+    assert_eq!(run.token(), format!("HOME={home},PROBE_KEY=probe-key-value,PROBE_REGION=eu-west-1"));
+    // Every value is a secret of the run: the plugin's log shows none of them.
+    assert!(
+        run.stderr.contains("my environment: HOME=[REDACTED] PROBE_KEY=[REDACTED] PROBE_REGION=[REDACTED]"),
+        "{}",
+        run.stderr
+    );
+
+    for (grant, error) in [
+        ("[\"*\"]", "grants.env: `*` would pass the whole environment"),
+        ("[\"AWS-KEY\"]", "grants.env: `AWS-KEY` is not a variable name or a prefix ending in `*`"),
+    ] {
+        probe_profile(&env, "env", &format!("[profiles.p.grants]\nenv = {grant}"));
+        let refused = env.run(&["get", "--provider", "p", "--no-cache"]);
+        assert!(refused.error().contains(error), "{grant}: {}", refused.stderr);
+    }
+    probe_profile(&env, "env", "[profiles.p.grants]\nenv = [\"PROBE_*\"]\n[profiles.p.limits]\nmax-call-bytes = 20");
+    let over = env.credbroker(&["get", "--provider", "p", "--no-cache"]).env("PROBE_KEY", "a-value-too-long").output();
+    let over = Run::of(over.unwrap());
+    assert!(
+        over.error().contains(
+            "grants.env: the granted variables hold 25 bytes, over the per-call limit (max-call-bytes) of 20 bytes"
+        ),
+        "{}",
+        over.stderr
+    );
+}
+
+#[test]
+fn a_question_nobody_answers_ends_at_the_time_limit() {
+    let env = UserEnv::new();
+    probe_profile(&env, "prompt", "[profiles.p.limits]\ntimeout-ms = 1500");
+    let get = env.credbroker(&["get", "--provider", "p", "--no-cache"]);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(crate::harness::terminal::on_terminal(&get, |_, _| None));
+    });
+    // The user walked away: the run ends with its limit, the process with it.
+    let screen = finished.recv_timeout(std::time::Duration::from_secs(30)).expect("credbroker get hung on the prompt");
+    assert_ne!(screen.code, Some(0));
+    assert!(screen.stderr.contains("Your name?"), "{}", screen.stderr);
+    assert!(
+        screen.stderr.contains("nobody answered the question in time")
+            || screen.stderr.contains("time limit of 1500 ms"),
+        "{}",
+        screen.stderr
+    );
+}
+
+#[test]
 fn plugin_stdout_never_reaches_kubectl() {
     let env = UserEnv::new();
     probe_profile(&env, "stdout", "");

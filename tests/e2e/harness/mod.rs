@@ -9,6 +9,7 @@ pub mod oidc;
 pub mod pki;
 pub mod slapd;
 pub mod sts;
+pub mod terminal;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -135,8 +136,10 @@ impl UserEnv {
             .env_remove("CREDBROKER_PLUGIN")
             .env_remove("CREDBROKER_CONFIG")
             .env_remove("CREDBROKER_CACHE_DIR")
-            // A backtrace would change what a failure prints (and costs).
+            // A developer's RUST_BACKTRACE makes every error capture (and, at
+            // trace level, print) a backtrace, and symbolizing it costs tens of MiB.
             .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .env("CREDBROKER_LOG", audit::MAX_VERBOSITY)
             .stdin(Stdio::null());
         command

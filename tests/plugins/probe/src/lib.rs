@@ -21,6 +21,11 @@ fn act(request: Option<&CredentialRequest>) -> Result<Credential, Error> {
         }
         "file" => files::read_to_string(&config::require("path")?)?.trim().to_string(),
         "ambient" => ambient_report(),
+        "env" => {
+            let variables: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+            log::info(&format!("my environment: {}", variables.join(" ")));
+            variables.join(",")
+        }
         "prompt" => prompt::text("Your name?")?,
         "secret-prompt" => prompt::secret("Password:")?,
         "log-secret" => {
