@@ -269,6 +269,7 @@ fn run_provider(report: &mut Report, name: &str, config: Option<PathBuf>) {
         api_version: None,
         exec_info: None,
         no_cache: true,
+        storage: None,
         allow_http: Vec::new(),
         allow_file: Vec::new(),
         stdin_is_terminal: std::io::IsTerminal::is_terminal(&std::io::stdin()),
