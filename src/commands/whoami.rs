@@ -162,9 +162,9 @@ pub fn run(args: WhoamiArgs) -> anyhow::Result<ExitCode> {
                 set: Vec::new(),
                 config: args.config.clone(),
                 api_version: Some(ApiVersion::V1),
-                // As kubectl runs `credbroker get` (no cluster info), so the
-                // cached credential kubectl uses is the one asked about.
-                exec_info: None,
+                // As kubectl runs it with provideClusterInfo: the credential
+                // (and its cache entry) of this cluster.
+                exec_info: Some(cluster_exec_info(&target)?.to_string()),
                 no_cache: false,
                 storage: args.storage,
                 allow_http: Vec::new(),
@@ -311,27 +311,41 @@ fn user_credential(target: &Target) -> anyhow::Result<ExecCredentialStatus> {
     Ok(status)
 }
 
+/// KUBERNETES_EXEC_INFO as kubectl sets it for an exec entry with
+/// provideClusterInfo: true.
+fn cluster_exec_info(target: &Target) -> anyhow::Result<Value> {
+    let mut info = exec_info("client.authentication.k8s.io/v1");
+    let ca = match (&target.cluster.certificate_authority_data, &target.cluster.certificate_authority) {
+        (Some(data), _) => Some(data.clone()),
+        (None, Some(file)) => Some(base64::engine::general_purpose::STANDARD.encode(read_file(
+            &target.base,
+            file,
+            "certificate-authority",
+        )?)),
+        (None, None) => None,
+    };
+    let mut cluster = json!({ "server": target.cluster.server });
+    if let Some(ca) = ca {
+        cluster["certificate-authority-data"] = json!(ca);
+    }
+    if let Some(name) = &target.cluster.tls_server_name {
+        cluster["tls-server-name"] = json!(name);
+    }
+    info["spec"]["cluster"] = cluster;
+    Ok(info)
+}
+
+/// KUBERNETES_EXEC_INFO without cluster information.
+fn exec_info(api_version: &str) -> Value {
+    let interactive = std::io::stdin().is_terminal();
+    json!({ "kind": "ExecCredential", "apiVersion": api_version, "spec": { "interactive": interactive } })
+}
+
 /// Run the user's exec plugin as kubectl does and read its ExecCredential.
 fn run_exec(entry: &ExecEntry, target: &Target) -> anyhow::Result<ExecCredentialStatus> {
     let interactive = std::io::stdin().is_terminal();
-    let mut spec = json!({ "interactive": interactive });
-    if entry.provide_cluster_info {
-        let ca = match (&target.cluster.certificate_authority_data, &target.cluster.certificate_authority) {
-            (Some(data), _) => Some(data.clone()),
-            (None, Some(file)) => Some(base64::engine::general_purpose::STANDARD.encode(read_file(
-                &target.base,
-                file,
-                "certificate-authority",
-            )?)),
-            (None, None) => None,
-        };
-        spec["cluster"] = json!({
-            "server": target.cluster.server,
-            "certificate-authority-data": ca,
-            "tls-server-name": target.cluster.tls_server_name,
-        });
-    }
-    let info = json!({ "kind": "ExecCredential", "apiVersion": entry.api_version, "spec": spec });
+    let mut info = if entry.provide_cluster_info { cluster_exec_info(target)? } else { exec_info(&entry.api_version) };
+    info["apiVersion"] = json!(entry.api_version);
     // A relative command with a slash is relative to the kubeconfig, as in kubectl.
     let command =
         if entry.command.contains('/') { target.base.join(&entry.command) } else { PathBuf::from(&entry.command) };

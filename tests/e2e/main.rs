@@ -21,3 +21,5 @@ mod python;
 mod runtime;
 mod serve;
 mod setup;
+mod storage;
+mod whoami;

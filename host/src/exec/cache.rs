@@ -82,10 +82,24 @@ pub enum CacheError {
     },
     /// The per-key lock cannot be taken (in time).
     #[error("credential cache: {0}")]
-    Lock(#[from] LockError),
+    Lock(LockError),
     /// The keyring refused to store the entry.
     #[error("credential cache: {0}")]
-    Keyring(#[from] KeyringError),
+    Keyring(KeyringError),
+}
+
+// Not `#[from]`: the messages hold the inner ones, which as sources would be
+// printed twice.
+impl From<LockError> for CacheError {
+    fn from(error: LockError) -> Self {
+        Self::Lock(error)
+    }
+}
+
+impl From<KeyringError> for CacheError {
+    fn from(error: KeyringError) -> Self {
+        Self::Keyring(error)
+    }
 }
 
 /// The material a cache key is made of: everything that makes a credential

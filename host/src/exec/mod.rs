@@ -104,7 +104,7 @@ pub enum GetError {
     #[error("{0}")]
     Dirs(String),
     /// The keyring failed while removing items.
-    #[error("keyring: {0}")]
+    #[error(transparent)]
     Keyring(#[from] crate::storage::KeyringError),
     /// Plugin state cannot be removed.
     #[error("plugin state: {0}")]

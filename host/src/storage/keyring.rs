@@ -114,13 +114,11 @@ mod secret_service {
     }
 
     fn unavailable(error: zbus::Error) -> KeyringError {
-        KeyringError::Unavailable(match error {
-            zbus::Error::Address(detail) => {
-                format!("no D-Bus session bus ({detail}; is DBUS_SESSION_BUS_ADDRESS set?)")
-            }
-            zbus::Error::InputOutput(e) => format!("cannot reach the D-Bus session bus: {e}"),
-            other => other.to_string(),
-        })
+        let unset = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_none_or(|a| a.is_empty());
+        KeyringError::Unavailable(format!(
+            "cannot reach the D-Bus session bus{}: {error}",
+            if unset { " (DBUS_SESSION_BUS_ADDRESS is unset)" } else { "" }
+        ))
     }
 
     fn refused(call: &'static str) -> impl Fn(zbus::Error) -> KeyringError {

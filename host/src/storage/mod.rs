@@ -121,10 +121,18 @@ pub enum StorageError {
     #[error(
         "storage = \"keyring\": {0}; use storage = \"file\" (or --storage file) to keep secrets in private files, or \"auto\" to fall back to them"
     )]
-    Keyring(#[from] KeyringError),
+    Keyring(KeyringError),
     /// The async runtime cannot start.
     #[error("cannot start: {0}")]
     Runtime(std::io::Error),
+}
+
+// Not `#[from]`: the message holds the keyring's, which as a source would
+// be printed twice.
+impl From<KeyringError> for StorageError {
+    fn from(error: KeyringError) -> Self {
+        Self::Keyring(error)
+    }
 }
 
 /// The file in the cache directory that says the fallback notice was given.

@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod audit;
+pub mod keyring;
 pub mod kubectl;
 pub mod oidc;
 pub mod pki;
@@ -134,6 +135,11 @@ impl UserEnv {
             .env_remove("CREDBROKER_PLUGIN")
             .env_remove("CREDBROKER_CONFIG")
             .env_remove("CREDBROKER_CACHE_DIR")
+            .env_remove("CREDBROKER_STORAGE")
+            // No keyring unless a test starts one (harness::keyring): the
+            // tester's own session bus is never reached.
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("XDG_RUNTIME_DIR")
             .env("CREDBROKER_LOG", audit::MAX_VERBOSITY)
             .stdin(Stdio::null());
         command
