@@ -411,8 +411,11 @@ pub fn clear_cache(provider: Option<&str>) -> Result<Removed, GetError> {
         removed.credential_files = TokenCache::open(dirs.credentials(), None)?.clear(provider)?;
     }
     with_keyring(&mut removed, |handle, removed| {
-        let items =
-            handle.block_on(handle.keyring().delete_all(Selector { kind: Some("credential"), profile: provider }))?;
+        let items = handle.block_on(handle.keyring().delete_all(Selector {
+            kind: Some("credential"),
+            profile: provider,
+            key: None,
+        }))?;
         removed.credential_items = items.get("credential").copied().unwrap_or(0);
         Ok(())
     })?;
@@ -431,6 +434,16 @@ pub fn clear_cache(provider: Option<&str>) -> Result<Removed, GetError> {
 pub fn forget(provider: Option<&str>) -> Result<Removed, GetError> {
     let mut removed = clear_cache(provider)?;
     let dirs = Dirs::of_user().map_err(GetError::Dirs)?;
+    let keyring = match KeyringHandle::connect() {
+        Ok(handle) => Some(handle),
+        Err(StorageError::Keyring(e)) => {
+            removed.keyring_unchecked.get_or_insert(e.to_string());
+            None
+        }
+        Err(other) => return Err(other.into()),
+    };
+    // Every store that was ever used has a lock file (state kept in the
+    // keyring too), and a file-kept one its `.json`.
     let mut names = std::collections::BTreeSet::new();
     if let Ok(entries) = std::fs::read_dir(&dirs.state) {
         for entry in entries.flatten() {
@@ -452,13 +465,18 @@ pub fn forget(provider: Option<&str>) -> Result<Removed, GetError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(GetError::State(format!("cannot remove `{}`: {e}", path.display()))),
         }
+        if let Some(handle) = &keyring {
+            let selector = Selector { kind: Some("state"), profile: None, key: Some(name) };
+            let items = handle.block_on(handle.keyring().delete_all(selector))?;
+            removed.state_items += items.get("state").copied().unwrap_or(0);
+        }
     }
-    with_keyring(&mut removed, |handle, removed| {
-        let items =
-            handle.block_on(handle.keyring().delete_all(Selector { kind: Some("state"), profile: provider }))?;
-        removed.state_items = items.get("state").copied().unwrap_or(0);
-        Ok(())
-    })?;
+    // Items without a lock file here (another machine's home, a removed file).
+    if let Some(handle) = &keyring {
+        let selector = Selector { kind: Some("state"), profile: provider, key: None };
+        let items = handle.block_on(handle.keyring().delete_all(selector))?;
+        removed.state_items += items.get("state").copied().unwrap_or(0);
+    }
     Ok(removed)
 }
 

@@ -2,9 +2,9 @@
 //! KeePassXC), spoken to over the user's D-Bus session bus.
 //!
 //! A cached credential is read on every kubectl command, so this is a lean
-//! client of the four calls that takes: connect, open a session, search the
-//! item by its attributes and fetch its secret (the session and the search go
-//! out together). Proxies are not used: a zbus proxy fetches and watches every
+//! client of the calls that takes: connect, open a session (asking at once
+//! whether the default collection is unlocked), search the item by its
+//! attributes and fetch its secret. Proxies are not used: a zbus proxy fetches and watches every
 //! property of its object, which costs round trips nothing here needs.
 //!
 //! Secrets travel over the session bus in a `plain` session. The bus is a
@@ -79,6 +79,8 @@ pub struct Selector<'a> {
     pub kind: Option<&'static str>,
     /// One profile, or all when `None`.
     pub profile: Option<&'a str>,
+    /// One item key (cache key or state name), or all when `None`.
+    pub key: Option<&'a str>,
 }
 
 #[cfg(target_os = "linux")]
@@ -111,6 +113,8 @@ mod secret_service {
     #[derive(Debug, Clone)]
     pub struct Keyring {
         conn: zbus::Connection,
+        /// The `plain` session every secret is sent in, opened once.
+        session: OwnedObjectPath,
     }
 
     fn unavailable(error: zbus::Error) -> KeyringError {
@@ -139,6 +143,49 @@ mod secret_service {
         }
     }
 
+    /// Where zbus would look without DBUS_SESSION_BUS_ADDRESS, said before
+    /// anything is set up: in a container or an SSH session there is usually
+    /// no bus at all, and `auto` should find that out at the cost of a stat.
+    fn no_session_bus() -> Result<(), KeyringError> {
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|a| !a.is_empty()) {
+            return Ok(());
+        }
+        let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| format!("/run/user/{}", crate::fsutil::current_uid()).into());
+        let socket = runtime_dir.join("bus");
+        if socket.exists() {
+            return Ok(());
+        }
+        Err(KeyringError::Unavailable(format!(
+            "no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is unset and there is no `{}`)",
+            socket.display()
+        )))
+    }
+
+    async fn call<B, R>(
+        conn: &zbus::Connection,
+        what: &'static str,
+        path: &str,
+        interface: &str,
+        method: &str,
+        body: &B,
+    ) -> Result<R, KeyringError>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+        R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
+    {
+        let reply = conn.call_method(Some(DEST), path, Some(interface), method, body).await.map_err(refused(what))?;
+        reply.body().deserialize::<R>().map_err(|e| KeyringError::Call { call: what, message: e.to_string() })
+    }
+
+    async fn open_session(conn: &zbus::Connection) -> Result<OwnedObjectPath, KeyringError> {
+        let (_, session): (OwnedValue, OwnedObjectPath) =
+            call(conn, "a session", SERVICE_PATH, SERVICE, "OpenSession", &("plain", Value::from(""))).await?;
+        Ok(session)
+    }
+
     async fn bounded<T>(work: impl Future<Output = Result<T, KeyringError>>) -> Result<T, KeyringError> {
         tokio::time::timeout(KEYRING_TIMEOUT, work).await.unwrap_or(Err(KeyringError::Timeout))
     }
@@ -148,6 +195,16 @@ mod secret_service {
     }
 
     impl Keyring {
+        /// Whether a session bus may be there, found out at the cost of an
+        /// environment lookup and a stat (without one, nothing else is tried).
+        ///
+        /// # Errors
+        ///
+        /// [`KeyringError::Unavailable`] when there is certainly none.
+        pub fn check_bus() -> Result<(), KeyringError> {
+            no_session_bus()
+        }
+
         /// Connect to the Secret Service on the session bus and check that it
         /// has an unlocked default collection (where items are created).
         ///
@@ -156,29 +213,32 @@ mod secret_service {
         /// [`KeyringError::Unavailable`] when nothing answers,
         /// [`KeyringError::Locked`], [`KeyringError::Timeout`].
         pub async fn connect() -> Result<Self, KeyringError> {
+            Self::check_bus()?;
             bounded(async {
                 let conn =
                     zbus::connection::Builder::session().map_err(unavailable)?.build().await.map_err(unavailable)?;
-                let keyring = Self { conn };
-                let locked: OwnedValue = keyring
-                    .call(
+                // Both questions at once: one round trip.
+                let (session, locked) = tokio::join!(
+                    open_session(&conn),
+                    call::<_, OwnedValue>(
+                        &conn,
                         "the default collection",
                         DEFAULT_COLLECTION,
                         "org.freedesktop.DBus.Properties",
                         "Get",
                         &(COLLECTION, "Locked"),
                     )
-                    .await
-                    .map_err(|e| match e {
-                        KeyringError::Call { message, .. } => KeyringError::Unavailable(format!(
-                            "the Secret Service has no default collection ({message})"
-                        )),
-                        other => other,
-                    })?;
+                );
+                let locked = locked.map_err(|e| match e {
+                    KeyringError::Call { message, .. } => {
+                        KeyringError::Unavailable(format!("the Secret Service has no default collection ({message})"))
+                    }
+                    other => other,
+                })?;
                 if bool::try_from(locked).unwrap_or(true) {
                     return Err(KeyringError::Locked);
                 }
-                Ok(keyring)
+                Ok(Self { conn, session: session? })
             })
             .await
         }
@@ -195,15 +255,7 @@ mod secret_service {
             B: serde::Serialize + zbus::zvariant::DynamicType,
             R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
         {
-            let reply =
-                self.conn.call_method(Some(DEST), path, Some(interface), method, body).await.map_err(refused(what))?;
-            reply.body().deserialize::<R>().map_err(|e| KeyringError::Call { call: what, message: e.to_string() })
-        }
-
-        async fn open_session(&self) -> Result<OwnedObjectPath, KeyringError> {
-            let (_, session): (OwnedValue, OwnedObjectPath) =
-                self.call("a session", SERVICE_PATH, SERVICE, "OpenSession", &("plain", Value::from(""))).await?;
-            Ok(session)
+            call(&self.conn, what, path, interface, method, body).await
         }
 
         async fn search(&self, attributes: HashMap<&str, &str>) -> Result<Vec<OwnedObjectPath>, KeyringError> {
@@ -225,14 +277,13 @@ mod secret_service {
         /// [`KeyringError`] when the Secret Service fails or does not answer.
         pub async fn get(&self, item: &ItemId) -> Result<Option<Vec<u8>>, KeyringError> {
             bounded(async {
-                // The session and the search are independent: one round trip for both.
-                let (session, found) = tokio::join!(self.open_session(), self.search(item.attributes()));
-                let (session, found) = (session?, found?);
+                let found = self.search(item.attributes()).await?;
                 if found.is_empty() {
                     return Ok(None);
                 }
-                let secrets: HashMap<OwnedObjectPath, Secret> =
-                    self.call("reading a secret", SERVICE_PATH, SERVICE, "GetSecrets", &(&found, &session)).await?;
+                let secrets: HashMap<OwnedObjectPath, Secret> = self
+                    .call("reading a secret", SERVICE_PATH, SERVICE, "GetSecrets", &(&found, &self.session))
+                    .await?;
                 // Several matches (another client wrote one too): any is ours, take the first found.
                 Ok(found.iter().find_map(|path| secrets.get(path)).map(|secret| secret.2.clone()))
             })
@@ -247,13 +298,12 @@ mod secret_service {
         /// [`KeyringError`] when the Secret Service fails or does not answer.
         pub async fn put(&self, item: &ItemId, label: &str, secret: &[u8]) -> Result<(), KeyringError> {
             bounded(async {
-                let session = self.open_session().await?;
                 let properties: HashMap<&str, Value<'_>> = HashMap::from([
                     ("org.freedesktop.Secret.Item.Label", Value::from(label)),
                     ("org.freedesktop.Secret.Item.Attributes", Value::from(item.attributes())),
                 ]);
                 let secret: (ObjectPath<'_>, &[u8], &[u8], &str) =
-                    (session.as_ref(), &[], secret, "application/octet-stream");
+                    (self.session.as_ref(), &[], secret, "application/octet-stream");
                 let (_, prompt): (OwnedObjectPath, OwnedObjectPath) = self
                     .call("storing a secret", DEFAULT_COLLECTION, COLLECTION, "CreateItem", &(properties, secret, true))
                     .await?;
@@ -286,6 +336,9 @@ mod secret_service {
                     let mut attributes = HashMap::from([("application", super::APPLICATION), ("kind", kind)]);
                     if let Some(profile) = selector.profile {
                         attributes.insert("profile", profile);
+                    }
+                    if let Some(key) = selector.key {
+                        attributes.insert("key", key);
                     }
                     let found = self.search(attributes).await?;
                     removed.insert(kind, self.delete_found(found).await?);
@@ -327,6 +380,10 @@ mod unsupported {
     }
 
     impl Keyring {
+        /// Always [`KeyringError::Unavailable`].
+        pub fn check_bus() -> Result<(), KeyringError> {
+            Err(unsupported())
+        }
         /// Always [`KeyringError::Unavailable`].
         pub async fn connect() -> Result<Self, KeyringError> {
             Err(unsupported())

@@ -73,6 +73,7 @@ impl KeyringHandle {
     ///
     /// [`StorageError::Runtime`] or the keyring's error.
     pub fn connect() -> Result<Self, StorageError> {
+        Keyring::check_bus()?;
         let runtime = Arc::new(new_runtime()?);
         let keyring = runtime.block_on(Keyring::connect())?;
         Ok(Self { keyring, runtime })
