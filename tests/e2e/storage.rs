@@ -117,6 +117,7 @@ fn auto_uses_the_keyring_when_one_answers_and_files_with_a_notice_said_once_when
 
     // No session bus (a container, an SSH session): files, said once.
     let other = UserEnv::new();
+    other.forget_keyring_notice();
     counted_profile(&other, &stub, None);
     let first = get(&other, None, &["--no-cache"]);
     assert_eq!(first.token(), "200:auto-token");
