@@ -76,6 +76,9 @@ pub struct Profile {
     /// Share cached credentials between clusters (default: one per API server).
     #[serde(default)]
     pub share_cache_across_clusters: bool,
+    /// Where cached credentials and plugin state are kept (default: `auto`).
+    #[serde(default)]
+    pub storage: Option<crate::storage::StorageKind>,
 }
 
 impl Profile {

@@ -5,6 +5,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// What [`ensure_private_dir`] did to a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +120,110 @@ pub fn write_private_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<
     file.as_file().sync_data()?;
     file.persist(dir.join(name)).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// A held lock: an exclusive `flock` on a private lock file, released when
+/// this is dropped (the file closes) or by the kernel when the process dies,
+/// so a killed process never blocks the next one.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: fs::File,
+}
+
+/// A lock that could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The lock file cannot be opened or locked.
+    #[error("cannot lock `{}`: {error}", path.display())]
+    Io {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        error: io::Error,
+    },
+    /// Another process has held it longer than we wait.
+    #[error("another credbroker has held `{}` for over {} s; is it waiting for input?", path.display(), waited.as_secs())]
+    Timeout {
+        /// The lock file.
+        path: PathBuf,
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+impl FileLock {
+    fn open(path: &Path) -> Result<fs::File, LockError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|error| LockError::Io { path: path.to_path_buf(), error })
+    }
+
+    /// One attempt: the lock if it is free.
+    fn try_lock(file: fs::File, path: &Path) -> Result<Result<Self, fs::File>, LockError> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own and keep open.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Ok(Self { _file: file }));
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::WouldBlock {
+            return Err(LockError::Io { path: path.to_path_buf(), error });
+        }
+        Ok(Err(file))
+    }
+
+    /// Take the lock on `path` (created 0600 if missing), waiting at most
+    /// `timeout` for another process to let it go.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Timeout`] or [`LockError::Io`].
+    pub fn acquire(path: &Path, timeout: Duration) -> Result<Self, LockError> {
+        let mut file = Self::open(path)?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            file = match Self::try_lock(file, path)? {
+                Ok(lock) => return Ok(lock),
+                Err(file) => file,
+            };
+            if started.elapsed() >= timeout {
+                return Err(LockError::Timeout { path: path.to_path_buf(), waited: started.elapsed() });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// [`FileLock::acquire`] for async code: the wait sleeps on the async
+    /// runtime's timer, so it costs no CPU and a deadline around it cancels it.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::Timeout`] or [`LockError::Io`].
+    pub async fn acquire_async(path: &Path, timeout: Duration) -> Result<Self, LockError> {
+        let mut file = Self::open(path)?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            file = match Self::try_lock(file, path)? {
+                Ok(lock) => return Ok(lock),
+                Err(file) => file,
+            };
+            if started.elapsed() >= timeout {
+                return Err(LockError::Timeout { path: path.to_path_buf(), waited: started.elapsed() });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
 }
 
 /// A file the host reads on a plugin's or the operator's behalf that cannot

@@ -20,4 +20,5 @@ pub mod reachability;
 pub mod runtime;
 pub mod settings;
 pub mod signing;
+pub mod storage;
 pub mod webhook;

@@ -8,7 +8,10 @@ use credbroker_host::exec;
 /// Cache subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CacheCommand {
-    /// Remove cached credentials (all, or one provider's), forcing a new login.
+    /// Remove cached credentials (all, or one provider's) from the files and the keyring, forcing a new login.
+    ///
+    /// Refresh tokens and other plugin state stay, so the next login may be a
+    /// silent refresh; `credbroker logout` removes those too.
     Clear {
         /// Only this provider's credentials.
         #[arg(long)]
@@ -21,11 +24,11 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
     match command {
         CacheCommand::Clear { provider } => {
             let removed = exec::clear_cache(provider.as_deref())?;
-            let what = if removed == 1 { "credential" } else { "credentials" };
-            match provider {
-                Some(p) => eprintln!("removed {removed} cached {what} of provider `{p}`"),
-                None => eprintln!("removed {removed} cached {what}"),
-            }
+            let count = removed.credential_files + removed.credential_items;
+            let what = if count == 1 { "credential" } else { "credentials" };
+            let whose = provider.map(|p| format!(" of provider `{}`", credbroker_host::boundary::text::name(&p)));
+            eprintln!("removed {count} cached {what}{}", whose.unwrap_or_default());
+            eprintln!("refresh tokens and plugin state were kept; `credbroker logout` removes them too");
             Ok(ExitCode::SUCCESS)
         }
     }

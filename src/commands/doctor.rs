@@ -15,6 +15,7 @@ use credbroker_host::exec::{self, GetRequest, Selection};
 use credbroker_host::plugin::PluginRef;
 use credbroker_host::runtime::{Allocation, Runtime, RuntimeOptions, Sandbox, SandboxSpec, World};
 use credbroker_host::settings::ResolvedSettings;
+use credbroker_host::storage::{KeyringHandle, StorageKind};
 use credbroker_host::{fsutil, reachability};
 use serde_yaml_ng::Value;
 
@@ -92,6 +93,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         check_private_dir(&mut report, &dir, what);
     }
     check_plugin_dir(&mut report, &dirs.plugins);
+    check_keyring(&mut report, &config);
 
     let runtime =
         Runtime::new(RuntimeOptions { allocation: Allocation::OnDemand, artifact_dir: Some(dirs.artifacts()) })?;
@@ -261,6 +263,27 @@ fn check_backends(report: &mut Report, grants: &Grants, timeout: Duration) {
     }
 }
 
+/// Whether the OS keyring answers, and what that means for the profiles' `storage`.
+fn check_keyring(report: &mut Report, config: &ClientConfig) {
+    let wants_keyring: Vec<&str> = config
+        .profiles
+        .iter()
+        .filter(|(_, p)| p.storage == Some(StorageKind::Keyring))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    match KeyringHandle::connect() {
+        Ok(_) => report.ok("OS keyring: answers (storage = auto keeps secrets there)"),
+        // Usual in containers and over SSH, and auto then keeps files: not a problem.
+        Err(e) if wants_keyring.is_empty() => {
+            report.ok(format!("OS keyring: {e}; storage = auto keeps secrets in private files"))
+        }
+        Err(e) => report.fail(
+            format!("OS keyring: {e}; profiles with storage = \"keyring\": {}", wants_keyring.join(", ")),
+            "start or unlock the keyring (or set storage = \"file\" in those profiles)",
+        ),
+    }
+}
+
 fn run_provider(report: &mut Report, name: &str, config: Option<PathBuf>) {
     let request = GetRequest {
         selection: Selection::Provider(name.to_string()),
@@ -269,6 +292,7 @@ fn run_provider(report: &mut Report, name: &str, config: Option<PathBuf>) {
         api_version: None,
         exec_info: None,
         no_cache: true,
+        storage: None,
         allow_http: Vec::new(),
         allow_file: Vec::new(),
         stdin_is_terminal: std::io::IsTerminal::is_terminal(&std::io::stdin()),

@@ -9,6 +9,7 @@ use clap::Args;
 use credbroker_host::exec::credential::{ApiVersion, ExecInfoError};
 use credbroker_host::exec::{self, GetRequest, Selection};
 use credbroker_host::settings::parse_key_value;
+use credbroker_host::storage::StorageKind;
 
 /// Arguments of `credbroker get`.
 #[derive(Debug, Args)]
@@ -31,15 +32,23 @@ pub struct GetArgs {
     /// ExecCredential version when KUBERNETES_EXEC_INFO is absent.
     #[arg(long, value_name = "v1|v1beta1", value_parser = parse_api_version)]
     api_version: Option<ApiVersion>,
-    /// Neither read nor write the credential cache.
+    /// Neither read nor write the credential cache (plugin state, such as refresh tokens, is still kept).
     #[arg(long)]
     no_cache: bool,
+    /// Where cached credentials and plugin state (refresh tokens) are kept [default: the profile's `storage`, else auto].
+    #[arg(long, env = "CREDBROKER_STORAGE", value_name = "auto|keyring|file|none", value_parser = parse_storage)]
+    storage: Option<StorageKind>,
     /// Also allow the plugin to reach this origin (https://host[:port]); repeatable.
     #[arg(long, value_name = "ORIGIN")]
     allow_http: Vec<String>,
     /// Also allow the plugin to read this file; repeatable.
     #[arg(long, value_name = "PATH")]
     allow_file: Vec<PathBuf>,
+}
+
+/// Parse a `--storage` value.
+pub fn parse_storage(text: &str) -> Result<StorageKind, String> {
+    StorageKind::parse(text).ok_or_else(|| format!("`{text}` is not auto, keyring, file or none"))
 }
 
 fn parse_api_version(text: &str) -> Result<ApiVersion, String> {
@@ -70,6 +79,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         api_version: args.api_version,
         exec_info,
         no_cache: args.no_cache,
+        storage: args.storage,
         allow_http: args.allow_http,
         allow_file: args.allow_file,
         stdin_is_terminal: std::io::stdin().is_terminal(),

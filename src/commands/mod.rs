@@ -5,10 +5,12 @@ mod certs;
 mod doctor;
 mod get;
 mod kubeconfig;
+mod logout;
 mod plugin;
 mod serve;
 mod setup;
 mod webhook_kubeconfig;
+mod whoami;
 
 use std::process::ExitCode;
 
@@ -88,6 +90,10 @@ pub enum Command {
     Get(get::GetArgs),
     /// Answer TokenReviews for kube-apiserver (the webhook token authenticator).
     Serve(serve::ServeArgs),
+    /// Remove cached credentials and refresh tokens (plugin state) of a provider, or of all.
+    Logout(logout::LogoutArgs),
+    /// Ask the API server who it thinks you are (a SelfSubjectReview with your credential).
+    Whoami(whoami::WhoamiArgs),
     /// Manage the credential cache.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -121,6 +127,8 @@ impl Command {
         match self {
             Self::Get(_)
             | Self::Cache(_)
+            | Self::Logout(_)
+            | Self::Whoami(_)
             | Self::Certs(_)
             | Self::Plugin(_)
             | Self::Kubeconfig(_)
@@ -145,6 +153,8 @@ impl Command {
             Self::Get(args) => get::run(args),
             Self::Serve(args) => serve::run(args),
             Self::Cache(command) => cache::run(command),
+            Self::Logout(args) => logout::run(args),
+            Self::Whoami(args) => whoami::run(args),
             Self::Certs(command) => certs::run(command),
             Self::Kubeconfig(args) => kubeconfig::run(args),
             Self::Doctor(args) => doctor::run(args),
@@ -180,6 +190,8 @@ mod tests {
             "get -q --plugin ./p.wasm --allow-http https://idp.example --allow-file /etc/x --no-cache",
             "get --api-version v1 --config /c.toml --provider x",
             "get --api-version v3 --provider x",
+            "get --storage keyring --provider x",
+            "get --storage disk --provider x",
             "get --provider a --plugin b",
             "get -q -v --provider a",
             "get",

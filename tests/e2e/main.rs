@@ -22,3 +22,5 @@ mod python;
 mod runtime;
 mod serve;
 mod setup;
+mod storage;
+mod whoami;

@@ -11,6 +11,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use crate::harness::apiserver::ApiServer;
+use crate::harness::keyring::SecretService;
 use crate::harness::kubectl::{self, Exec};
 use crate::harness::oidc::OidcProvider;
 use crate::harness::terminal::on_terminal;
@@ -67,11 +68,21 @@ fn cluster(env: &UserEnv, provider: &OidcProvider) -> Cluster {
 /// Run kubectl; when the provider prints a device code or a URL on stderr,
 /// act on it like the user would (`act` gets each stderr line).
 fn kubectl_acting(env: &UserEnv, config: &std::path::Path, act: impl Fn(&str) + Send + 'static) -> Run {
-    let mut child = kubectl::command(env, "1.33", &config.to_path_buf(), &["get", "--raw", "/version"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
+    kubectl_acting_with(env, config, None, act)
+}
+
+/// [`kubectl_acting`] with `keyring` as the session's Secret Service.
+fn kubectl_acting_with(
+    env: &UserEnv,
+    config: &std::path::Path,
+    keyring: Option<&SecretService>,
+    act: impl Fn(&str) + Send + 'static,
+) -> Run {
+    let mut command = kubectl::command(env, "1.33", &config.to_path_buf(), &["get", "--raw", "/version"]);
+    if let Some(keyring) = keyring {
+        keyring.attach(&mut command);
+    }
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("kubectl");
     let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -183,7 +194,12 @@ fn client_credentials_through_kubectl() {
 /// The refresh token the oidc provider keeps in the user's state.
 fn stored_refresh_token(env: &UserEnv) -> Option<String> {
     let dir = env.home().join(".local/share/credbroker/state");
-    let file = std::fs::read_dir(dir).ok()?.flatten().next()?.path();
+    // The state file, not its lock file.
+    let file = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))?;
     let map: serde_json::Map<String, Value> = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
     let encoded = map.iter().find(|(k, _)| k.starts_with("refresh-token:"))?.1.as_str()?.to_string();
     let token = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).ok()?).ok()?;
@@ -223,6 +239,132 @@ fn tokens_are_refreshed_after_expiry_without_a_new_login() {
         .json()
         .unwrap();
     assert_eq!(reuse["error"], "invalid_grant");
+}
+
+#[test]
+fn two_clusters_sharing_a_profile_refresh_at_once_without_spending_a_rotated_token_twice() {
+    let provider = OidcProvider::start(&[("OIDC_ID_TOKEN_TTL", "2")]);
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &jwt_validator(&provider, &provider.issuer, ""));
+    let (east, east_users) = ApiServer::with_webhook(&webhook);
+    let (west, west_users) = ApiServer::with_webhook(&webhook);
+    oidc_profile(&env, &provider, "client-id = \"public\"\nflow = \"device\"", "");
+    // One profile, two clusters: the cached credentials (and their locks) are
+    // per cluster, the refresh token is the profile's.
+    let east_config = kubectl::kubeconfig(&env, &east, &Exec::v1(&["get", "--provider", "idp"]));
+    let west_config = kubectl::kubeconfig(&env, &west, &Exec::v1(&["get", "--provider", "idp"]));
+    let login = kubectl_acting(&env, &east_config, device_approver(&provider, "alice"));
+    assert_eq!(login.code, Some(0), "{}", login.stderr);
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_millis(2500));
+        // Every credential has expired: each cluster's kubectl refreshes, at once.
+        let runs: Vec<Run> = std::thread::scope(|scope| {
+            let runs: Vec<_> = [&east_config, &west_config, &west_config, &east_config]
+                .into_iter()
+                .map(|config| scope.spawn(|| kubectl_acting(&env, config, |_| {})))
+                .collect();
+            runs.into_iter().map(|run| run.join().unwrap()).collect()
+        });
+        for run in &runs {
+            assert_eq!(run.code, Some(0), "round {round}: {}\n{}", run.stderr, webhook.log());
+            assert!(!run.stderr.contains("To log in"), "no new login: {}", run.stderr);
+        }
+    }
+    assert!(east_users.lock().unwrap().iter().chain(west_users.lock().unwrap().iter()).all(|u| u == "oidc:alice"));
+    stored_refresh_token(&env).expect("the last rotated refresh token is kept");
+}
+
+#[test]
+fn refresh_tokens_move_into_the_keyring_and_logout_removes_them_from_everywhere() {
+    let keyring = SecretService::start();
+    let provider = OidcProvider::start(&[("OIDC_ID_TOKEN_TTL", "2")]);
+    let env = UserEnv::new();
+    let cluster = cluster(&env, &provider);
+    oidc_profile(&env, &provider, "client-id = \"public\"\nflow = \"device\"", "");
+    let config = kubectl::kubeconfig(&env, &cluster.apiserver, &Exec::v1(&["get", "--provider", "idp"]));
+    // No keyring in this session: auto keeps files.
+    let run = kubectl_acting(&env, &config, device_approver(&provider, "alice"));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let in_file = stored_refresh_token(&env).expect("a refresh token in the state file");
+    // cache clear keeps refresh tokens.
+    let clear = env.run(&["cache", "clear", "--provider", "idp"]);
+    assert!(clear.stderr.contains("removed 1 cached credential of provider `idp`"), "{}", clear.stderr);
+    assert_eq!(stored_refresh_token(&env).as_deref(), Some(in_file.as_str()));
+
+    // With a keyring: the silent refresh spends the file's token and keeps
+    // the rotated one in the keyring; the file goes.
+    std::thread::sleep(Duration::from_millis(2500));
+    let run = kubectl_acting_with(&env, &config, Some(&keyring), |_| {});
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(!run.stderr.contains("To log in"), "a silent refresh: {}", run.stderr);
+    assert_eq!(stored_refresh_token(&env), None, "no state file is left");
+    let state = keyring.secrets(&[("application", "credbroker"), ("kind", "state"), ("profile", "idp")]);
+    assert_eq!(state.len(), 1, "{}", keyring.search(&[("application", "credbroker")]));
+    let map: serde_json::Map<String, Value> = serde_json::from_str(&state[0]).unwrap();
+    let encoded = map.iter().find(|(k, _)| k.starts_with("refresh-token:")).expect("a refresh token").1;
+    let in_keyring =
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.as_str().unwrap()).unwrap())
+            .unwrap();
+    crate::harness::audit::secret(in_keyring.clone());
+    assert_ne!(in_keyring, in_file, "rotated");
+    let id_token = cluster.apiserver.tokens_seen().last().cloned().unwrap();
+    for secret in [&in_keyring, &id_token] {
+        let on_disk: Vec<_> = walk(env.home()).into_iter().filter(|f| contains(f, secret)).collect();
+        assert!(on_disk.is_empty(), "a secret on disk with storage = keyring: {on_disk:?}");
+    }
+    assert_eq!(keyring.secrets(&[("application", "credbroker"), ("kind", "credential")]).len(), 1);
+
+    let logout = Run::of(keyring.attach(&mut env.credbroker(&["logout", "--provider", "idp"])).output().unwrap());
+    assert_eq!(logout.code, Some(0), "{}", logout.stderr);
+    assert_eq!(
+        logout.stdout,
+        "logged out of `idp`:\n  removed cached credentials: 1 keyring item\n  removed plugin state (refresh tokens): 1 keyring item\n"
+    );
+    assert_eq!(keyring.secrets(&[("application", "credbroker")]), Vec::<String>::new());
+    let again = Run::of(keyring.attach(&mut env.credbroker(&["logout", "--all"])).output().unwrap());
+    assert_eq!(again.stdout, "nothing to remove for every provider\n");
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() { stack.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
+
+fn contains(file: &std::path::Path, needle: &str) -> bool {
+    std::fs::read(file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+}
+
+#[test]
+fn logout_with_files_removes_the_credential_and_the_refresh_token() {
+    let provider = OidcProvider::start(&[]);
+    let env = UserEnv::new();
+    let cluster = cluster(&env, &provider);
+    oidc_profile(&env, &provider, "client-id = \"public\"\nflow = \"device\"", "");
+    let config = kubectl::kubeconfig(&env, &cluster.apiserver, &Exec::v1(&["get", "--provider", "idp"]));
+    assert_eq!(kubectl_acting(&env, &config, device_approver(&provider, "alice")).code, Some(0));
+    let refresh = stored_refresh_token(&env).expect("a refresh token");
+    let logout = env.run(&["logout", "--provider", "idp"]);
+    assert_eq!(logout.code, Some(0), "{}", logout.stderr);
+    assert!(
+        logout.stdout.starts_with(
+            "logged out of `idp`:\n  removed cached credentials: 1 file\n  removed plugin state (refresh tokens): 1 file\n"
+        ),
+        "{}",
+        logout.stdout
+    );
+    assert!(logout.stdout.contains("the OS keyring was not searched: no OS keyring answers"), "{}", logout.stdout);
+    assert_eq!(stored_refresh_token(&env), None);
+    assert!(walk(env.home()).iter().all(|f| !contains(f, &refresh)));
+    let none = env.run(&["logout"]);
+    assert!(none.error().contains("--provider <PROVIDER>|--all"), "{}", none.stderr);
 }
 
 #[test]

@@ -1,25 +1,26 @@
-//! The on-disk credential cache of `credbroker get`.
+//! The credential cache of `credbroker get`.
 //!
 //! kubectl runs the exec plugin on every command, so a valid credential is
 //! reused from here without starting the WebAssembly runtime at all. Entries
-//! live in a private directory (0700), one private file (0600) per key, written
-//! atomically. A lock file per key, held across the provider run, makes many
-//! kubectl processes started at once log in only once; the lock is an `flock`,
-//! which the kernel releases when its holder dies, so a killed process never
-//! blocks the next one.
+//! live in the OS keyring (storage = "keyring") or in a private directory
+//! (0700), one private file (0600) per key, written atomically. Either way a
+//! lock file per key in that directory, held across the provider run, makes
+//! many kubectl processes started at once log in only once; the lock is an
+//! `flock`, which the kernel releases when its holder dies, so a killed
+//! process never blocks the next one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::credential::ExecCredentialStatus;
-use crate::fsutil;
+use crate::fsutil::{self, FileLock, LockError};
+use crate::storage::{ItemId, KeyringError, KeyringHandle};
 
 /// Largest cache entry read; anything bigger is not ours.
 const MAX_ENTRY: u64 = 4 * 1024 * 1024;
@@ -41,10 +42,28 @@ pub struct CachedCredential {
 
 const ENTRY_VERSION: u32 = 1;
 
-/// The cache directory.
+/// The credential cache: its directory (locks, and entries when they are
+/// files) and where entries live.
 #[derive(Debug, Clone)]
 pub struct TokenCache {
     dir: PathBuf,
+    keyring: Option<KeyringHandle>,
+}
+
+/// A cache key: the profile it belongs to and a name unique to everything
+/// that makes a credential different.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey {
+    /// The profile (or plugin) name the user selected.
+    pub profile: String,
+    /// `PROFILE.HASH`: the file name stem, and the keyring item's key.
+    pub name: String,
+}
+
+impl CacheKey {
+    fn item(&self) -> ItemId {
+        ItemId { kind: "credential", profile: self.profile.clone(), key: self.name.clone() }
+    }
 }
 
 /// The cache cannot be used.
@@ -53,7 +72,7 @@ pub enum CacheError {
     /// The directory cannot be made private.
     #[error("credential cache: {0}")]
     Dir(#[from] fsutil::PrivateDirError),
-    /// A lock or entry file cannot be opened or written.
+    /// An entry file cannot be written or the directory listed.
     #[error("credential cache: `{}`: {error}", path.display())]
     Io {
         /// The file.
@@ -61,14 +80,26 @@ pub enum CacheError {
         /// Why.
         error: std::io::Error,
     },
-    /// Another process has held the lock longer than we wait.
-    #[error("credential cache: another credbroker has held `{}` for over {} s; is it waiting for input?", path.display(), waited.as_secs())]
-    LockTimeout {
-        /// The lock file.
-        path: PathBuf,
-        /// How long we waited.
-        waited: Duration,
-    },
+    /// The per-key lock cannot be taken (in time).
+    #[error("credential cache: {0}")]
+    Lock(LockError),
+    /// The keyring refused to store the entry.
+    #[error("credential cache: {0}")]
+    Keyring(KeyringError),
+}
+
+// Not `#[from]`: the messages hold the inner ones, which as sources would be
+// printed twice.
+impl From<LockError> for CacheError {
+    fn from(error: LockError) -> Self {
+        Self::Lock(error)
+    }
+}
+
+impl From<KeyringError> for CacheError {
+    fn from(error: KeyringError) -> Self {
+        Self::Keyring(error)
+    }
 }
 
 /// The material a cache key is made of: everything that makes a credential
@@ -85,23 +116,18 @@ pub struct KeyMaterial<'a> {
     pub server: Option<&'a str>,
 }
 
-/// A held per-key lock: an exclusive `flock` on the key's lock file, released
-/// when this is dropped (the file closes) or by the kernel when the process dies.
-pub struct KeyLock {
-    _file: File,
-}
-
 impl TokenCache {
     /// The cache in `dir`, created private if missing and narrowed to 0700 if
-    /// others could enter it.
+    /// others could enter it; entries are in `keyring` when given, else files
+    /// in `dir`.
     ///
     /// # Errors
     ///
     /// [`CacheError::Dir`] when the directory belongs to someone else or
     /// cannot be created.
-    pub fn open(dir: PathBuf) -> Result<Self, CacheError> {
+    pub fn open(dir: PathBuf, keyring: Option<KeyringHandle>) -> Result<Self, CacheError> {
         fsutil::ensure_private_dir(&dir)?;
-        Ok(Self { dir })
+        Ok(Self { dir, keyring })
     }
 
     /// The cache directory.
@@ -109,9 +135,14 @@ impl TokenCache {
         &self.dir
     }
 
+    /// The key for `material`.
+    pub fn key(material: &KeyMaterial<'_>) -> CacheKey {
+        CacheKey { profile: material.profile.to_string(), name: Self::key_name(material) }
+    }
+
     /// The file name stem for `material`: the profile name (for `cache clear
     /// --provider`) and a hash of everything.
-    pub fn key(material: &KeyMaterial<'_>) -> String {
+    fn key_name(material: &KeyMaterial<'_>) -> String {
         let json = serde_json::to_vec(material).unwrap_or_default();
         let digest = hex::encode(&Sha256::digest(&json)[..16]);
         let profile: String = material
@@ -130,20 +161,25 @@ impl TokenCache {
     /// The cached credential for `key` if it is still valid `margin` seconds
     /// from `now`. Missing, unreadable, foreign, corrupt or expiring entries are
     /// all a miss.
-    pub fn read(&self, key: &str, now: i64, margin: u64) -> Option<CachedCredential> {
-        let path = self.entry_path(key);
-        let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path).ok()?;
-        let meta = file.metadata().ok()?;
-        if !fsutil::is_private_file(&meta) || meta.len() > MAX_ENTRY {
-            tracing::warn!("ignoring cache entry `{}`: not a private file of this user", path.display());
-            return None;
-        }
-        let mut text = Vec::new();
-        file.read_to_end(&mut text).ok()?;
+    pub fn read(&self, key: &CacheKey, now: i64, margin: u64) -> Option<CachedCredential> {
+        let (text, origin) = match &self.keyring {
+            Some(keyring) => match keyring.block_on(keyring.keyring().get(&key.item())) {
+                Ok(Some(secret)) if secret.len() as u64 <= MAX_ENTRY => (secret, "keyring item".to_string()),
+                Ok(_) => return None,
+                Err(e) => {
+                    tracing::warn!("credential cache: {e}; logging in anew");
+                    return None;
+                }
+            },
+            None => {
+                let path = self.entry_path(&key.name);
+                (Self::read_file(&path)?, format!("`{}`", path.display()))
+            }
+        };
         let entry: CachedCredential = match serde_json::from_slice(&text) {
             Ok(entry) => entry,
             Err(e) => {
-                tracing::warn!("ignoring corrupt cache entry `{}`: {e}", path.display());
+                tracing::warn!("ignoring corrupt cache entry {origin}: {e}");
                 return None;
             }
         };
@@ -151,14 +187,31 @@ impl TokenCache {
         (entry.version == ENTRY_VERSION && entry.expires_at > now.saturating_add(margin)).then_some(entry)
     }
 
+    fn read_file(path: &Path) -> Option<Vec<u8>> {
+        let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).ok()?;
+        let meta = file.metadata().ok()?;
+        if !fsutil::is_private_file(&meta) || meta.len() > MAX_ENTRY {
+            tracing::warn!("ignoring cache entry `{}`: not a private file of this user", path.display());
+            return None;
+        }
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).ok()?;
+        Some(text)
+    }
+
     /// Store `entry` under `key`.
     ///
     /// # Errors
     ///
-    /// [`CacheError::Io`] when the file cannot be written.
-    pub fn write(&self, key: &str, entry: &CachedCredential) -> Result<(), CacheError> {
-        let name = format!("{key}.json");
+    /// [`CacheError::Io`] when the file cannot be written,
+    /// [`CacheError::Keyring`] when the keyring refuses the item.
+    pub fn write(&self, key: &CacheKey, entry: &CachedCredential) -> Result<(), CacheError> {
         let json = serde_json::to_vec(entry).unwrap_or_default();
+        if let Some(keyring) = &self.keyring {
+            let label = format!("credbroker: cached credential of profile {}", key.profile);
+            return Ok(keyring.block_on(keyring.keyring().put(&key.item(), &label, &json))?);
+        }
+        let name = format!("{}.json", key.name);
         fsutil::write_private_atomic(&self.dir, &name, &json)
             .map_err(|error| CacheError::Io { path: self.dir.join(name), error })
     }
@@ -168,45 +221,22 @@ impl TokenCache {
     ///
     /// # Errors
     ///
-    /// [`CacheError::LockTimeout`] or [`CacheError::Io`].
-    pub fn lock(&self, key: &str, timeout: Duration) -> Result<KeyLock, CacheError> {
-        let path = self.dir.join(format!("{key}.lock"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|error| CacheError::Io { path: path.clone(), error })?;
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(5);
-        loop {
-            // SAFETY: flock on a file descriptor we own and keep open.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(KeyLock { _file: file });
-            }
-            let error = std::io::Error::last_os_error();
-            if error.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(CacheError::Io { path, error });
-            }
-            if started.elapsed() >= timeout {
-                return Err(CacheError::LockTimeout { path, waited: started.elapsed() });
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
+    /// [`CacheError::Lock`] when it cannot be taken in time.
+    pub fn lock(&self, key: &CacheKey, timeout: Duration) -> Result<FileLock, CacheError> {
+        Ok(FileLock::acquire(&self.dir.join(format!("{}.lock", key.name)), timeout)?)
     }
 
-    /// Remove every entry (or those of `profile`); returns how many were removed.
+    /// Remove every entry file (or those of `profile`) and their locks;
+    /// returns how many entries were removed. Keyring items are removed by
+    /// [`crate::exec::forget`].
     ///
     /// # Errors
     ///
     /// [`CacheError::Io`] when the directory cannot be listed.
     pub fn clear(&self, profile: Option<&str>) -> Result<usize, CacheError> {
         let prefix = profile.map(|p| {
-            let key = Self::key(&KeyMaterial { profile: p, plugin_sha256: "", settings: Vec::new(), server: None });
+            let key =
+                Self::key_name(&KeyMaterial { profile: p, plugin_sha256: "", settings: Vec::new(), server: None });
             key.split('.').next().unwrap_or_default().to_string() + "."
         });
         let entries = fs::read_dir(&self.dir).map_err(|error| CacheError::Io { path: self.dir.clone(), error })?;
@@ -227,6 +257,10 @@ impl TokenCache {
 mod tests {
     use super::*;
 
+    fn key(name: &str) -> CacheKey {
+        CacheKey { profile: name.split('.').next().unwrap_or_default().into(), name: name.into() }
+    }
+
     fn entry(expires_at: i64) -> CachedCredential {
         CachedCredential {
             version: ENTRY_VERSION,
@@ -239,19 +273,19 @@ mod tests {
     #[test]
     fn entries_expire_with_margin() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = TokenCache::open(dir.path().join("c")).unwrap();
-        cache.write("k", &entry(1_000)).unwrap();
-        assert!(cache.read("k", 900, 60).is_some());
-        assert!(cache.read("k", 950, 60).is_none());
-        assert!(cache.read("other", 0, 0).is_none());
+        let cache = TokenCache::open(dir.path().join("c"), None).unwrap();
+        cache.write(&key("k"), &entry(1_000)).unwrap();
+        assert!(cache.read(&key("k"), 900, 60).is_some());
+        assert!(cache.read(&key("k"), 950, 60).is_none());
+        assert!(cache.read(&key("other"), 0, 0).is_none());
     }
 
     #[test]
     fn corrupt_entries_are_misses() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = TokenCache::open(dir.path().join("c")).unwrap();
+        let cache = TokenCache::open(dir.path().join("c"), None).unwrap();
         fs::write(cache.dir().join("k.json"), "{not json").unwrap();
-        assert!(cache.read("k", 0, 0).is_none());
+        assert!(cache.read(&key("k"), 0, 0).is_none());
     }
 
     #[test]
@@ -265,7 +299,8 @@ mod tests {
         let other_setting =
             KeyMaterial { profile: "p", plugin_sha256: "d", settings: vec![("a", "2")], server: Some("https://a") };
         let k = TokenCache::key(&base);
-        assert!(k.starts_with("p."));
+        assert!(k.name.starts_with("p."));
+        assert_eq!(k.profile, "p");
         assert_ne!(k, TokenCache::key(&other_server));
         assert_ne!(k, TokenCache::key(&other_setting));
     }
@@ -273,19 +308,22 @@ mod tests {
     #[test]
     fn locks_exclude_and_release() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = TokenCache::open(dir.path().join("c")).unwrap();
-        let held = cache.lock("k", Duration::from_secs(1)).unwrap();
-        assert!(matches!(cache.lock("k", Duration::from_millis(50)), Err(CacheError::LockTimeout { .. })));
+        let cache = TokenCache::open(dir.path().join("c"), None).unwrap();
+        let held = cache.lock(&key("k"), Duration::from_secs(1)).unwrap();
+        assert!(matches!(
+            cache.lock(&key("k"), Duration::from_millis(50)),
+            Err(CacheError::Lock(LockError::Timeout { .. }))
+        ));
         drop(held);
-        assert!(cache.lock("k", Duration::from_millis(50)).is_ok());
+        assert!(cache.lock(&key("k"), Duration::from_millis(50)).is_ok());
     }
 
     #[test]
     fn clear_by_profile() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = TokenCache::open(dir.path().join("c")).unwrap();
-        cache.write("a.1", &entry(1)).unwrap();
-        cache.write("b.2", &entry(1)).unwrap();
+        let cache = TokenCache::open(dir.path().join("c"), None).unwrap();
+        cache.write(&key("a.1"), &entry(1)).unwrap();
+        cache.write(&key("b.2"), &entry(1)).unwrap();
         assert_eq!(cache.clear(Some("a")).unwrap(), 1);
         assert!(cache.dir().join("b.2.json").exists());
         assert_eq!(cache.clear(None).unwrap(), 1);

@@ -21,6 +21,7 @@ use crate::dirs::Dirs;
 use crate::plugin::{PluginError, PluginRef};
 use crate::runtime::{Allocation, LoadError, RunError, Runtime, RuntimeOptions, Sandbox, SandboxSpec, World};
 use crate::settings::{ResolvedSettings, SettingsError};
+use crate::storage::{KeyringHandle, Selector, Storage, StorageError, StorageKind};
 
 /// Which provider to run.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct GetRequest {
     pub exec_info: Option<String>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--storage`; `None` takes the profile's (default `auto`).
+    pub storage: Option<StorageKind>,
     /// `--allow-http ORIGIN`: extra HTTP grants.
     pub allow_http: Vec<String>,
     /// `--allow-file PATH`: extra file grants.
@@ -94,12 +97,18 @@ pub enum GetError {
     /// The cache is unusable.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The storage asked for cannot be used, or the async runtime cannot start.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     /// The user's directories cannot be determined.
     #[error("{0}")]
     Dirs(String),
-    /// The async runtime cannot start.
-    #[error("cannot start: {0}")]
-    Runtime(std::io::Error),
+    /// The keyring failed while removing items.
+    #[error(transparent)]
+    Keyring(#[from] crate::storage::KeyringError),
+    /// Plugin state cannot be removed.
+    #[error("plugin state: {0}")]
+    State(String),
 }
 
 /// The profile that applies: from the configuration, or made up for a plain
@@ -110,6 +119,7 @@ struct Resolved {
     margin: u64,
     ttl: Option<u64>,
     share_across_clusters: bool,
+    storage: StorageKind,
 }
 
 fn resolve_profile(request: &GetRequest, config: &ClientConfig, dirs: &Dirs) -> Result<Resolved, GetError> {
@@ -119,6 +129,7 @@ fn resolve_profile(request: &GetRequest, config: &ClientConfig, dirs: &Dirs) -> 
         margin: 60,
         ttl: None,
         share_across_clusters: false,
+        storage: StorageKind::default(),
     };
     let mut resolved = match &request.selection {
         Selection::Plugin(path) => plain(path.display().to_string(), path.display().to_string()),
@@ -129,6 +140,7 @@ fn resolve_profile(request: &GetRequest, config: &ClientConfig, dirs: &Dirs) -> 
                 margin: profile.cache_margin_seconds,
                 ttl: profile.cache_ttl_seconds,
                 share_across_clusters: profile.share_cache_across_clusters,
+                storage: profile.storage.unwrap_or_default(),
             },
             None if crate::plugin::is_path(name) => {
                 return Err(GetError::UnknownProvider {
@@ -208,10 +220,15 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
         settings: settings.iter().collect(),
         server: if profile.share_across_clusters { None } else { server },
     });
-    let cache = if request.no_cache {
+    let storage = Storage::open(request.storage.unwrap_or(profile.storage), &dirs.cache)?;
+    let keyring = match &storage {
+        Storage::Keyring(handle) => Some(handle.clone()),
+        Storage::Files | Storage::Nothing => None,
+    };
+    let cache = if request.no_cache || matches!(storage, Storage::Nothing) {
         None
     } else {
-        match TokenCache::open(dirs.credentials()) {
+        match TokenCache::open(dirs.credentials(), keyring.clone()) {
             Ok(cache) => Some(cache),
             Err(e) => {
                 tracing::warn!("{e}; continuing without the credential cache");
@@ -240,7 +257,13 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
         grants: &profile.spec.grants,
         limits: profile.spec.limits.clone(),
         terminal: Arc::new(StdioTerminal),
-        state: StateStore::file_for(&dirs.state, &profile.name, &plugin.name),
+        state: match &storage {
+            Storage::Keyring(handle) => {
+                StateStore::keyring_for(handle.keyring().clone(), &dirs.state, &profile.name, &plugin.name)
+            }
+            Storage::Files => StateStore::file_for(&dirs.state, &profile.name, &plugin.name),
+            Storage::Nothing => StateStore::memory(),
+        },
     })?;
     let _lock = match &cache {
         // Wait for a parallel run as long as it may take to finish.
@@ -272,7 +295,11 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
     let runtime =
         Runtime::new(RuntimeOptions { allocation: Allocation::OnDemand, artifact_dir: Some(dirs.artifacts()) })?;
     let loaded = runtime.load(&plugin, World::Provider)?;
-    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(GetError::Runtime)?;
+    // The keyring's connection lives on its runtime: the plugin runs there too.
+    let tokio = match &keyring {
+        Some(handle) => Arc::clone(handle.runtime()),
+        None => Arc::new(crate::storage::new_runtime()?),
+    };
     let credential = tokio.block_on(loaded.get_credential(runtime.engine(), &sandbox, credential_request))?;
     // The process ends right after this: leave the engine, the compiled code
     // and the async runtime to the kernel instead of unmapping them one by one
@@ -356,17 +383,122 @@ fn check_client_certificate(certificate_pem: &str, private_key_pem: &str) -> Res
     })
 }
 
-/// Remove cached credentials, all or those of one provider.
+/// What [`clear_cache`] or [`forget`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// Cached credentials kept in files.
+    pub credential_files: usize,
+    /// Cached credentials kept in the keyring.
+    pub credential_items: usize,
+    /// Plugin state (refresh tokens) kept in files.
+    pub state_files: usize,
+    /// Plugin state kept in the keyring.
+    pub state_items: usize,
+    /// Why the keyring was not looked in, when it was not.
+    pub keyring_unchecked: Option<String>,
+}
+
+/// Remove cached credentials, all or those of one provider, from the files
+/// and the keyring. Plugin state (refresh tokens) stays: see [`forget`].
 ///
 /// # Errors
 ///
-/// [`GetError`] when the cache directory is unusable.
-pub fn clear_cache(provider: Option<&str>) -> Result<usize, GetError> {
+/// [`GetError`] when the cache directory is unusable or the keyring fails.
+pub fn clear_cache(provider: Option<&str>) -> Result<Removed, GetError> {
     let dirs = Dirs::of_user().map_err(GetError::Dirs)?;
-    if !dirs.credentials().exists() {
-        return Ok(0);
+    let mut removed = Removed::default();
+    if dirs.credentials().exists() {
+        removed.credential_files = TokenCache::open(dirs.credentials(), None)?.clear(provider)?;
     }
-    Ok(TokenCache::open(dirs.credentials())?.clear(provider)?)
+    with_keyring(&mut removed, |handle, removed| {
+        let items = handle.block_on(handle.keyring().delete_all(Selector {
+            kind: Some("credential"),
+            profile: provider,
+            key: None,
+        }))?;
+        removed.credential_items = items.get("credential").copied().unwrap_or(0);
+        Ok(())
+    })?;
+    Ok(removed)
+}
+
+/// Log out: remove the cached credentials and the plugin state (refresh
+/// tokens) of one profile, or of all, from every storage. Each state file is
+/// removed under its lock, so a run of the profile that is using it finishes
+/// first and cannot write it back afterwards.
+///
+/// # Errors
+///
+/// [`GetError`] when a directory is unusable, a lock is held too long, or
+/// the keyring fails.
+pub fn forget(provider: Option<&str>) -> Result<Removed, GetError> {
+    let mut removed = clear_cache(provider)?;
+    let dirs = Dirs::of_user().map_err(GetError::Dirs)?;
+    let keyring = match KeyringHandle::connect() {
+        Ok(handle) => Some(handle),
+        Err(StorageError::Keyring(e)) => {
+            removed.keyring_unchecked.get_or_insert(e.to_string());
+            None
+        }
+        Err(other) => return Err(other.into()),
+    };
+    // Every store that was ever used has a lock file (state kept in the
+    // keyring too), and a file-kept one its `.json`.
+    let mut names = std::collections::BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(&dirs.state) {
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if crate::capabilities::state::is_state_file_of(&file, provider)
+                && let Some(stem) = file.strip_suffix(".json").or_else(|| file.strip_suffix(".lock"))
+            {
+                names.insert(stem.to_string());
+            }
+        }
+    }
+    for name in &names {
+        let lock = dirs.state.join(format!("{name}.lock"));
+        let _held =
+            crate::fsutil::FileLock::acquire(&lock, LOGOUT_LOCK_WAIT).map_err(|e| GetError::State(e.to_string()))?;
+        let path = dirs.state.join(format!("{name}.json"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.state_files += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(GetError::State(format!("cannot remove `{}`: {e}", path.display()))),
+        }
+        if let Some(handle) = &keyring {
+            let selector = Selector { kind: Some("state"), profile: None, key: Some(name) };
+            let items = handle.block_on(handle.keyring().delete_all(selector))?;
+            removed.state_items += items.get("state").copied().unwrap_or(0);
+        }
+    }
+    // Items without a lock file here (another machine's home, a removed file).
+    if let Some(handle) = &keyring {
+        let selector = Selector { kind: Some("state"), profile: provider, key: None };
+        let items = handle.block_on(handle.keyring().delete_all(selector))?;
+        removed.state_items += items.get("state").copied().unwrap_or(0);
+    }
+    Ok(removed)
+}
+
+/// How long `logout` waits for a run that holds a profile's state.
+const LOGOUT_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Run `work` with the keyring if one answers; otherwise note why not.
+fn with_keyring(
+    removed: &mut Removed,
+    work: impl FnOnce(&KeyringHandle, &mut Removed) -> Result<(), crate::storage::KeyringError>,
+) -> Result<(), GetError> {
+    if removed.keyring_unchecked.is_some() {
+        return Ok(());
+    }
+    match KeyringHandle::connect() {
+        Ok(handle) => Ok(work(&handle, removed)?),
+        Err(StorageError::Keyring(e)) => {
+            removed.keyring_unchecked = Some(e.to_string());
+            Ok(())
+        }
+        Err(other) => Err(other.into()),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! A stand-in Kubernetes API server over HTTPS: just enough for
-//! `kubectl get --raw /version` and `kubectl version`, and strict about who
-//! gets in. kubectl sends credentials only over TLS, so it must be HTTPS.
+//! `kubectl get --raw /version`, `kubectl version` and `SelfSubjectReview`
+//! (`kubectl auth whoami`, `credbroker whoami`), and strict about who gets
+//! in. kubectl sends credentials only over TLS, so it must be HTTPS.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,6 +17,13 @@ use super::pki::TestCa;
 /// Decides whether a bearer token gets in.
 pub type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Who a bearer token is (TokenReview `status.user`), or `None` to refuse it.
+pub type Authenticate = Arc<dyn Fn(&str) -> Option<serde_json::Value> + Send + Sync>;
+
+/// The `authentication.k8s.io` versions serving `selfsubjectreviews`, as in
+/// Kubernetes 1.28 and later.
+pub const REVIEW_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
 /// The running server.
 pub struct ApiServer {
     /// `https://127.0.0.1:PORT`.
@@ -27,8 +35,20 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Serve, accepting exactly the bearer tokens `check` approves.
+    /// Serve, accepting exactly the bearer tokens `check` approves (all as
+    /// user `token-user`).
     pub fn start(check: TokenCheck) -> Self {
+        Self::serve(
+            Arc::new(move |token| {
+                check(token).then(|| serde_json::json!({"username": "token-user", "groups": ["system:authenticated"]}))
+            }),
+            REVIEW_VERSIONS,
+        )
+    }
+
+    /// Serve, knowing users by `authenticate`, with `SelfSubjectReview` in
+    /// `review_versions` (none: a server older than Kubernetes 1.26).
+    pub fn serve(check: Authenticate, review_versions: &'static [&'static str]) -> Self {
         let ca = TestCa::new("stand-in apiserver CA");
         let server = ca.server();
         let runtime =
@@ -49,7 +69,7 @@ impl ApiServer {
                     let service = hyper::service::service_fn(move |request| {
                         let check = Arc::clone(&check);
                         let seen = Arc::clone(&seen);
-                        async move { Ok::<_, Infallible>(answer(request, check, &seen).await) }
+                        async move { Ok::<_, Infallible>(answer(request, check, &seen, review_versions).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -70,24 +90,33 @@ impl ApiServer {
     /// `--authentication-token-webhook-config-file`; the usernames it answers
     /// are recorded.
     pub fn with_webhook(webhook: &super::webhook::Webhook) -> (Self, Arc<Mutex<Vec<String>>>) {
+        Self::with_webhook_reviews(webhook, REVIEW_VERSIONS)
+    }
+
+    /// [`ApiServer::with_webhook`] with `SelfSubjectReview` served in
+    /// `review_versions` only.
+    pub fn with_webhook_reviews(
+        webhook: &super::webhook::Webhook,
+        review_versions: &'static [&'static str],
+    ) -> (Self, Arc<Mutex<Vec<String>>>) {
         let client = webhook.client();
         let url = format!("{}/authenticate", webhook.url);
         let users: Arc<Mutex<Vec<String>>> = Arc::default();
         let seen_users = Arc::clone(&users);
-        let server = Self::start(Arc::new(move |token| {
-            let body = super::webhook::review_body("v1", token, &["https://kubernetes.default.svc"]);
-            let Ok(response) = client.post(&url).body(body).send() else { return false };
-            let Ok(text) = response.text() else { return false };
-            let Ok(answer) = serde_json::from_str::<serde_json::Value>(&text) else { return false };
-            let authenticated = answer["status"]["authenticated"] == true;
-            if authenticated {
-                seen_users
-                    .lock()
-                    .unwrap()
-                    .push(answer["status"]["user"]["username"].as_str().unwrap_or("").to_string());
-            }
-            authenticated
-        }));
+        let server = Self::serve(
+            Arc::new(move |token| {
+                let body = super::webhook::review_body("v1", token, &["https://kubernetes.default.svc"]);
+                let text = client.post(&url).body(body).send().ok()?.text().ok()?;
+                let answer = serde_json::from_str::<serde_json::Value>(&text).ok()?;
+                if answer["status"]["authenticated"] != true {
+                    return None;
+                }
+                let user = answer["status"]["user"].clone();
+                seen_users.lock().unwrap().push(user["username"].as_str().unwrap_or("").to_string());
+                Some(user)
+            }),
+            review_versions,
+        );
         (server, users)
     }
 
@@ -120,7 +149,12 @@ fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .expect("response")
 }
 
-async fn answer(request: Request<Incoming>, check: TokenCheck, seen: &Mutex<Vec<String>>) -> Response<Full<Bytes>> {
+async fn answer(
+    request: Request<Incoming>,
+    check: Authenticate,
+    seen: &Mutex<Vec<String>>,
+    review_versions: &[&str],
+) -> Response<Full<Bytes>> {
     let token = request
         .headers()
         .get("authorization")
@@ -131,17 +165,32 @@ async fn answer(request: Request<Incoming>, check: TokenCheck, seen: &Mutex<Vec<
         seen.lock().unwrap().push(token.clone());
     }
     // The check may block (asking a webhook): keep it off the async workers.
-    let accepted = match token {
-        Some(token) => tokio::task::spawn_blocking(move || check(&token)).await.unwrap_or(false),
-        None => false,
+    let user = match token {
+        Some(token) => tokio::task::spawn_blocking(move || check(&token)).await.ok().flatten(),
+        None => None,
     };
-    if !accepted {
+    let Some(user) = user else {
         return json(
             StatusCode::UNAUTHORIZED,
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#.into(),
         );
+    };
+    let path = request.uri().path().to_string();
+    if let Some(version) = path
+        .strip_prefix("/apis/authentication.k8s.io/")
+        .and_then(|rest| rest.strip_suffix("/selfsubjectreviews"))
+        .filter(|version| review_versions.contains(version) && request.method() == hyper::Method::POST)
+    {
+        // As kube-apiserver: the user it authenticated, `extra` included.
+        let review = serde_json::json!({
+            "kind": "SelfSubjectReview",
+            "apiVersion": format!("authentication.k8s.io/{version}"),
+            "metadata": {"creationTimestamp": null},
+            "status": {"userInfo": user},
+        });
+        return json(StatusCode::CREATED, review.to_string());
     }
-    match request.uri().path() {
+    match path.as_str() {
         "/version" => json(
             StatusCode::OK,
             r#"{"major":"1","minor":"33","gitVersion":"v1.33.0-credbroker-standin","gitCommit":"0","gitTreeState":"clean","buildDate":"2026-01-01T00:00:00Z","goVersion":"go1.24","compiler":"gc","platform":"linux/amd64"}"#.into(),

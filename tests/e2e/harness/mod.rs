@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod audit;
+pub mod keyring;
 pub mod kubectl;
 pub mod ldap_flood;
 pub mod oidc;
@@ -15,6 +16,7 @@ pub mod webhook;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -90,9 +92,19 @@ pub struct UserEnv {
 }
 
 impl UserEnv {
-    /// A fresh user environment.
+    /// A fresh user environment, of a user who has seen the one-time notice
+    /// that `storage = "auto"` found no keyring and keeps files (tests of the
+    /// notice call [`UserEnv::forget_keyring_notice`]).
     pub fn new() -> Self {
-        Self { home: tempfile::tempdir().expect("temp home") }
+        let env = Self { home: tempfile::tempdir().expect("temp home") };
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(env.cache_dir()).expect("cache dir");
+        std::fs::write(env.cache_dir().join("keyring-fallback-noticed"), b"").expect("notice marker");
+        env
+    }
+
+    /// Make this user one who has not seen the keyring fallback notice yet.
+    pub fn forget_keyring_notice(&self) {
+        std::fs::remove_file(self.cache_dir().join("keyring-fallback-noticed")).expect("notice marker");
     }
 
     /// The home directory.
@@ -140,6 +152,11 @@ impl UserEnv {
             // trace level, print) a backtrace, and symbolizing it costs tens of MiB.
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
+            .env_remove("CREDBROKER_STORAGE")
+            // No keyring unless a test starts one (harness::keyring): the
+            // tester's own session bus is never reached.
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("XDG_RUNTIME_DIR")
             .env("CREDBROKER_LOG", audit::MAX_VERBOSITY)
             .stdin(Stdio::null());
         command
