@@ -10,6 +10,7 @@ mod deploy;
 mod docs;
 mod exec;
 mod hostile;
+mod jwt;
 mod kubectl;
 mod ldap;
 mod load;
