@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use credbroker_host::bindings::LoginOutcome;
+use credbroker_host::bindings::types::{ReviewOutcome, UserInfo};
 use credbroker_host::runtime::RunError;
-use credbroker_host::runtime::bindings::LoginOutcome;
-use credbroker_host::runtime::bindings::types::{ReviewOutcome, UserInfo};
 use credbroker_host::webhook::login::{LoginConfig, TokenIssuer};
 use credbroker_host::webhook::validators::{Backend, LoginBackend, Validator, ValidatorSet};
 use credbroker_host::webhook::{ServeOptions, Server};
@@ -92,7 +92,7 @@ struct NativeTokenFile {
 impl Backend for NativeTokenFile {
     async fn review(&self, token: &str, _audiences: &[String]) -> Result<ReviewOutcome, RunError> {
         Ok(match credbroker_plugin_token_file::lookup(&self.csv, token).unwrap_or_default() {
-            Some(entry) => ReviewOutcome::Authenticated(credbroker_host::runtime::bindings::types::Authenticated {
+            Some(entry) => ReviewOutcome::Authenticated(credbroker_host::bindings::types::Authenticated {
                 user: UserInfo {
                     username: entry.user.to_string(),
                     uid: Some(entry.uid.to_string()),
@@ -112,7 +112,7 @@ struct Fixed;
 #[async_trait::async_trait]
 impl Backend for Fixed {
     async fn review(&self, _token: &str, _audiences: &[String]) -> Result<ReviewOutcome, RunError> {
-        Ok(ReviewOutcome::Authenticated(credbroker_host::runtime::bindings::types::Authenticated {
+        Ok(ReviewOutcome::Authenticated(credbroker_host::bindings::types::Authenticated {
             user: UserInfo {
                 username: "alice".into(),
                 uid: Some("1".into()),
@@ -218,7 +218,14 @@ fn one_validator(
     slots: Arc<tokio::sync::Semaphore>,
 ) -> ValidatorSet {
     ValidatorSet::new(
-        vec![Validator { name: name.into(), token_prefix: None, audiences: Vec::new(), backend, login }],
+        vec![Validator {
+            name: name.into(),
+            identities: Default::default(),
+            token_prefix: None,
+            audiences: Vec::new(),
+            backend,
+            login,
+        }],
         slots,
     )
 }

@@ -12,8 +12,12 @@ fn main() -> ExitCode {
     match cli.command.run() {
         Ok(code) => code,
         Err(error) => {
-            // Everything for people goes to stderr; stdout stays empty on failure.
-            eprintln!("credbroker: error: {error:#}");
+            // Everything for people goes to stderr; stdout stays empty on
+            // failure. kubectl passes this on to the user's terminal, and parts
+            // of it came from a plugin, a file or the command line: escape
+            // anything that could drive the terminal (line breaks stay).
+            let message = format!("{error:#}");
+            eprintln!("credbroker: error: {}", credbroker_host::boundary::text::multi_line(&message));
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,7 @@
 //! The first-party plugins compiled into this binary by `build.rs`, so
 //! `credbroker` works out of the box.
 
-use crate::runtime::World;
+use crate::contract::World;
 
 /// A plugin compiled into the binary.
 #[derive(Debug)]

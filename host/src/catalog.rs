@@ -5,42 +5,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::bundled;
+use crate::contract::World;
+use crate::contract::{self, Compatibility, ComponentShape, NotAComponent, contract_item};
 use crate::plugin::{PluginError, PluginOrigin, PluginRef, sha256_hex};
-use crate::runtime::World;
-use crate::runtime::world::{self, Compatibility, ComponentShape, NotAComponent, contract_item};
 
 /// A host capability a plugin can import, and the grant that opens it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Capability {
-    /// The contract interface.
-    pub interface: &'static str,
-    /// What it lets the plugin do.
-    pub what: &'static str,
-    /// What the operator grants for it to work.
-    pub grant: &'static str,
-}
+pub use crate::capabilities::CapabilityInfo as Capability;
 
-/// Every host interface of the contract a plugin may import.
-pub const CAPABILITIES: &[Capability] = &[
-    Capability { interface: "types", what: "shared types", grant: "nothing (no functions)" },
-    Capability { interface: "config", what: "read its own settings", grant: "always granted" },
-    Capability { interface: "log", what: "write to the host's log (redacted, bounded)", grant: "always granted" },
-    Capability {
-        interface: "prompt",
-        what: "ask the user on the terminal",
-        grant: "works only when the run is interactive",
-    },
-    Capability { interface: "http", what: "HTTP requests", grant: "grants.http: allowed origins" },
-    Capability { interface: "files", what: "read files", grant: "grants.files: allowed paths" },
-    Capability { interface: "ldap", what: "LDAP binds and searches", grant: "grants.ldap: allowed servers" },
-    Capability { interface: "state", what: "keep small private state between runs", grant: "always granted" },
-    Capability {
-        interface: "loopback",
-        what: "receive an OAuth redirect on 127.0.0.1",
-        grant: "grants.redirect-listener = true",
-    },
-    Capability { interface: "crypto", what: "check signatures at native speed", grant: "always granted" },
-];
+/// The shared types: an interface a plugin imports that is no capability.
+const TYPES: Capability = Capability { interface: "types", what: "shared types", grant: "nothing (no functions)" };
 
 /// Where a listed plugin comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,14 +74,14 @@ impl PluginInfo {
     /// to this host's.
     pub fn contract(&self) -> Vec<(String, Compatibility)> {
         let versions = self.shape.as_ref().map(ComponentShape::contract_versions).unwrap_or_default();
-        versions.into_iter().map(|v| (v.clone(), world::compatibility(&v))).collect()
+        versions.into_iter().map(|v| (v.clone(), contract::compatibility(&v))).collect()
     }
 
     /// The host capabilities it imports.
     pub fn capabilities(&self) -> Vec<Capability> {
         let Ok(shape) = &self.shape else { return Vec::new() };
-        CAPABILITIES
-            .iter()
+        std::iter::once(&TYPES)
+            .chain(crate::capabilities::ALL)
             .filter(|c| shape.imports.iter().filter_map(|i| contract_item(i)).any(|(name, _)| name == c.interface))
             .copied()
             .collect()
@@ -228,7 +201,7 @@ pub fn install(
     let worlds = shape.check_any(&[World::Provider, World::Validator, World::Login]).map_err(unusable)?;
     let target = dir.join(format!("{name}.wasm"));
     let mut unchanged = false;
-    if let Ok(existing) = std::fs::read(&target) {
+    if let Ok(existing) = crate::fsutil::read_bounded(&target, crate::fsutil::bounds::PLUGIN) {
         let existing = sha256_hex(&existing);
         if existing == plugin.sha256 {
             unchanged = true;
@@ -246,7 +219,7 @@ pub fn install(
     }
     let signature_source = crate::signing::signature_path(source);
     let signature_target = crate::signing::signature_path(&target);
-    let signature = match std::fs::read(&signature_source) {
+    let signature = match crate::fsutil::read_bounded(&signature_source, 64 * 1024) {
         Ok(bytes) => {
             write_readable(dir, &signature_target, &bytes).map_err(io(&signature_target))?;
             true
@@ -293,7 +266,7 @@ mod tests {
         let token_file = all.iter().find(|p| p.name == "token-file").unwrap();
         assert_eq!(token_file.source, Source::Bundled);
         assert_eq!(token_file.worlds(), [World::Validator]);
-        assert_eq!(token_file.contract(), [(world::VERSION.to_string(), Compatibility::Same)]);
+        assert_eq!(token_file.contract(), [(contract::VERSION.to_string(), Compatibility::Same)]);
         let caps: Vec<&str> = token_file.capabilities().iter().map(|c| c.interface).collect();
         assert!(caps.contains(&"files"), "{caps:?}");
         assert!(token_file.foreign_imports().is_empty());

@@ -25,11 +25,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::capabilities::Grants;
-use crate::runtime::limits::Limits;
+use crate::limits::Limits;
 use crate::signing::TrustPolicy;
 
 /// What runs as one plugin: shared by `get` profiles and `serve` validators.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PluginSpec {
     /// A bundled or installed plugin name, or a path to a `.wasm` (relative
@@ -50,7 +50,7 @@ pub struct PluginSpec {
 }
 
 /// A `credbroker get` profile.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Profile {
     /// A bundled or installed plugin name, or a path to a `.wasm`.
@@ -96,7 +96,7 @@ fn default_margin() -> u64 {
 }
 
 /// The configuration file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClientConfig {
     /// Which plugin files may run: signatures.
@@ -111,12 +111,12 @@ pub struct ClientConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read.
-    #[error("cannot read the configuration `{}`: {error}", path.display())]
+    #[error("cannot read the configuration `{}`: {}", path.display(), error.reason())]
     Unreadable {
         /// The file.
         path: PathBuf,
         /// Why.
-        error: std::io::Error,
+        error: crate::fsutil::ReadError,
     },
     /// The file is not valid TOML of the expected shape.
     #[error("invalid configuration `{}`: {message}", path.display())]
@@ -137,9 +137,9 @@ impl ClientConfig {
     /// [`ConfigError`] when the file cannot be read or parsed, or a profile's
     /// limits make no sense.
     pub fn load(path: &Path, optional: bool) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::fsutil::read_text_bounded(path, crate::fsutil::bounds::CONFIG) {
             Ok(text) => text,
-            Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if optional && e.is_not_found() => {
                 return Ok(Self::default());
             }
             Err(error) => {
@@ -161,11 +161,49 @@ impl ClientConfig {
         let mut config: Self = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for (name, profile) in &mut config.profiles {
+            check_name("profile", name).map_err(&invalid)?;
+            let name = crate::boundary::text::name(name);
             profile.limits.validate().map_err(|e| invalid(format!("profile `{name}`: {e}")))?;
+            check_range("cache-margin-seconds", profile.cache_margin_seconds, 0, 86_400)
+                .and_then(|()| match profile.cache_ttl_seconds {
+                    Some(ttl) => check_range("cache-ttl-seconds", ttl, 1, 366 * 86_400),
+                    None => Ok(()),
+                })
+                .map_err(|e| invalid(format!("profile `{name}`: {e}")))?;
             profile.plugin = relative_to(base, &profile.plugin);
         }
         config.plugins.resolve_paths(base);
         Ok(config)
+    }
+}
+
+/// Check that `value` of setting `name` lies in `min..=max`.
+///
+/// # Errors
+///
+/// A message naming the setting, its range and the value.
+pub fn check_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("`{name}` must be between {min} and {max}, not {value}"))
+    }
+}
+
+/// Check that a name from the configuration (a profile, a validator) can be
+/// shown as it is.
+///
+/// # Errors
+///
+/// A message with the name escaped.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if crate::boundary::text::is_clean_name(name) && name.len() <= 253 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} name `{}` must be 1 to 253 characters without control or invisible characters",
+            crate::boundary::text::name(name)
+        ))
     }
 }
 
@@ -207,7 +245,7 @@ cpu-ms = 10
         assert_eq!(corp.limits.cpu_ms, 10);
         assert_eq!(corp.limits.memory_mib, Limits::default().memory_mib);
         assert_eq!(corp.cache_margin_seconds, 60);
-        assert_eq!(corp.grants.http, vec!["https://x".to_string()]);
+        assert_eq!(corp.grants.get::<Vec<String>>("http"), Some(vec!["https://x".to_string()]));
     }
 
     #[test]
@@ -225,6 +263,6 @@ cpu-ms = 10
         assert!(ClientConfig::load(&dir.path().join("missing.toml"), false).is_err());
         std::fs::write(&path, "[profiles.corp]\nplugin = \"x\"\n[profiles.corp.limits]\ncpu-ms = 0\n").unwrap();
         let err = ClientConfig::load(&path, false).unwrap_err().to_string();
-        assert!(err.contains("`cpu-ms` must be greater than 0"), "{err}");
+        assert!(err.contains("limit `cpu-ms` must be between 1 and 600000, not 0"), "{err}");
     }
 }

@@ -37,7 +37,8 @@ pub fn key_id(public: &[u8]) -> String {
 /// [`KeyError`] when the file cannot be read or holds no Ed25519 key.
 pub fn public_key_of(path: &Path) -> Result<Vec<u8>, KeyError> {
     let bad = |message: String| KeyError { path: path.to_path_buf(), message };
-    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let pem = crate::fsutil::read_bounded(path, crate::fsutil::bounds::SMALL)
+        .map_err(|e| bad(format!("cannot read: {}", e.reason())))?;
     if let Ok(private) = PrivatePkcs8KeyDer::from_pem_slice(&pem) {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(private.secret_pkcs8_der())
             .map_err(|_| bad("is not an Ed25519 private key".into()))?;
@@ -58,7 +59,8 @@ pub fn public_key_of(path: &Path) -> Result<Vec<u8>, KeyError> {
 /// [`KeyError`] when the file cannot be read or holds no Ed25519 private key.
 pub fn private_key_of(path: &Path) -> Result<Ed25519KeyPair, KeyError> {
     let bad = |message: String| KeyError { path: path.to_path_buf(), message };
-    let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let pem = crate::fsutil::read_bounded(path, crate::fsutil::bounds::SMALL)
+        .map_err(|e| bad(format!("cannot read: {}", e.reason())))?;
     let private = PrivatePkcs8KeyDer::from_pem_slice(&pem)
         .map_err(|_| bad("holds no private key (PKCS#8 PEM, BEGIN PRIVATE KEY)".into()))?;
     Ed25519KeyPair::from_pkcs8_maybe_unchecked(private.secret_pkcs8_der())

@@ -3,14 +3,18 @@
 //! credential plugin ([`exec`]) and the webhook token authenticator
 //! ([`webhook`]).
 
+pub mod bindings;
+pub mod boundary;
 pub mod bundled;
 pub mod capabilities;
 pub mod catalog;
 pub mod config;
+pub mod contract;
 pub mod dirs;
 pub mod exec;
 pub mod fsutil;
 pub mod keys;
+pub mod limits;
 pub mod plugin;
 pub mod reachability;
 pub mod runtime;

@@ -41,12 +41,12 @@ pub enum PluginError {
         available: Vec<String>,
     },
     /// The file cannot be read.
-    #[error("cannot read plugin `{}`: {error}", path.display())]
+    #[error("cannot read plugin `{}`: {}", path.display(), error.reason())]
     Unreadable {
         /// The file.
         path: PathBuf,
         /// Why.
-        error: std::io::Error,
+        error: crate::fsutil::ReadError,
     },
     /// The sha256 does not match the operator's pin.
     #[error("plugin `{name}` has sha256 {actual}, but the configuration pins {expected}; refusing to run it")]
@@ -99,11 +99,15 @@ impl PluginRef {
                 wasm: None,
             });
         }
-        Err(PluginError::Unknown { name: spec.to_string(), available: available(plugin_dirs, None) })
+        Err(PluginError::Unknown {
+            name: crate::boundary::text::name(spec).into_owned(),
+            available: available(plugin_dirs, None),
+        })
     }
 
     fn from_file(name: String, path: &Path) -> Result<Self, PluginError> {
-        let wasm = std::fs::read(path).map_err(|error| PluginError::Unreadable { path: path.to_path_buf(), error })?;
+        let wasm = crate::fsutil::read_bounded(path, crate::fsutil::bounds::PLUGIN)
+            .map_err(|error| PluginError::Unreadable { path: path.to_path_buf(), error })?;
         Ok(Self { name, origin: PluginOrigin::File(path.to_path_buf()), sha256: sha256_hex(&wasm), wasm: Some(wasm) })
     }
 
@@ -133,14 +137,16 @@ impl PluginRef {
         match (&self.wasm, &self.origin) {
             (Some(bytes), _) => Ok(bytes.clone()),
             (None, PluginOrigin::Bundled(plugin)) => Ok(plugin.wasm.to_vec()),
-            (None, PluginOrigin::File(path)) => std::fs::read(path),
+            (None, PluginOrigin::File(path)) => {
+                crate::fsutil::read_bounded(path, crate::fsutil::bounds::PLUGIN).map_err(std::io::Error::other)
+            }
         }
     }
 }
 
 /// Names of the bundled plugins of `world` (any world when `None`) and of every
 /// installed plugin, sorted, without duplicates.
-pub fn available(plugin_dirs: &[PathBuf], world: Option<crate::runtime::World>) -> Vec<String> {
+pub fn available(plugin_dirs: &[PathBuf], world: Option<crate::contract::World>) -> Vec<String> {
     let mut names: Vec<String> = bundled::ALL
         .iter()
         .filter(|p| world.is_none_or(|w| p.worlds.contains(&w)))
@@ -153,7 +159,7 @@ pub fn available(plugin_dirs: &[PathBuf], world: Option<crate::runtime::World>) 
                 if path.extension().is_some_and(|e| e == "wasm")
                     && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
                 {
-                    names.push(stem.to_string());
+                    names.push(crate::boundary::text::name(stem).into_owned());
                 }
             }
         }

@@ -57,7 +57,7 @@ pub fn check(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<Rea
 fn handshake(stream: &mut TcpStream, host: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<(), String> {
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let config = crate::capabilities::http::tls_config(ca_file)?;
+    let config = crate::capabilities::tls::client_config(ca_file)?;
     let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
     let mut connection = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     while connection.is_handshaking() {

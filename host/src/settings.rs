@@ -23,16 +23,18 @@ pub enum SettingsError {
         /// The variable it names.
         var: String,
     },
-    /// `file:PATH` names a file that cannot be read.
-    #[error("setting `{key}`: cannot read `{path}`: {error}")]
+    /// `file:PATH` names a file that cannot be read (missing, not a regular
+    /// file, over the size bound).
+    #[error("setting `{key}`: {error}")]
     FileUnreadable {
         /// The setting.
         key: String,
-        /// The file it names.
-        path: PathBuf,
         /// Why.
-        error: std::io::Error,
+        error: crate::fsutil::ReadError,
     },
+    /// A setting name with control or invisible characters.
+    #[error("setting `{0}`: a setting name may not hold control or invisible characters")]
+    BadName(String),
     /// `file:PATH` names a file that is not UTF-8 text.
     #[error("setting `{key}`: `{path}` is not UTF-8 text")]
     FileNotText {
@@ -108,6 +110,9 @@ impl ResolvedSettings {
     pub fn resolve(raw: &BTreeMap<String, String>) -> Result<Self, SettingsError> {
         let mut resolved = Self::default();
         for (key, value) in raw {
+            if !crate::boundary::text::is_clean_name(key) {
+                return Err(SettingsError::BadName(crate::boundary::text::name(key).into_owned()));
+            }
             let source = SettingSource::parse(value);
             let value = match &source {
                 SettingSource::Literal(v) => v.clone(),
@@ -121,11 +126,8 @@ impl ResolvedSettings {
                     if path.as_os_str().is_empty() {
                         return Err(SettingsError::EmptyReference { key: key.clone(), prefix: "file:" });
                     }
-                    let bytes = std::fs::read(path).map_err(|error| SettingsError::FileUnreadable {
-                        key: key.clone(),
-                        path: path.clone(),
-                        error,
-                    })?;
+                    let bytes = crate::fsutil::read_bounded(path, crate::fsutil::bounds::SMALL)
+                        .map_err(|error| SettingsError::FileUnreadable { key: key.clone(), error })?;
                     let mut text = String::from_utf8(bytes)
                         .map_err(|_| SettingsError::FileNotText { key: key.clone(), path: path.clone() })?;
                     if text.ends_with('\n') {
@@ -206,6 +208,10 @@ mod tests {
         assert_eq!(err.to_string(), "setting `token`: environment variable `CREDBROKER_TEST_UNSET_VAR` is not set");
         let err = ResolvedSettings::resolve(&raw(&[("token", "file:/nonexistent/credbroker")])).unwrap_err();
         assert!(err.to_string().starts_with("setting `token`: cannot read `/nonexistent/credbroker`"));
+        let err = ResolvedSettings::resolve(&raw(&[("x", "file:/dev/zero")])).unwrap_err();
+        assert_eq!(err.to_string(), "setting `x`: `/dev/zero` is a character device, not a regular file");
+        let err = ResolvedSettings::resolve(&raw(&[("evil\nINFO fake", "x")])).unwrap_err();
+        assert!(err.to_string().starts_with("setting `evil\\nINFO fake`"), "{err}");
     }
 
     #[test]

@@ -191,12 +191,12 @@ impl TrustPolicy {
         let sig_path = signature_path(path);
         let malformed =
             |message: String| SignatureError::Malformed { name: name.into(), path: sig_path.clone(), message };
-        let text = match std::fs::read(&sig_path) {
+        let text = match crate::fsutil::read_bounded(&sig_path, 64 * 1024) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Err(SignatureError::Unsigned { name: name.into(), path: sig_path });
             }
-            Err(e) => return Err(malformed(format!("cannot read it: {e}"))),
+            Err(e) => return Err(malformed(format!("cannot read it: {}", e.reason()))),
         };
         let file: SignatureFile = serde_json::from_slice(&text).map_err(|e| malformed(e.to_string()))?;
         if file.format != FORMAT {

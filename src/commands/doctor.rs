@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use credbroker_host::capabilities::{CapabilityPolicy, Grants};
+use std::sync::Arc;
+
+use credbroker_host::capabilities::{Grants, NoTerminal, StateStore};
 use credbroker_host::config::{ClientConfig, PluginSpec};
 use credbroker_host::dirs::Dirs;
 use credbroker_host::exec::{self, GetRequest, Selection};
 use credbroker_host::plugin::PluginRef;
-use credbroker_host::runtime::{Allocation, Runtime, RuntimeOptions, World};
+use credbroker_host::runtime::{Allocation, Runtime, RuntimeOptions, Sandbox, SandboxSpec, World};
 use credbroker_host::settings::ResolvedSettings;
 use credbroker_host::{fsutil, reachability};
 use serde_yaml_ng::Value;
@@ -201,11 +203,24 @@ fn check_profile(
             report.fail(e.to_string(), "use a provider plugin built for this credbroker (`credbroker plugin inspect`)")
         }
     }
-    match ResolvedSettings::resolve(&spec.settings) {
-        Ok(settings) => report.ok(format!("{} setting(s) resolve", settings.iter().count())),
-        Err(e) => report.fail(e.to_string(), "set the variable or create the file, or change the setting"),
-    }
-    if let Err(e) = CapabilityPolicy::new(&spec.grants) {
+    let settings = match ResolvedSettings::resolve(&spec.settings) {
+        Ok(settings) => {
+            report.ok(format!("{} setting(s) resolve", settings.iter().count()));
+            settings
+        }
+        Err(e) => {
+            report.fail(e.to_string(), "set the variable or create the file, or change the setting");
+            ResolvedSettings::default()
+        }
+    };
+    let sandbox = Sandbox::new(SandboxSpec {
+        settings,
+        grants: &spec.grants,
+        limits: spec.limits.clone(),
+        terminal: Arc::new(NoTerminal),
+        state: StateStore::memory(),
+    });
+    if let Err(e) = sandbox {
         report.fail(e.to_string(), "correct the grant in the profile's [grants]");
         return;
     }
@@ -213,18 +228,21 @@ fn check_profile(
 }
 
 fn check_backends(report: &mut Report, grants: &Grants, timeout: Duration) {
-    if let Some(ca) = &grants.ca_file
-        && let Err(e) = credbroker_host::capabilities::http::tls_config(Some(ca))
+    let ca_file: Option<std::path::PathBuf> = grants.get("ca-file");
+    if let Some(ca) = &ca_file
+        && let Err(e) = credbroker_host::capabilities::tls::client_config(Some(ca))
     {
         report.fail(format!("ca-file: {e}"), "point ca-file at a PEM bundle of CA certificates");
         return;
     }
-    for origin in grants.http.iter().chain(&grants.ldap) {
+    let origins: Vec<String> = grants.get("http").unwrap_or_default();
+    let servers: Vec<String> = grants.get("ldap").unwrap_or_default();
+    for origin in origins.iter().chain(&servers) {
         if origin.contains('*') {
             report.ok(format!("{origin}: a wildcard grant (not probed)"));
             continue;
         }
-        match reachability::check(origin, grants.ca_file.as_deref(), timeout) {
+        match reachability::check(origin, ca_file.as_deref(), timeout) {
             Ok(reached) => report.ok(format!(
                 "{origin} reachable ({}{}, {} ms)",
                 reached.address,
@@ -276,7 +294,14 @@ fn check_kubeconfig(report: &mut Report, config: &ClientConfig, dirs: &Dirs) {
     };
     let mut found = 0;
     for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let text = match fsutil::read_text_bounded(&file, fsutil::bounds::KUBECONFIG) {
+            Ok(text) => text,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => {
+                report.fail(e.to_string(), "point KUBECONFIG at regular kubeconfig files");
+                continue;
+            }
+        };
         let Ok(kubeconfig) = serde_yaml_ng::from_str::<Value>(&text) else {
             report.fail(
                 format!("{}: not valid YAML", file.display()),

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use credbroker_host::config::ClientConfig;
 use credbroker_host::dirs::Dirs;
+use credbroker_host::fsutil;
 use credbroker_host::plugin::PluginRef;
 use credbroker_host::runtime::World;
 use credbroker_host::settings::parse_key_value;
@@ -122,10 +123,10 @@ pub fn run(args: KubeconfigArgs) -> anyhow::Result<ExitCode> {
         Some(path) => path.clone(),
         None => default_kubeconfig(&user_name)?,
     };
-    let original = match std::fs::read_to_string(&path) {
+    let original = match fsutil::read_text_bounded(&path, fsutil::bounds::KUBECONFIG) {
         Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(anyhow::anyhow!("{e}; nothing was changed")),
     };
     let mut config = match original.as_deref().map(str::trim) {
         None | Some("") => empty_config(),
@@ -215,7 +216,7 @@ fn default_kubeconfig(user: &str) -> anyhow::Result<PathBuf> {
     if let Some(list) = std::env::var_os("KUBECONFIG").filter(|v| !v.is_empty()) {
         let files: Vec<PathBuf> = std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()).collect();
         let has_user = |path: &PathBuf| {
-            std::fs::read_to_string(path)
+            fsutil::read_text_bounded(path, fsutil::bounds::KUBECONFIG)
                 .ok()
                 .and_then(|t| serde_yaml_ng::from_str::<Value>(&t).ok())
                 .and_then(|v| v.get("users").and_then(Value::as_sequence).cloned())

@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use credbroker_host::catalog::{self, PluginInfo, Source};
 use credbroker_host::config::ClientConfig;
+use credbroker_host::contract::{self, Compatibility};
 use credbroker_host::dirs::Dirs;
 use credbroker_host::plugin::PluginRef;
-use credbroker_host::runtime::world::{self, Compatibility};
 use credbroker_host::signing::{self, Trust, TrustPolicy};
 use credbroker_host::{fsutil, keys};
 use serde_json::json;
@@ -239,7 +239,7 @@ fn inspect(args: &InspectArgs, plugin_dirs: &[PathBuf]) -> anyhow::Result<ExitCo
     if !foreign.is_empty() {
         println!("imports no credbroker provides (it cannot run): {}", foreign.join(", "));
     }
-    println!("this credbroker speaks credbroker:plugin@{}", world::VERSION);
+    println!("this credbroker speaks credbroker:plugin@{}", contract::VERSION);
     Ok(if status.is_ok() && foreign.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 

@@ -113,6 +113,9 @@ map-roles = '{map_roles}'
 [validators.grants]
 http = [{url:?}]
 ca-file = {ca:?}
+# The role mapping makes cluster admins: a reserved group, granted here.
+[validators.identities]
+groups = ["system:masters"]
 {extra}
 "#,
             host = sts.host(),

@@ -194,3 +194,72 @@ fn idle_connections_and_slow_clients_do_not_starve_reviews() {
     assert_eq!(status, 200, "still serving");
     assert!(webhook.peak_rss_kib() < 256 * 1024, "bounded memory: {} KiB", webhook.peak_rss_kib());
 }
+
+/// Validators that stall inside host calls (one waiting on a server that never
+/// answers, one making the host redact huge lines against hundreds of
+/// secrets) while good reviews flow: the good ones keep being answered
+/// promptly and /healthz stays responsive. (The latency figures, p99 of the
+/// good reviews and of /healthz, are measured by the `webhook` benchmark;
+/// this test guards against starvation, which used to hold reviews for
+/// 12-17 s, with a bound that survives a busy CI machine.)
+#[test]
+fn validators_stalled_in_host_calls_do_not_starve_the_others() {
+    let env = UserEnv::new();
+    let csv = env.home().join("tokens.csv");
+    std::fs::write(&csv, "good-token,alice,1,devs\n").unwrap();
+    let stub = crate::harness::HttpStub::start(vec![]);
+    let probe = crate::harness::probe().display().to_string();
+    let config = format!(
+        "[cache]\npositive-ttl-seconds = 0\nnegative-ttl-seconds = 0\n\
+         [[validators]]\nname = \"waiter\"\nplugin = {probe:?}\ntoken-prefix = \"w-\"\n[validators.settings]\nbehavior = \"http\"\nurl = \"{origin}/hang\"\n[validators.grants]\nhttp = [{origin:?}]\n[validators.limits]\ntimeout-ms = 3000\n\
+         [[validators]]\nname = \"storm\"\nplugin = {probe:?}\ntoken-prefix = \"s-\"\n[validators.settings]\nbehavior = \"log-storm\"\nsecrets = \"300\"\nsize = \"1048576\"\nlines = \"200\"\n[validators.limits]\ncpu-ms = 100\nmax-call-bytes = 2097152\n\
+         [[validators]]\nname = \"tokens\"\nplugin = \"token-file\"\n[validators.settings]\npath = {csv:?}\n[validators.grants]\nfiles = [{csv:?}]\n",
+        origin = stub.origin(),
+        csv = csv.display().to_string()
+    );
+    let webhook = Arc::new(Webhook::start(&env, &config));
+    let attacking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let attackers: Vec<_> = (0..8)
+        .map(|i| {
+            let (webhook, attacking) = (Arc::clone(&webhook), Arc::clone(&attacking));
+            std::thread::spawn(move || {
+                while attacking.load(std::sync::atomic::Ordering::SeqCst) {
+                    let token = if i % 2 == 0 { format!("w-{i}") } else { format!("s-{i}") };
+                    let (status, answer) = webhook.review("v1", &token, &[]);
+                    assert!(matches!(status, 200 | 503), "{status} {answer}");
+                    assert_eq!(answer["kind"], "TokenReview");
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // kube-apiserver keeps its connection: so does this client.
+    let client = webhook.client();
+    let mut slowest = Duration::ZERO;
+    let mut served = 0;
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let started = Instant::now();
+        let response = client
+            .post(format!("{}/authenticate", webhook.url))
+            .header("content-type", "application/json")
+            .body(review_body("v1", "good-token", &[]))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let answer: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(answer["status"]["user"]["username"], "alice", "{answer}");
+        served += 1;
+        let started = Instant::now();
+        let health = client.get(format!("{}/healthz", webhook.url)).send().unwrap();
+        assert_eq!(health.status(), 200);
+        slowest = slowest.max(started.elapsed());
+    }
+    attacking.store(false, std::sync::atomic::Ordering::SeqCst);
+    for attacker in attackers {
+        attacker.join().expect("every stalled review was answered well");
+    }
+    assert!(served >= 5, "good reviews kept flowing: {served}");
+    assert!(slowest < Duration::from_secs(2), "the slowest good review or probe took {slowest:?}");
+}

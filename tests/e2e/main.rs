@@ -6,6 +6,7 @@
 mod harness;
 
 mod aws;
+mod boundary;
 mod deploy;
 mod docs;
 mod exec;

@@ -145,7 +145,8 @@ fn the_auth_code_flow_with_pkce_through_kubectl() {
     let ca = provider.ca.cert_pem.clone();
     let port = provider.port;
     let run = kubectl_acting(&env, &config, move |line| {
-        let line = line.trim();
+        // The URL is shown in the plugin's message frame.
+        let line = line.trim().trim_start_matches('\u{2502}').trim();
         if line.starts_with(&format!("{issuer}/auth?")) {
             OidcProvider::attach(&issuer, port, &ca).complete_authorization(line);
         }

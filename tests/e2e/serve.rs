@@ -379,3 +379,56 @@ fn a_failing_setup_is_a_load_error_in_check_start_up_and_reload() {
     let (_, answer) = webhook.review("v1", "tok", &[]);
     assert_eq!(answer["status"]["user"]["username"], "setup-one.previous-none", "{answer}");
 }
+
+/// A probe validator that says every token is `username` in `groups`.
+fn asserting(name: &str, prefix: &str, username: &str, groups: &str, identities: &str) -> String {
+    format!(
+        "[[validators]]\nname = {name:?}\nplugin = {:?}\ntoken-prefix = {prefix:?}\n[validators.settings]\nbehavior = \"identity\"\nusername = {username:?}\ngroups = {groups:?}\n[validators.identities]\n{identities}\n",
+        probe().display().to_string()
+    )
+}
+
+#[test]
+fn validators_assert_only_the_identities_they_are_granted() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(
+        &env,
+        &[
+            asserting("rogue", "r-", "system:admin", "system:masters", ""),
+            asserting("sneaky", "s-", "alice", "devs,system:masters", ""),
+            asserting(
+                "nodes",
+                "n-",
+                "system:node:ip-10-1-2-3",
+                "system:nodes",
+                "usernames = [\"system:node:*\"]\ngroups = [\"system:nodes\"]",
+            ),
+            asserting("corp", "c-", "ldap:bob", "oidc:devs", "username-prefixes = [\"oidc:\"]"),
+        ]
+        .concat(),
+    );
+    let (status, answer) = webhook.review("v1", "r-token", &[]);
+    assert_eq!(status, 200);
+    assert_eq!(answer["status"]["authenticated"], false, "{answer}");
+    let error = answer["status"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("rogue: it asserted username `system:admin`, in the reserved `system:` namespace"),
+        "{error}"
+    );
+    assert!(error.contains("[validators.identities] usernames = [\"system:admin\"]"), "says what to grant: {error}");
+
+    let (_, answer) = webhook.review("v1", "s-token", &[]);
+    assert_eq!(answer["status"]["authenticated"], false, "{answer}");
+    assert!(answer["status"]["error"].as_str().unwrap().contains("group `system:masters`"), "{answer}");
+
+    let (_, answer) = webhook.review("v1", "n-token", &[]);
+    assert_eq!(answer["status"]["user"]["username"], "system:node:ip-10-1-2-3", "granted: {answer}");
+    assert_eq!(answer["status"]["user"]["groups"], json!(["system:nodes"]));
+
+    let (_, answer) = webhook.review("v1", "c-token", &[]);
+    assert!(answer["status"]["error"].as_str().unwrap().contains("outside this validator's prefixes"), "{answer}");
+
+    assert_eq!(webhook.metric(r#"credbroker_identity_refusals_total{validator="rogue",kind="username"}"#), 1.0);
+    assert_eq!(webhook.metric(r#"credbroker_identity_refusals_total{validator="sneaky",kind="group"}"#), 1.0);
+    assert!(webhook.log().contains("identity refused"), "logged for the operator");
+}

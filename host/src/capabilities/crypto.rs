@@ -6,11 +6,48 @@
 //! so the capability grants no authority and is always on. Keys shorter than
 //! 2048 bits (RSA) are refused, like kube-apiserver's JWT authenticator does.
 
-use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm};
+use std::sync::Arc;
 
-use super::PluginContext;
-use crate::runtime::bindings::crypto::{Host, PublicKey};
-use crate::runtime::bindings::types::HostError;
+use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey, VerificationAlgorithm};
+use wasmtime::component::Linker;
+
+use super::{Capability, GrantError, GrantTable, HostState, PluginSetup};
+use crate::bindings::crypto::{Host, PublicKey, add_to_linker};
+use crate::bindings::types::HostError;
+use crate::boundary::wire::WireSize;
+use crate::boundary::{CapView, ViewOf};
+
+/// The `crypto` capability.
+pub struct Crypto;
+
+/// A run's signature checks: pure computation, nothing held.
+pub struct Verifier;
+
+impl Capability for Crypto {
+    const INTERFACE: &'static str = "crypto";
+    const WHAT: &'static str = "check signatures at native speed";
+    const GRANT: &'static str = "always granted";
+    type Policy = ();
+    type State = Verifier;
+
+    fn configure(_: &mut GrantTable, _: &PluginSetup) -> Result<(), GrantError> {
+        Ok(())
+    }
+
+    fn prepare(_: &Arc<()>) -> Verifier {
+        Verifier
+    }
+
+    fn link(
+        linker: &mut Linker<HostState>,
+        view: fn(&mut HostState) -> CapView<'_, Self::State>,
+    ) -> wasmtime::Result<()> {
+        add_to_linker::<HostState, ViewOf<Self::State>>(linker, view)
+    }
+}
+
+/// Longest RSA modulus accepted, in bytes (8192 bits, ring's bound).
+const MAX_RSA_MODULUS: usize = 1024;
 
 /// Longest message checked: a token is a few KiB, and hashing runs on the
 /// server's async workers, outside the plugin's CPU-time account.
@@ -52,18 +89,19 @@ pub fn verify_signature(algorithm: &str, key: &PublicKey, message: &[u8], signat
     let mismatch = || HostError::Invalid(format!("the key does not suit {algorithm}"));
     let valid = match (scheme, key) {
         (Scheme::Rsa(parameters), PublicKey::Rsa(rsa)) => {
-            let significant = rsa.modulus.iter().skip_while(|b| **b == 0).count();
-            if significant < 256 {
-                return Err(HostError::Invalid(format!(
-                    "an RSA key of {} bits is too short; 2048 at least",
-                    significant * 8
-                )));
-            }
+            check_rsa_key(&rsa.modulus, &rsa.exponent)?;
             RsaPublicKeyComponents { n: &rsa.modulus, e: &rsa.exponent }.verify(parameters, message, signature).is_ok()
         }
-        (Scheme::Ec(algorithm), PublicKey::EcPoint(point)) => {
-            check_ec_point(algorithm, point)?;
-            UnparsedPublicKey::new(algorithm, point).verify(message, signature).is_ok()
+        (Scheme::Ec(ec), PublicKey::EcPoint(point)) => {
+            check_ec_point(ec, point)?;
+            let valid = UnparsedPublicKey::new(ec, point).verify(message, signature).is_ok();
+            // ring reports a point off the curve as a failed verification:
+            // tell a broken key from a forged signature (only when it failed,
+            // so valid signatures cost nothing more).
+            if !valid && !on_curve(ec, point) {
+                return Err(HostError::Invalid(format!("the EC public key is not a point on the {algorithm} curve")));
+            }
+            valid
         }
         (Scheme::Ed25519, PublicKey::Ed25519(key)) => {
             if key.len() != 32 {
@@ -76,6 +114,43 @@ pub fn verify_signature(algorithm: &str, key: &PublicKey, message: &[u8], signat
     Ok(valid)
 }
 
+/// An RSA key ring can check with: a modulus of 2048 to 8192 bits and an odd
+/// public exponent from 3 to 2^33 - 1. Outside that, ring reports a failed
+/// verification; say what is wrong instead, so a broken JWKS is not mistaken
+/// for a forged token.
+fn check_rsa_key(modulus: &[u8], exponent: &[u8]) -> Result<(), HostError> {
+    let modulus = &modulus[modulus.iter().take_while(|b| **b == 0).count()..];
+    if modulus.len() < 256 {
+        return Err(HostError::Invalid(format!(
+            "an RSA key of {} bits is too short; 2048 at least",
+            modulus.len() * 8
+        )));
+    }
+    if modulus.len() > MAX_RSA_MODULUS {
+        return Err(HostError::Invalid(format!("an RSA key of {} bits is too long; 8192 at most", modulus.len() * 8)));
+    }
+    let exponent = &exponent[exponent.iter().take_while(|b| **b == 0).count()..];
+    let value =
+        if exponent.len() <= 8 { exponent.iter().fold(0u64, |v, b| (v << 8) | u64::from(*b)) } else { u64::MAX };
+    if !(3..(1u64 << 33)).contains(&value) || value % 2 == 0 {
+        return Err(HostError::Invalid("an RSA public exponent must be odd, from 3 to 2^33 - 1".into()));
+    }
+    Ok(())
+}
+
+/// Whether `point` lies on the curve of `algorithm`: ring checks a peer's
+/// point when agreeing a key with it, so agree with a throwaway key.
+fn on_curve(algorithm: &'static signature::EcdsaVerificationAlgorithm, point: &[u8]) -> bool {
+    let curve = if std::ptr::eq(algorithm, &signature::ECDSA_P256_SHA256_FIXED) {
+        &ring::agreement::ECDH_P256
+    } else {
+        &ring::agreement::ECDH_P384
+    };
+    let rng = ring::rand::SystemRandom::new();
+    let Ok(mine) = ring::agreement::EphemeralPrivateKey::generate(curve, &rng) else { return true };
+    ring::agreement::agree_ephemeral(mine, &ring::agreement::UnparsedPublicKey::new(curve, point), |_| ()).is_ok()
+}
+
 /// ring reports a malformed point as a failed verification; say so instead,
 /// so that a broken JWKS is not mistaken for a forged token.
 fn check_ec_point(algorithm: &'static signature::EcdsaVerificationAlgorithm, point: &[u8]) -> Result<(), HostError> {
@@ -86,7 +161,7 @@ fn check_ec_point(algorithm: &'static signature::EcdsaVerificationAlgorithm, poi
     Ok(())
 }
 
-impl Host for PluginContext {
+impl Host for CapView<'_, Verifier> {
     async fn verify_signature(
         &mut self,
         algorithm: String,
@@ -94,7 +169,11 @@ impl Host for PluginContext {
         message: Vec<u8>,
         signature: Vec<u8>,
     ) -> wasmtime::Result<Result<bool, HostError>> {
-        Ok(verify_signature(&algorithm, &key, &message, &signature))
+        let size = algorithm.wire_size() + key.wire_size() + message.wire_size() + signature.wire_size();
+        self.call("crypto.verify-signature", size, async |_, _| {
+            Ok(verify_signature(&algorithm, &key, &message, &signature))
+        })
+        .await
     }
 }
 
@@ -127,12 +206,34 @@ mod tests {
         let signed = pair.sign(b"m");
         assert!(matches!(verify_signature("EdDSA", &key, b"m", signed.as_ref()), Ok(true)));
         assert!(matches!(verify_signature("EdDSA", &key, b"n", signed.as_ref()), Ok(false)));
-        let short = PublicKey::Rsa(crate::runtime::bindings::crypto::RsaPublicKey {
-            modulus: vec![0xc5; 128],
-            exponent: vec![1, 0, 1],
-        });
+        let short =
+            PublicKey::Rsa(crate::bindings::crypto::RsaPublicKey { modulus: vec![0xc5; 128], exponent: vec![1, 0, 1] });
         assert!(matches!(verify_signature("RS256", &short, b"m", &[0; 128]), Err(HostError::Invalid(_))));
         let huge = vec![0u8; MAX_MESSAGE + 1];
         assert!(matches!(verify_signature("EdDSA", &key, &huge, signed.as_ref()), Err(HostError::Invalid(_))));
+    }
+
+    fn invalid(result: Result<bool, HostError>) -> String {
+        match result {
+            Err(HostError::Invalid(reason)) => reason,
+            other => panic!("not invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unusable_keys_are_invalid_not_forged_signatures() {
+        let rsa = |modulus: Vec<u8>, exponent: Vec<u8>| {
+            PublicKey::Rsa(crate::bindings::crypto::RsaPublicKey { modulus, exponent })
+        };
+        let long = invalid(verify_signature("RS256", &rsa(vec![0xc5; 2048], vec![1, 0, 1]), b"m", &[0; 2048]));
+        assert!(long.contains("16384 bits is too long"), "{long}");
+        let exponent = invalid(verify_signature("RS256", &rsa(vec![0xc5; 256], vec![0xff; 4096]), b"m", &[0; 256]));
+        assert!(exponent.contains("exponent"), "{exponent}");
+        assert!(verify_signature("RS256", &rsa(vec![0xc5; 256], vec![2]), b"m", &[0; 256]).is_err());
+        // A well-formed point off the P-256 curve.
+        let mut off_curve = vec![4u8];
+        off_curve.extend([1u8; 64]);
+        let point = invalid(verify_signature("ES256", &PublicKey::EcPoint(off_curve), b"m", &[0; 64]));
+        assert!(point.contains("not a point on the ES256 curve"), "{point}");
     }
 }

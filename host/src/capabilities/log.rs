@@ -1,195 +1,113 @@
-//! `log`: levelled plugin logging into the host's log, bounded and redacted.
-//!
-//! Also the sink for a plugin's WASI stdout and stderr, which therefore never
-//! reach the host's stdout (the channel kubectl reads the credential from).
+//! `log`: levelled plugin logging into the host's log, redacted, escaped and
+//! bounded by the run's output channel (see [`crate::boundary::output`]).
+//! Always granted.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use super::{PluginContext, sanitize};
-use crate::runtime::bindings::log::{Host, Level};
+use wasmtime::component::Linker;
 
-/// Longest single log line kept, in bytes.
-const MAX_LINE: usize = 4096;
-/// Lines of the plugin's stderr kept to explain a crash.
-const STDERR_TAIL: usize = 8;
-/// What secrets are replaced with.
-pub const REDACTED: &str = "[REDACTED]";
-/// Shorter secrets are not redacted: replacing every one- or two-letter
-/// substring would garble the log without protecting anything.
-const MIN_SECRET_LEN: usize = 3;
+use super::{Capability, GrantError, GrantTable, HostState, PluginSetup};
+use crate::bindings::log::{Host, Level, add_to_linker};
+use crate::boundary::output::SecretError;
+use crate::boundary::wire::WireSize;
+use crate::boundary::{CapView, ViewOf};
+use crate::limits::LimitExceeded;
 
-/// A plugin run's log: redacts secrets, sanitises control characters, and stops
-/// after the run's byte budget. Cheap to clone; clones share state.
-#[derive(Clone)]
-pub struct PluginLog {
-    inner: Arc<Mutex<LogState>>,
-}
+/// The `log` capability.
+pub struct Log;
 
-struct LogState {
-    plugin: Arc<str>,
-    secrets: Vec<String>,
-    budget: usize,
-    used: usize,
-    suppressed: bool,
-    stderr_tail: VecDeque<String>,
-}
+/// A run's logging: everything lives in the run's output channel.
+pub struct Logging;
 
-impl PluginLog {
-    /// A log for `plugin` with `budget` bytes and the given known secrets.
-    pub fn new(plugin: Arc<str>, budget: usize, secrets: &[String]) -> Self {
-        let mut state =
-            LogState { plugin, secrets: Vec::new(), budget, used: 0, suppressed: false, stderr_tail: VecDeque::new() };
-        for secret in secrets {
-            state.add_secret(secret);
-        }
-        Self { inner: Arc::new(Mutex::new(state)) }
-    }
+impl Capability for Log {
+    const INTERFACE: &'static str = "log";
+    const WHAT: &'static str = "write to the host's log (redacted, bounded)";
+    const GRANT: &'static str = "always granted";
+    type Policy = ();
+    type State = Logging;
 
-    fn state(&self) -> MutexGuard<'_, LogState> {
-        // A poisoned lock only means another thread panicked mid-log; the state
-        // is still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Redact every known secret from `text`.
-    pub fn redact(&self, text: &str) -> String {
-        self.state().redact(text)
-    }
-
-    /// Declare `value` secret from now on.
-    pub fn mark_secret(&self, value: &str) {
-        self.state().add_secret(value);
-    }
-
-    /// Log one message from the plugin.
-    pub fn emit(&self, level: Level, source: &str, message: &str) {
-        let mut state = self.state();
-        let line = state.prepare(message);
-        if source == "stderr" && !line.trim().is_empty() {
-            if state.stderr_tail.len() == STDERR_TAIL {
-                state.stderr_tail.pop_front();
-            }
-            state.stderr_tail.push_back(line.clone());
-        }
-        if state.suppressed {
-            return;
-        }
-        state.used += line.len();
-        if state.used > state.budget {
-            state.suppressed = true;
-            let budget = state.budget;
-            let plugin = state.plugin.clone();
-            drop(state);
-            tracing::warn!(target: "credbroker::plugin", %plugin, "log output over {budget} bytes; further messages from this run are dropped");
-            return;
-        }
-        let plugin = state.plugin.clone();
-        drop(state);
-        match level {
-            Level::Trace => {
-                tracing::trace!(target: "credbroker::plugin", %plugin, source, "{line}")
-            }
-            Level::Debug => {
-                tracing::debug!(target: "credbroker::plugin", %plugin, source, "{line}")
-            }
-            Level::Info => tracing::info!(target: "credbroker::plugin", %plugin, source, "{line}"),
-            Level::Warn => tracing::warn!(target: "credbroker::plugin", %plugin, source, "{line}"),
-            Level::Error => {
-                tracing::error!(target: "credbroker::plugin", %plugin, source, "{line}")
-            }
-        }
-    }
-
-    /// The last lines the plugin wrote to stderr (redacted), e.g. a panic message.
-    pub fn stderr_tail(&self) -> Vec<String> {
-        self.state().stderr_tail.iter().cloned().collect()
-    }
-}
-
-impl LogState {
-    fn add_secret(&mut self, value: &str) {
-        if value.len() >= MIN_SECRET_LEN && !self.secrets.iter().any(|s| s == value) {
-            self.secrets.push(value.to_string());
-            // Longest first, so a secret that contains another is removed whole.
-            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        }
-    }
-
-    fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), REDACTED);
-            }
-        }
-        out
-    }
-
-    fn prepare(&self, message: &str) -> String {
-        let mut end = message.len().min(MAX_LINE);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        // Redact before truncating, so a secret cut in half still goes; then
-        // sanitise so the plugin cannot send escape sequences to a terminal.
-        let redacted = self.redact(message);
-        let truncated = if redacted.len() > end {
-            let mut cut = end.min(redacted.len());
-            while !redacted.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            format!("{}… [truncated]", &redacted[..cut])
-        } else {
-            redacted
-        };
-        sanitize(&truncated, false)
-    }
-}
-
-impl Host for PluginContext {
-    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        self.log.emit(level, "log", &message);
+    fn configure(_: &mut GrantTable, _: &PluginSetup) -> Result<(), GrantError> {
         Ok(())
     }
 
+    fn prepare(_: &Arc<()>) -> Logging {
+        Logging
+    }
+
+    fn link(
+        linker: &mut Linker<HostState>,
+        view: fn(&mut HostState) -> CapView<'_, Self::State>,
+    ) -> wasmtime::Result<()> {
+        add_to_linker::<HostState, ViewOf<Self::State>>(linker, view)
+    }
+}
+
+impl From<SecretError> for LimitExceeded {
+    fn from(error: SecretError) -> Self {
+        match error {
+            SecretError::TooMany(_) => Self::Secrets,
+            SecretError::Memory(limit) => limit,
+        }
+    }
+}
+
+impl Host for CapView<'_, Logging> {
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.call_or_trap("log.log", message.wire_size() + 1, async |_, boundary| {
+            boundary.output().log(level, "log", &message);
+            Ok(())
+        })
+        .await
+    }
+
     async fn enabled(&mut self, level: Level) -> wasmtime::Result<bool> {
-        let enabled = match level {
+        Ok(match level {
             Level::Trace => tracing::enabled!(target: "credbroker::plugin", tracing::Level::TRACE),
             Level::Debug => tracing::enabled!(target: "credbroker::plugin", tracing::Level::DEBUG),
             Level::Info => tracing::enabled!(target: "credbroker::plugin", tracing::Level::INFO),
             Level::Warn => tracing::enabled!(target: "credbroker::plugin", tracing::Level::WARN),
             Level::Error => tracing::enabled!(target: "credbroker::plugin", tracing::Level::ERROR),
-        };
-        Ok(enabled)
+        })
     }
 
     async fn mark_secret(&mut self, value: String) -> wasmtime::Result<()> {
-        if value.len() as u64 <= self.limits.max_call_bytes {
-            self.log.mark_secret(&value);
-        }
-        Ok(())
+        self.call_or_trap("log.mark-secret", value.wire_size(), async |_, boundary| {
+            // A secret the host cannot keep could reach a log later: stop the run.
+            boundary.output().mark_secret(&value).map_err(|e| LimitExceeded::from(e).into())
+        })
+        .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capabilities::testing::Run;
 
-    #[test]
-    fn secrets_are_redacted_longest_first() {
-        let log = PluginLog::new("p".into(), 1024, &["hunter2".into(), "hunter2-extended".into(), "ab".into()]);
-        assert_eq!(log.redact("pw=hunter2-extended ab"), "pw=[REDACTED] ab");
-        log.mark_secret("tok-123");
-        assert_eq!(log.redact("bearer tok-123"), "bearer [REDACTED]");
+    #[tokio::test]
+    async fn secrets_are_bounded_and_charged() {
+        let mut run = Run::builder().limits(|l| l.memory_mib = 4).build();
+        let mut view = run.view::<Log>();
+        view.mark_secret("tok-123".into()).await.unwrap();
+        assert_eq!(view.boundary.output().clean("bearer tok-123"), "bearer [REDACTED]");
+        let mut stopped = None;
+        for i in 0..1000 {
+            if let Err(e) = view.mark_secret(format!("{i:06}-{}", "s".repeat(64 * 1024))).await {
+                stopped = Some(e.to_string());
+                break;
+            }
+        }
+        let stopped = stopped.expect("the host does not keep unbounded secrets");
+        assert!(stopped.contains("memory limit of 4 MiB") || stopped.contains("secrets"), "{stopped}");
+        assert!(run.memory.held() <= 4 * 1024 * 1024);
     }
 
-    #[test]
-    fn lines_are_bounded_and_sanitised() {
-        let log = PluginLog::new("p".into(), 1024, &[]);
-        let state = log.state();
-        let long = "x".repeat(MAX_LINE * 2);
-        assert!(state.prepare(&long).ends_with("… [truncated]"));
-        assert_eq!(state.prepare("a\x1b[2Jb\nc"), "a\u{FFFD}[2Jb\u{FFFD}c");
+    #[tokio::test]
+    async fn messages_over_the_call_limit_stop_the_plugin() {
+        let mut run = Run::builder().limits(|l| l.max_call_bytes = 100).build();
+        let mut view = run.view::<Log>();
+        view.log(Level::Info, "short".into()).await.unwrap();
+        let trap = view.log(Level::Info, "x".repeat(200)).await.unwrap_err().to_string();
+        assert!(trap.contains("`log.log`"), "{trap}");
     }
 }

@@ -1,10 +1,15 @@
 //! Host capabilities: everything a plugin can reach outside its sandbox.
 //!
 //! One module per capability, each owning its WIT interface's host
-//! implementation and its part of the operator's policy. The operator grants
-//! capabilities per plugin in [`Grants`]; the host checks every call against
-//! the resulting [`CapabilityPolicy`]. Nothing is granted by default except
-//! `config` (the plugin's own settings) and `log`.
+//! implementation, its section of the operator's grants, the state one run
+//! holds, and its tests ([`Capability`]). The calls themselves go through the
+//! run's [`Boundary`], which bounds, charges and sanitizes them the same way
+//! for every capability. The [`capabilities!`] list at the end of this file
+//! registers them: adding a capability is its module, its WIT interface, and
+//! one line there.
+//!
+//! Nothing is granted by default except `config` (the plugin's own settings),
+//! `log`, `state` and `crypto`, which reach nothing outside the host.
 
 pub mod config;
 pub mod crypto;
@@ -15,162 +20,455 @@ pub mod log;
 pub mod loopback;
 pub mod prompt;
 pub mod state;
+pub mod tls;
+pub mod wasi;
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::runtime::bindings::types::HostError;
-use crate::runtime::limits::Limits;
+use crate::boundary::memory::ResourceGuard;
+use crate::boundary::{Boundary, CapView};
 use crate::settings::ResolvedSettings;
 
-pub use self::log::PluginLog;
 pub use self::prompt::{NoTerminal, StdioTerminal, Terminal};
+pub use self::state::StateStore;
 
-/// What the operator grants one plugin, as written in the configuration
-/// (`[profiles.NAME.grants]`, or a validator's `grants`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Grants {
-    /// Origins the `http` capability may reach: `https://idp.example.com`,
-    /// `https://idp.example.com:8443`, `http://127.0.0.1:5556`, or a subdomain
-    /// wildcard `https://*.example.com`.
-    #[serde(default)]
-    pub http: Vec<String>,
-    /// Files the `files` capability may read, by absolute path. A path ending in
-    /// `/` grants every file below that directory.
-    #[serde(default)]
-    pub files: Vec<PathBuf>,
-    /// A PEM bundle of CA certificates that replaces the system roots for this
-    /// plugin's TLS connections (HTTPS and LDAP).
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// LDAP servers the `ldap` capability may reach: `ldaps://host[:port]`, or
-    /// `ldap://host[:port]` (upgraded with StartTLS).
-    #[serde(default)]
-    pub ldap: Vec<String>,
-    /// Allow `ldap://` without StartTLS (passwords in the clear). Off by default.
-    #[serde(default)]
-    pub ldap_allow_plaintext: bool,
-    /// Let the plugin receive one OAuth redirect on 127.0.0.1 (`loopback`).
-    #[serde(default)]
-    pub redirect_listener: bool,
-    /// The loopback port for redirects (0: any free port).
-    #[serde(default)]
-    pub redirect_port: u16,
-    /// Open the user's browser at the authorization URL (`xdg-open`).
-    #[serde(default)]
-    pub open_browser: bool,
+/// One host capability: a contract interface the host implements, the part
+/// of a plugin's grants that opens it, and the state one run of the plugin
+/// holds (Spin's "factors" are the model).
+pub trait Capability {
+    /// Its interface in the contract, e.g. `http`.
+    const INTERFACE: &'static str;
+    /// What it lets a plugin do, for `credbroker plugin inspect`.
+    const WHAT: &'static str;
+    /// What the operator grants for it to work, for `credbroker plugin inspect`.
+    const GRANT: &'static str;
+    /// Its checked grants, shared by every run of one plugin.
+    type Policy: Send + Sync + 'static;
+    /// What one run holds.
+    type State: Send + 'static;
+
+    /// Take this capability's keys from `grants` and check them.
+    ///
+    /// # Errors
+    ///
+    /// [`GrantError`] for a grant that makes no sense, at load time.
+    fn configure(grants: &mut GrantTable, plugin: &PluginSetup) -> Result<Self::Policy, GrantError>;
+
+    /// The state of one run.
+    fn prepare(policy: &Arc<Self::Policy>) -> Self::State;
+
+    /// Add its host functions to `linker`; `view` finds its state in a store.
+    ///
+    /// # Errors
+    ///
+    /// When wasmtime refuses a definition (a bug).
+    fn link(
+        linker: &mut Linker<HostState>,
+        view: fn(&mut HostState) -> CapView<'_, Self::State>,
+    ) -> wasmtime::Result<()>;
+}
+
+/// What a plugin is configured with besides its grants: the other inputs of
+/// [`Capability::configure`].
+pub struct PluginSetup {
+    /// Its resolved settings (the `config` capability).
+    pub settings: Arc<ResolvedSettings>,
+    /// Where prompts go (the `prompt` capability).
+    pub terminal: Arc<dyn Terminal>,
+    /// Its key-value store (the `state` capability).
+    pub state: StateStore,
+    /// The TLS roots its grants select (`ca-file`), shared by `http` and `ldap`.
+    pub tls: Arc<tls::TlsPolicy>,
+}
+
+/// What the operator grants one plugin, as written (`[profiles.NAME.grants]`
+/// or a validator's `grants`). Each key belongs to one capability, which
+/// checks it ([`CapabilityPolicy::new`]); an unknown key is an error.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Grants(toml::Table);
+
+impl Grants {
+    /// Grants from a TOML table.
+    pub fn from_table(table: toml::Table) -> Self {
+        Self(table)
+    }
+
+    /// Append `values` to the list grant `key` (e.g. `--allow-http`).
+    pub fn extend_list(&mut self, key: &str, values: impl IntoIterator<Item = String>) {
+        let entry = self.0.entry(key.to_string()).or_insert_with(|| toml::Value::Array(Vec::new()));
+        if let toml::Value::Array(list) = entry {
+            list.extend(values.into_iter().map(toml::Value::String));
+        }
+    }
+
+    /// The value of grant `key` as a `T`, when present and of that shape.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.0.get(key).cloned().and_then(|v| v.try_into().ok())
+    }
+}
+
+/// A plugin's grants while the capabilities take their keys from them.
+pub struct GrantTable {
+    table: toml::Table,
+    taken: BTreeSet<&'static str>,
+}
+
+impl GrantTable {
+    fn new(grants: &Grants) -> Self {
+        Self { table: grants.0.clone(), taken: BTreeSet::new() }
+    }
+
+    /// Take grant `key` as a `T` (its default when absent).
+    ///
+    /// # Errors
+    ///
+    /// [`GrantError::Malformed`] when the value is not a `T`.
+    pub fn take<T: DeserializeOwned + Default>(&mut self, key: &'static str) -> Result<T, GrantError> {
+        self.taken.insert(key);
+        match self.table.remove(key) {
+            None => Ok(T::default()),
+            Some(value) => value
+                .try_into()
+                .map_err(|e: toml::de::Error| GrantError::Malformed { key, message: e.message().to_string() }),
+        }
+    }
+
+    /// Refuse keys no capability took.
+    fn finish(self) -> Result<(), GrantError> {
+        match self.table.keys().next() {
+            None => Ok(()),
+            Some(unknown) => Err(GrantError::Unknown {
+                key: crate::boundary::text::name(unknown).into_owned(),
+                known: self.taken.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
 }
 
 /// A grant the operator wrote that makes no sense. Reported when the
 /// configuration is loaded, before any plugin runs.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
-    /// An `http` entry that is not an origin.
-    #[error("grants.http: `{entry}` is not an origin like https://host[:port] ({reason})")]
+    /// An `http` or `ldap` entry that is not an origin.
+    #[error("grants.{grant}: `{entry}` is not an origin like {example} ({reason})")]
     BadOrigin {
+        /// Which grant.
+        grant: &'static str,
         /// The entry as written.
         entry: String,
+        /// What an entry looks like.
+        example: &'static str,
         /// What is wrong with it.
         reason: String,
     },
     /// A `files` entry that is not an absolute, normalised path.
     #[error("grants.files: `{0}` must be an absolute path without `.` or `..`")]
-    BadFile(PathBuf),
+    BadFile(std::path::PathBuf),
+    /// A value of the wrong shape.
+    #[error("grants.{key}: {message}")]
+    Malformed {
+        /// The grant.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key no capability knows.
+    #[error("unknown grant `{key}`; the grants are: {known}")]
+    Unknown {
+        /// The key.
+        key: String,
+        /// Every known key.
+        known: String,
+    },
+    /// A grant that is well-formed but cannot be honoured.
+    #[error("grants.{key}: {message}")]
+    Invalid {
+        /// The grant.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
 }
 
-/// The checked form of [`Grants`], shared by every run of one plugin.
-#[derive(Debug)]
-pub struct CapabilityPolicy {
-    pub(crate) http: http::HttpPolicy,
-    pub(crate) files: files::FilePolicy,
-    pub(crate) ldap: ldap::LdapPolicy,
-    pub(crate) redirect_listener: bool,
-    pub(crate) redirect_port: u16,
-    pub(crate) open_browser: bool,
+/// Everything a plugin's store holds: WASI's context, the run's boundary,
+/// and each capability's state.
+pub struct HostState {
+    wasi: WasiCtx,
+    wasi_table: ResourceTable,
+    /// Memory, table and instance limits (the store's resource limiter).
+    pub(crate) guard: ResourceGuard,
+    /// The run's host-call boundary.
+    pub(crate) boundary: Boundary,
+    caps: CapabilityStates,
 }
 
-impl CapabilityPolicy {
-    /// Check `grants` and build the policy.
-    ///
-    /// # Errors
-    ///
-    /// The first grant that is malformed.
-    pub fn new(grants: &Grants) -> Result<Self, GrantError> {
-        Ok(Self {
-            http: http::HttpPolicy::new(&grants.http, grants.ca_file.clone())?,
-            files: files::FilePolicy::new(&grants.files)?,
-            ldap: ldap::LdapPolicy::new(&grants.ldap, grants.ldap_allow_plaintext, grants.ca_file.clone())?,
-            redirect_listener: grants.redirect_listener,
-            redirect_port: grants.redirect_port,
-            open_browser: grants.open_browser,
-        })
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.wasi_table }
+    }
+}
+
+impl HostState {
+    /// The store data of one run under `policy`.
+    pub fn new(policy: &CapabilityPolicy, boundary: Boundary, guard: ResourceGuard) -> Self {
+        let mut wasi_table = ResourceTable::new();
+        wasi_table.set_max_capacity(wasi::MAX_WASI_RESOURCES);
+        Self { wasi: wasi::context(&boundary), wasi_table, guard, caps: policy.prepare(), boundary }
     }
 
-    /// A policy that grants nothing.
-    pub fn deny_all() -> Self {
-        Self {
-            http: http::HttpPolicy::deny_all(),
-            files: files::FilePolicy::deny_all(),
-            ldap: ldap::LdapPolicy::default(),
-            redirect_listener: false,
-            redirect_port: 0,
-            open_browser: false,
+    /// The run's boundary.
+    pub fn boundary(&self) -> &Boundary {
+        &self.boundary
+    }
+}
+
+/// A host capability, described (`credbroker plugin inspect`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapabilityInfo {
+    /// The contract interface.
+    pub interface: &'static str,
+    /// What it lets the plugin do.
+    pub what: &'static str,
+    /// What the operator grants for it to work.
+    pub grant: &'static str,
+}
+
+/// A capability in the list below: where its state sits in a store.
+pub(crate) trait Registered: Capability {
+    /// Its view of the run in `state`.
+    fn view(state: &mut HostState) -> CapView<'_, Self::State>;
+}
+
+/// Registers the capabilities: the policy and state structs holding one of
+/// each, and the loops that configure, prepare and link them all.
+macro_rules! capabilities {
+    ($($field:ident: $cap:ty),* $(,)?) => {
+        /// Every capability's checked grants for one plugin, shared by all its runs.
+        pub struct CapabilityPolicy {
+            $(pub(crate) $field: Arc<<$cap as Capability>::Policy>,)*
+        }
+
+        /// Every capability's state for one run.
+        struct CapabilityStates {
+            $($field: <$cap as Capability>::State,)*
+        }
+
+        impl CapabilityPolicy {
+            /// Check `grants` (every key taken by one capability) for a
+            /// plugin configured as `plugin`.
+            ///
+            /// # Errors
+            ///
+            /// The first grant that is malformed or unknown.
+            pub fn new(grants: &Grants, plugin: PluginSetup) -> Result<Self, GrantError> {
+                let mut table = GrantTable::new(grants);
+                let plugin = PluginSetup { tls: Arc::new(tls::TlsPolicy::configure(&mut table)?), ..plugin };
+                $(let $field = Arc::new(<$cap as Capability>::configure(&mut table, &plugin)?);)*
+                table.finish()?;
+                Ok(Self { $($field,)* })
+            }
+
+            fn prepare(&self) -> CapabilityStates {
+                CapabilityStates { $($field: <$cap as Capability>::prepare(&self.$field),)* }
+            }
+        }
+
+        $(impl Registered for $cap {
+            fn view(state: &mut HostState) -> CapView<'_, Self::State> {
+                CapView { state: &mut state.caps.$field, boundary: &mut state.boundary }
+            }
+        })*
+
+        /// Add every capability (and WASI) to `linker`.
+        ///
+        /// # Errors
+        ///
+        /// When wasmtime refuses a definition (a bug).
+        pub fn link_all(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+            wasi::link(linker)?;
+            $(<$cap as Capability>::link(linker, <$cap as Registered>::view)?;)*
+            Ok(())
+        }
+
+        /// Every capability a plugin may import.
+        pub const ALL: &[CapabilityInfo] = &[
+            $(CapabilityInfo {
+                interface: <$cap as Capability>::INTERFACE,
+                what: <$cap as Capability>::WHAT,
+                grant: <$cap as Capability>::GRANT,
+            },)*
+        ];
+    };
+}
+
+capabilities! {
+    config: config::Config,
+    log: log::Log,
+    prompt: prompt::Prompt,
+    http: http::Http,
+    files: files::Files,
+    ldap: ldap::Ldap,
+    state: state::State,
+    loopback: loopback::Loopback,
+    crypto: crypto::Crypto,
+}
+
+/// Runs of single capabilities in-process, for their tests: a store's data
+/// built from grants and limits, and each capability's view of it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::boundary::memory::MemoryAccount;
+    use crate::boundary::meter::CpuMeter;
+    use crate::boundary::output::PluginOutput;
+    use crate::boundary::redact::Redactor;
+    use crate::limits::Limits;
+
+    /// How to build a [`Run`].
+    pub struct RunBuilder {
+        grants: String,
+        limits: Limits,
+        settings: ResolvedSettings,
+        terminal: Arc<dyn Terminal>,
+        state: StateStore,
+        interactive: bool,
+    }
+
+    impl RunBuilder {
+        /// Grants, as the TOML of a `grants` table.
+        pub fn grants(mut self, toml: &str) -> Self {
+            self.grants = toml.to_string();
+            self
+        }
+
+        /// Change the default limits.
+        pub fn limits(mut self, change: impl FnOnce(&mut Limits)) -> Self {
+            change(&mut self.limits);
+            self
+        }
+
+        /// The plugin's settings.
+        pub fn settings(mut self, settings: ResolvedSettings) -> Self {
+            self.settings = settings;
+            self
+        }
+
+        /// The terminal prompts go to.
+        pub fn terminal(mut self, terminal: Arc<dyn Terminal>) -> Self {
+            self.terminal = terminal;
+            self
+        }
+
+        /// The plugin's store.
+        pub fn state(mut self, state: StateStore) -> Self {
+            self.state = state;
+            self
+        }
+
+        /// Whether the run is interactive.
+        pub fn interactive(mut self, interactive: bool) -> Self {
+            self.interactive = interactive;
+            self
+        }
+
+        /// The run.
+        ///
+        /// # Panics
+        ///
+        /// When the grants do not parse or are refused.
+        pub fn build(self) -> Run {
+            let grants = Grants(toml::from_str(&self.grants).expect("grants parse"));
+            let settings = Arc::new(self.settings);
+            let mut redactor = Redactor::new();
+            for secret in settings.secrets() {
+                redactor.add(secret).expect("few secrets");
+            }
+            let policy = CapabilityPolicy::new(
+                &grants,
+                PluginSetup {
+                    settings,
+                    terminal: self.terminal,
+                    state: self.state,
+                    tls: Arc::new(tls::TlsPolicy::default()),
+                },
+            )
+            .expect("grants accepted");
+            let memory = MemoryAccount::new(&self.limits);
+            let meter = CpuMeter::new(self.limits.cpu_time());
+            let output =
+                PluginOutput::new("test-plugin".into(), self.limits.log_bytes as usize, redactor, memory.clone());
+            let boundary = Boundary::new(
+                "test-plugin".into(),
+                self.limits.clone(),
+                self.interactive,
+                output,
+                memory.clone(),
+                meter,
+            );
+            let guard = ResourceGuard::new(&self.limits, memory.clone());
+            Run { host: HostState::new(&policy, boundary, guard), memory }
+        }
+    }
+
+    /// One run's store data.
+    pub struct Run {
+        /// The store data.
+        pub host: HostState,
+        /// Its memory account.
+        pub memory: MemoryAccount,
+    }
+
+    impl Run {
+        /// A run with default limits and no grants.
+        pub fn builder() -> RunBuilder {
+            RunBuilder {
+                grants: String::new(),
+                limits: Limits::default(),
+                settings: ResolvedSettings::default(),
+                terminal: Arc::new(NoTerminal),
+                state: StateStore::memory(),
+                interactive: false,
+            }
+        }
+
+        /// Capability `C`'s view of the run.
+        pub fn view<C: Registered>(&mut self) -> CapView<'_, C::State> {
+            C::view(&mut self.host)
         }
     }
 }
 
-/// The host side of one plugin run: what the capability implementations see.
-pub struct PluginContext {
-    pub(crate) plugin: Arc<str>,
-    pub(crate) settings: Arc<ResolvedSettings>,
-    pub(crate) policy: Arc<CapabilityPolicy>,
-    pub(crate) limits: Limits,
-    pub(crate) interactive: bool,
-    pub(crate) terminal: Arc<dyn Terminal>,
-    pub(crate) log: PluginLog,
-    /// Host resources the plugin holds: LDAP connections, redirect listeners.
-    pub(crate) resources: wasmtime::component::ResourceTable,
-    /// The plugin's persistent key-value store.
-    pub(crate) state: state::PluginState,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Most host resources (connections, listeners) one run may hold at once.
-pub const MAX_RESOURCES: usize = 16;
-
-/// A resource table capped at [`MAX_RESOURCES`].
-pub fn resource_table() -> wasmtime::component::ResourceTable {
-    let mut table = wasmtime::component::ResourceTable::new();
-    table.set_max_capacity(MAX_RESOURCES);
-    table
-}
-
-impl PluginContext {
-    /// Refuse inputs over the per-call byte limit.
-    fn check_call_size(&self, what: &str, bytes: usize) -> Result<(), HostError> {
-        if bytes as u64 > self.limits.max_call_bytes {
-            return Err(HostError::Invalid(format!(
-                "{what} of {bytes} bytes exceeds the per-call limit of {} bytes",
-                self.limits.max_call_bytes
-            )));
+    fn setup() -> PluginSetup {
+        PluginSetup {
+            settings: Arc::default(),
+            terminal: Arc::new(NoTerminal),
+            state: StateStore::memory(),
+            tls: Arc::new(tls::TlsPolicy::default()),
         }
-        Ok(())
     }
-}
 
-impl crate::runtime::bindings::types::Host for PluginContext {}
+    fn grants(text: &str) -> Grants {
+        Grants(toml::from_str(text).unwrap())
+    }
 
-/// Replace control characters (terminal escape sequences included) so text a
-/// plugin hands the host cannot drive the user's terminal. Newlines and tabs
-/// stay when `keep_newlines`.
-pub(crate) fn sanitize(text: &str, keep_newlines: bool) -> String {
-    text.chars()
-        .map(|c| match c {
-            '\n' | '\t' if keep_newlines => c,
-            c if c.is_control() => '\u{FFFD}',
-            c => c,
-        })
-        .collect()
+    #[test]
+    fn every_grant_key_belongs_to_a_capability() {
+        assert!(CapabilityPolicy::new(&grants("http = [\"https://x\"]\nfiles = [\"/a\"]\n"), setup()).is_ok());
+        let unknown = CapabilityPolicy::new(&grants("htp = [\"https://x\"]\n"), setup()).err().unwrap().to_string();
+        assert!(unknown.starts_with("unknown grant `htp`; the grants are: "), "{unknown}");
+        assert!(unknown.contains("http") && unknown.contains("redirect-listener"), "{unknown}");
+        let shape = CapabilityPolicy::new(&grants("http = \"https://x\"\n"), setup()).err().unwrap().to_string();
+        assert!(shape.starts_with("grants.http: invalid type: string"), "{shape}");
+    }
 }

@@ -5,9 +5,13 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::Arc;
 
-use super::{PluginContext, sanitize};
-use crate::runtime::bindings::prompt::Host;
-use crate::runtime::bindings::types::HostError;
+use wasmtime::component::Linker;
+
+use super::{Capability, GrantError, GrantTable, HostState, PluginSetup};
+use crate::bindings::prompt::{Host, add_to_linker};
+use crate::bindings::types::HostError;
+use crate::boundary::wire::WireSize;
+use crate::boundary::{Boundary, CapView, ViewOf};
 
 /// Where prompts are shown and answered.
 pub trait Terminal: Send + Sync {
@@ -125,59 +129,108 @@ impl Terminal for NoTerminal {
     }
 }
 
-/// Make a question end in one space, the way users expect to type after it.
-fn as_question(message: &str) -> String {
-    let text = sanitize(message.trim_end(), false);
-    format!("{text} ")
+/// The `prompt` capability.
+pub struct Prompt;
+
+impl Capability for Prompt {
+    const INTERFACE: &'static str = "prompt";
+    const WHAT: &'static str = "ask the user on the terminal";
+    const GRANT: &'static str = "works only when the run is interactive";
+    type Policy = Arc<dyn Terminal>;
+    type State = Prompting;
+
+    fn configure(_: &mut GrantTable, plugin: &PluginSetup) -> Result<Self::Policy, GrantError> {
+        Ok(Arc::clone(&plugin.terminal))
+    }
+
+    fn prepare(policy: &Arc<Self::Policy>) -> Prompting {
+        Prompting { terminal: Arc::clone(policy) }
+    }
+
+    fn link(
+        linker: &mut Linker<HostState>,
+        view: fn(&mut HostState) -> CapView<'_, Self::State>,
+    ) -> wasmtime::Result<()> {
+        add_to_linker::<HostState, ViewOf<Self::State>>(linker, view)
+    }
 }
 
-impl PluginContext {
-    async fn ask(&mut self, message: String, secret: bool) -> Result<String, HostError> {
-        if !self.interactive {
+/// A run's terminal.
+pub struct Prompting {
+    terminal: Arc<dyn Terminal>,
+}
+
+/// Longest answer read from the terminal.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// A question as the terminal shows it: attributed to the plugin (so a
+/// plugin cannot pose as `sudo` or kubectl), sanitized, ending in one space.
+fn question(plugin: &str, text: &str, secret: bool) -> String {
+    let plugin = plugin.rsplit('/').next().unwrap_or(plugin);
+    let kind = if secret { " (hidden input)" } else { "" };
+    let text = text.trim_end().replace('\n', " ");
+    format!("[credbroker: plugin `{plugin}` asks{kind}] {text} ")
+}
+
+impl Prompting {
+    async fn ask(&self, boundary: &Boundary, message: String, secret: bool) -> Result<String, HostError> {
+        if !boundary.interactive() {
             return Err(HostError::NotInteractive);
         }
-        self.check_call_size("prompt message", message.len())?;
+        let Some(shown) = boundary.output().for_terminal(&message) else {
+            return Err(HostError::Invalid("the plugin's output budget (log-bytes) is spent".into()));
+        };
+        let question = question(boundary.plugin(), &shown, secret);
         let terminal = Arc::clone(&self.terminal);
-        let question = as_question(&message);
+        // Waiting for the user is waiting: off the async workers.
         let answer = tokio::task::spawn_blocking(move || {
             if secret { terminal.read_secret(&question) } else { terminal.read_line(&question) }
         })
         .await
         .map_err(|e| HostError::Unreachable(format!("prompt failed: {e}")))?
         .map_err(|e| HostError::Unreachable(format!("cannot read the answer: {e}")))?;
-        if secret {
-            self.log.mark_secret(&answer);
+        if answer.len() > MAX_ANSWER {
+            return Err(HostError::Invalid(format!("the answer is longer than {MAX_ANSWER} bytes")));
+        }
+        if secret && let Err(e) = boundary.output().mark_secret(&answer) {
+            return Err(HostError::Invalid(format!("the answer cannot be kept secret: {e}")));
         }
         Ok(answer)
     }
+
+    fn show(&self, boundary: &Boundary, message: &str) -> Result<(), HostError> {
+        // Over the output budget, messages are dropped like log lines.
+        let Some(text) = boundary.output().for_terminal(message) else { return Ok(()) };
+        let framed = frame(boundary.plugin(), &text, io::stderr().is_terminal());
+        self.terminal.show(&framed).map_err(|e| HostError::Unreachable(format!("cannot write to the terminal: {e}")))
+    }
 }
 
-impl Host for PluginContext {
+impl Host for CapView<'_, Prompting> {
     async fn text(&mut self, message: String) -> wasmtime::Result<Result<String, HostError>> {
-        Ok(self.ask(message, false).await)
+        self.call("prompt.text", message.wire_size(), async |prompt, boundary| {
+            Ok(prompt.ask(boundary, message, false).await)
+        })
+        .await
     }
 
     async fn secret(&mut self, message: String) -> wasmtime::Result<Result<String, HostError>> {
-        Ok(self.ask(message, true).await)
+        self.call("prompt.secret", message.wire_size(), async |prompt, boundary| {
+            Ok(prompt.ask(boundary, message, true).await)
+        })
+        .await
     }
 
     async fn show(&mut self, message: String) -> wasmtime::Result<Result<(), HostError>> {
-        if let Err(e) = self.check_call_size("message", message.len()) {
-            return Ok(Err(e));
-        }
-        let text = sanitize(&self.log.redact(&message), true);
-        let framed = frame(&self.plugin, &text, io::stderr().is_terminal());
-        Ok(self
-            .terminal
-            .show(&framed)
-            .map_err(|e| HostError::Unreachable(format!("cannot write to the terminal: {e}"))))
+        self.call("prompt.show", message.wire_size(), async |prompt, boundary| Ok(prompt.show(boundary, &message)))
+            .await
     }
 }
 /// A plugin's message to the user, framed so it stands out among kubectl's
 /// and the plugin's log lines (a device code must not be missed), with the
 /// plugin named so nobody mistakes it for kubectl's own words. `text` has
 /// been sanitised: no control characters a plugin could use to fake output.
-fn frame(plugin: &str, text: &str, ansi: bool) -> String {
+pub(crate) fn frame(plugin: &str, text: &str, ansi: bool) -> String {
     let (bold, reset) = if ansi { ("\x1b[1m", "\x1b[0m") } else { ("", "") };
     let plugin = plugin.rsplit('/').next().unwrap_or(plugin);
     let title = format!("\u{250c}\u{2500} credbroker: message from plugin `{plugin}` ");
@@ -194,6 +247,7 @@ fn frame(plugin: &str, text: &str, ansi: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capabilities::testing::Run;
 
     #[test]
     fn messages_are_framed_and_name_the_plugin() {
@@ -208,5 +262,57 @@ mod tests {
         assert!(lines.last().unwrap().starts_with('\u{2514}'));
         assert!(!framed.contains('\x1b'));
         assert!(frame("p", "x", true).starts_with("\x1b[1m"));
+    }
+
+    /// A terminal that records what it shows and answers from a script.
+    #[derive(Default)]
+    struct Scripted {
+        shown: std::sync::Mutex<Vec<String>>,
+        answer: String,
+    }
+
+    impl Terminal for Scripted {
+        fn read_line(&self, message: &str) -> io::Result<String> {
+            self.shown.lock().unwrap().push(message.to_string());
+            Ok(self.answer.clone())
+        }
+        fn read_secret(&self, message: &str) -> io::Result<String> {
+            self.read_line(message)
+        }
+        fn show(&self, message: &str) -> io::Result<()> {
+            self.shown.lock().unwrap().push(message.to_string());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn prompts_are_attributed_sanitized_and_answers_secret() {
+        let terminal = Arc::new(Scripted { answer: "hunter2".into(), ..Scripted::default() });
+        let mut run = Run::builder().terminal(terminal.clone()).interactive(true).build();
+        let mut view = run.view::<Prompt>();
+        let answer = view.secret("[sudo] password for root:\x1b[8m".into()).await.unwrap().unwrap();
+        assert_eq!(answer, "hunter2");
+        let shown = terminal.shown.lock().unwrap().clone();
+        assert_eq!(
+            shown[0],
+            "[credbroker: plugin `test-plugin` asks (hidden input)] [sudo] password for root:\\x1b[8m "
+        );
+        assert_eq!(view.boundary.output().clean("pw hunter2"), "pw [REDACTED]");
+        view.show("line\r\x1b]0;title\x07".into()).await.unwrap().unwrap();
+        let framed = terminal.shown.lock().unwrap()[1].clone();
+        assert!(framed.contains("line\\r\\x1b]0;title\\x07"), "{framed}");
+        assert!(!framed.contains('\x1b'));
+    }
+
+    #[tokio::test]
+    async fn prompts_need_an_interactive_run_and_count_against_the_output_budget() {
+        let terminal = Arc::new(Scripted::default());
+        let mut run = Run::builder().terminal(terminal.clone()).build();
+        assert!(matches!(run.view::<Prompt>().text("Name?".into()).await.unwrap(), Err(HostError::NotInteractive)));
+        let mut run = Run::builder().terminal(terminal.clone()).limits(|l| l.log_bytes = 64).build();
+        let mut view = run.view::<Prompt>();
+        view.show("m".repeat(50)).await.unwrap().unwrap();
+        view.show("m".repeat(50)).await.unwrap().unwrap();
+        assert_eq!(terminal.shown.lock().unwrap().len(), 1, "the second message is over log-bytes");
     }
 }

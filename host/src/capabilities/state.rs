@@ -11,11 +11,43 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
+use wasmtime::component::Linker;
 
-use super::PluginContext;
+use super::{Capability, GrantError, GrantTable, HostState, PluginSetup};
+use crate::bindings::state::{Host, add_to_linker};
+use crate::bindings::types::HostError;
+use crate::boundary::wire::WireSize;
+use crate::boundary::{CapView, ViewOf};
 use crate::fsutil;
-use crate::runtime::bindings::state::Host;
-use crate::runtime::bindings::types::HostError;
+
+/// The `state` capability.
+pub struct State;
+
+impl Capability for State {
+    const INTERFACE: &'static str = "state";
+    const WHAT: &'static str = "keep small private state between runs";
+    const GRANT: &'static str = "always granted";
+    type Policy = StateStore;
+    type State = PluginState;
+
+    fn configure(_: &mut GrantTable, plugin: &PluginSetup) -> Result<StateStore, GrantError> {
+        Ok(plugin.state.clone())
+    }
+
+    fn prepare(policy: &Arc<StateStore>) -> PluginState {
+        PluginState::new(StateStore::clone(policy))
+    }
+
+    fn link(
+        linker: &mut Linker<HostState>,
+        view: fn(&mut HostState) -> CapView<'_, Self::State>,
+    ) -> wasmtime::Result<()> {
+        add_to_linker::<HostState, ViewOf<Self::State>>(linker, view)
+    }
+}
+
+/// Largest state file read: the entries base64-encoded in JSON.
+const MAX_FILE: u64 = (STATE_LIMIT as u64) * 2 + 64 * 1024;
 
 /// Most bytes (keys and values) one store may hold.
 pub const STATE_LIMIT: usize = 256 * 1024;
@@ -69,7 +101,15 @@ impl PluginState {
     }
 
     fn file_entries(path: &std::path::Path) -> Entries {
-        let Ok(text) = std::fs::read(path) else { return Entries::new() };
+        // A FIFO or a device put in its place must not hang or flood the run.
+        let text = match fsutil::read_bounded(path, MAX_FILE) {
+            Ok(text) => text,
+            Err(e) if e.is_not_found() => return Entries::new(),
+            Err(e) => {
+                tracing::warn!("ignoring unusable plugin state: {e}");
+                return Entries::new();
+            }
+        };
         let parsed: Result<BTreeMap<String, String>, _> = serde_json::from_slice(&text);
         let decoded = parsed.ok().and_then(|map| {
             map.into_iter()
@@ -117,28 +157,70 @@ fn check_key(key: &str) -> Result<(), HostError> {
     Ok(())
 }
 
-impl Host for PluginContext {
+impl Host for CapView<'_, PluginState> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.state.with(|entries| entries.get(&key).cloned()))
+        self.call_or_trap("state.get", key.wire_size(), async |state, _| {
+            Ok(state.with(|entries| entries.get(&key).cloned()))
+        })
+        .await
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), HostError>> {
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
-        let stored = self.state.with(|entries| {
-            let old = entries.get(&key).map_or(0, |v| key.len() + v.len());
-            if size(entries) - old + key.len() + value.len() > STATE_LIMIT {
-                return Err(HostError::Invalid(format!("plugin state is limited to {STATE_LIMIT} bytes")));
+        self.call("state.set", key.wire_size() + value.wire_size(), async |state, _| {
+            if let Err(e) = check_key(&key) {
+                return Ok(Err(e));
             }
-            entries.insert(key, value);
-            Ok(())
-        });
-        Ok(stored.and_then(|()| self.state.persist()))
+            let stored = state.with(|entries| {
+                let old = entries.get(&key).map_or(0, |v| key.len() + v.len());
+                if size(entries) - old + key.len() + value.len() > STATE_LIMIT {
+                    return Err(HostError::Invalid(format!("plugin state is limited to {STATE_LIMIT} bytes")));
+                }
+                entries.insert(key, value);
+                Ok(())
+            });
+            Ok(stored.and_then(|()| state.persist()))
+        })
+        .await
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<(), HostError>> {
-        let removed = self.state.with(|entries| entries.remove(&key).is_some());
-        Ok(if removed { self.state.persist() } else { Ok(()) })
+        self.call("state.delete", key.wire_size(), async |state, _| {
+            let removed = state.with(|entries| entries.remove(&key).is_some());
+            Ok(if removed { state.persist() } else { Ok(()) })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::testing::Run;
+
+    #[tokio::test]
+    async fn values_are_bounded_by_the_store_and_the_call_limit() {
+        let mut run = Run::builder().limits(|l| l.max_call_bytes = 64 * 1024).build();
+        let mut view = run.view::<State>();
+        view.set("k".into(), b"v".to_vec()).await.unwrap().unwrap();
+        assert_eq!(view.get("k".into()).await.unwrap().as_deref(), Some(&b"v"[..]));
+        let over = view.set("big".into(), vec![0; 100 * 1024]).await.unwrap().unwrap_err();
+        assert!(matches!(over, HostError::Invalid(m) if m.contains("`state.set`")));
+        assert!(view.set(String::new(), Vec::new()).await.unwrap().is_err());
+        view.delete("k".into()).await.unwrap().unwrap();
+        assert_eq!(view.get("k".into()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_fifo_in_place_of_the_state_file_is_ignored_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::file_for(dir.path(), "corp", "oidc");
+        let StateStore::File(path) = &store else { unreachable!() };
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let mut run = Run::builder().state(store).build();
+        let started = std::time::Instant::now();
+        assert_eq!(run.view::<State>().get("refresh".into()).await.unwrap(), None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }

@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use self::cache::{CacheError, CachedCredential, KeyMaterial, TokenCache};
 use self::credential::{ApiVersion, ExecCredential, ExecCredentialSpec, ExecCredentialStatus, ExecInfoError, KIND};
-use crate::capabilities::state::StateStore;
-use crate::capabilities::{CapabilityPolicy, GrantError, StdioTerminal};
+use crate::bindings::types::{ClusterInfo, Credential, CredentialRequest, CredentialSecret, Setting};
+use crate::capabilities::{GrantError, StateStore, StdioTerminal};
 use crate::config::{ClientConfig, ConfigError, PluginSpec};
 use crate::dirs::Dirs;
 use crate::plugin::{PluginError, PluginRef};
-use crate::runtime::bindings::types::{ClusterInfo, Credential, CredentialRequest, CredentialSecret, Setting};
-use crate::runtime::{Allocation, LoadError, RunError, Runtime, RuntimeOptions, Sandbox, World};
+use crate::runtime::{Allocation, LoadError, RunError, Runtime, RuntimeOptions, Sandbox, SandboxSpec, World};
 use crate::settings::{ResolvedSettings, SettingsError};
 
 /// Which provider to run.
@@ -133,7 +132,7 @@ fn resolve_profile(request: &GetRequest, config: &ClientConfig, dirs: &Dirs) -> 
             },
             None if crate::plugin::is_path(name) => {
                 return Err(GetError::UnknownProvider {
-                    name: name.clone(),
+                    name: crate::boundary::text::name(name).into_owned(),
                     profiles: list_or_none(config.profiles.keys().cloned().collect()),
                     plugins: list_or_none(crate::plugin::available(
                         std::slice::from_ref(&dirs.plugins),
@@ -147,8 +146,8 @@ fn resolve_profile(request: &GetRequest, config: &ClientConfig, dirs: &Dirs) -> 
     for (key, value) in &request.set {
         resolved.spec.settings.insert(key.clone(), value.clone());
     }
-    resolved.spec.grants.http.extend(request.allow_http.iter().cloned());
-    resolved.spec.grants.files.extend(request.allow_file.iter().cloned());
+    resolved.spec.grants.extend_list("http", request.allow_http.iter().cloned());
+    resolved.spec.grants.extend_list("files", request.allow_file.iter().map(|p| p.display().to_string()));
     Ok(resolved)
 }
 
@@ -234,14 +233,15 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
         return Ok(respond(&hit));
     }
 
-    let policy = CapabilityPolicy::new(&profile.spec.grants)?;
-    let sandbox = Sandbox {
-        settings: Arc::new(settings),
-        policy: Arc::new(policy),
+    let settings_list: Vec<Setting> =
+        settings.iter().map(|(k, v)| Setting { key: k.to_string(), value: v.to_string() }).collect();
+    let sandbox = Sandbox::new(SandboxSpec {
+        settings,
+        grants: &profile.spec.grants,
         limits: profile.spec.limits.clone(),
         terminal: Arc::new(StdioTerminal),
         state: StateStore::file_for(&dirs.state, &profile.name, &plugin.name),
-    };
+    })?;
     let _lock = match &cache {
         // Wait for a parallel run as long as it may take to finish.
         Some(cache) => Some(cache.lock(&key, sandbox.limits.timeout() + Duration::from_secs(5))?),
@@ -255,7 +255,7 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
     }
 
     let credential_request = CredentialRequest {
-        settings: sandbox.settings.iter().map(|(k, v)| Setting { key: k.to_string(), value: v.to_string() }).collect(),
+        settings: settings_list,
         interactive: spec.interactive,
         cluster: match &spec.cluster {
             Some(cluster) => Some(ClusterInfo {
@@ -316,15 +316,7 @@ fn check_credential(credential: &Credential, now: i64) -> Result<ExecCredentialS
             status.token = Some(token.clone());
         }
         CredentialSecret::ClientCertificate(cert) => {
-            let mut reader = cert.certificate_pem.as_bytes();
-            let certs = rustls_pemfile::certs(&mut reader).collect::<Result<Vec<_>, _>>();
-            if !matches!(certs, Ok(ref c) if !c.is_empty()) {
-                return Err("a client certificate that is not PEM".into());
-            }
-            let mut reader = cert.private_key_pem.as_bytes();
-            if !matches!(rustls_pemfile::private_key(&mut reader), Ok(Some(_))) {
-                return Err("a client key that is not a PEM private key".into());
-            }
+            check_client_certificate(&cert.certificate_pem, &cert.private_key_pem)?;
             status.client_certificate_data = Some(cert.certificate_pem.clone());
             status.client_key_data = Some(cert.private_key_pem.clone());
         }
@@ -339,6 +331,29 @@ fn check_credential(credential: &Credential, now: i64) -> Result<ExecCredentialS
         status.expiration_timestamp = Some(credential::rfc3339(expires_at));
     }
     Ok(status)
+}
+
+/// Refuse a client certificate kubectl could not use: PEM that holds no
+/// X.509 certificate (garbage DER parses as PEM), a key rustls cannot load,
+/// or a key that is not the certificate's.
+fn check_client_certificate(certificate_pem: &str, private_key_pem: &str) -> Result<(), String> {
+    let mut reader = certificate_pem.as_bytes();
+    let certs = match rustls_pemfile::certs(&mut reader).collect::<Result<Vec<_>, _>>() {
+        Ok(certs) if !certs.is_empty() => certs,
+        _ => return Err("a client certificate that is not PEM".into()),
+    };
+    let mut reader = private_key_pem.as_bytes();
+    let Ok(Some(key)) = rustls_pemfile::private_key(&mut reader) else {
+        return Err("a client key that is not a PEM private key".into());
+    };
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("a client key that cannot sign TLS handshakes ({e})"))?;
+    rustls::sign::CertifiedKey::new(certs, signing).keys_match().map_err(|e| match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            "a client key that does not belong to the certificate".to_string()
+        }
+        other => format!("a client certificate that is not a valid X.509 certificate ({other})"),
+    })
 }
 
 /// Remove cached credentials, all or those of one provider.
@@ -357,7 +372,7 @@ pub fn clear_cache(provider: Option<&str>) -> Result<usize, GetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::bindings::types::ClientCertificate;
+    use crate::bindings::types::ClientCertificate;
 
     #[test]
     fn credentials_are_checked() {
@@ -380,5 +395,18 @@ mod tests {
             expires_at: None,
         };
         assert!(check_credential(&cert, 100).unwrap_err().contains("not PEM"));
+    }
+
+    #[test]
+    fn client_certificates_must_be_x509_with_their_own_key() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["alice".into()]).unwrap().self_signed(&key).unwrap();
+        assert_eq!(check_client_certificate(&cert.pem(), &key.serialize_pem()), Ok(()));
+        let other = rcgen::KeyPair::generate().unwrap();
+        let mismatch = check_client_certificate(&cert.pem(), &other.serialize_pem()).unwrap_err();
+        assert!(mismatch.contains("does not belong to the certificate"), "{mismatch}");
+        let garbage = "-----BEGIN CERTIFICATE-----\nZ2FyYmFnZSBkZXI=\n-----END CERTIFICATE-----\n";
+        let invalid = check_client_certificate(garbage, &key.serialize_pem()).unwrap_err();
+        assert!(invalid.contains("not a valid X.509 certificate"), "{invalid}");
     }
 }

@@ -125,7 +125,7 @@ fn load(engine: &Engine, path: &Path) -> Result<Component, Rejected> {
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let sum_path = path.with_file_name(sum_name(name));
-    let expected = std::fs::read_to_string(&sum_path).map_err(|_| Rejected::NoChecksum)?;
+    let expected = crate::fsutil::read_text_bounded(&sum_path, 256).map_err(|_| Rejected::NoChecksum)?;
     // SAFETY: a read-only private mapping of a file only this user can write;
     // if it changed under us the checksum fails and the artifact is recompiled.
     let mapped = unsafe { memmap2::Mmap::map(&file) }?;

@@ -4,59 +4,47 @@
 //! with every host capability. [`Runtime::load`] turns a located plugin into a
 //! [`LoadedPlugin`]: compiled (or loaded precompiled), checked against its world,
 //! pre-linked. Each call then runs in a fresh store with the limits of its
-//! [`Sandbox`]: nothing from one call survives into the next.
+//! [`Sandbox`]: nothing from one call survives into the next. Every call is
+//! metered ([`crate::boundary::meter`]) and every host call it makes goes
+//! through the run's [`Boundary`]; what the plugin returns is checked against
+//! `max-call-bytes` and its texts are redacted and escaped before anyone sees
+//! them.
 
 pub mod artifacts;
-pub mod bindings;
 pub mod engine;
-pub mod limits;
-pub mod output;
-pub mod world;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use self::artifacts::{ArtifactCache, CompileError};
-use self::bindings::LoginOutcome;
-use self::bindings::login::LoginPre;
-use self::bindings::provider::ProviderPre;
-use self::bindings::types::{
+pub use self::engine::Allocation;
+use crate::bindings::LoginOutcome;
+use crate::bindings::login::LoginPre;
+use crate::bindings::provider::ProviderPre;
+use crate::bindings::types::{
     Credential, CredentialRequest, CredentialSecret, PluginError, ReviewOutcome, TokenReview, UserInfo,
 };
-use self::bindings::validator::ValidatorPre;
-use self::bindings::validator_with_setup::ValidatorWithSetupPre;
-pub use self::engine::Allocation;
-use self::limits::{LimitExceeded, Limits, ResourceGuard};
-use self::output::GuestOutput;
-pub use self::world::{ComponentShape, World};
-use crate::capabilities::{CapabilityPolicy, PluginContext, PluginLog, Terminal};
+use crate::bindings::validator::ValidatorPre;
+use crate::bindings::validator_with_setup::ValidatorWithSetupPre;
+use crate::boundary::Boundary;
+use crate::boundary::memory::{MemoryAccount, ResourceGuard};
+use crate::boundary::meter::{CpuMeter, Metered};
+use crate::boundary::output::{PluginOutput, SecretError};
+use crate::boundary::redact::Redactor;
+use crate::boundary::wire::WireSize;
+use crate::capabilities::{CapabilityPolicy, GrantError, Grants, HostState, PluginSetup, StateStore, Terminal};
+pub use crate::contract::{ComponentShape, World};
+use crate::limits::{LimitExceeded, Limits};
 use crate::plugin::PluginRef;
 use crate::settings::ResolvedSettings;
 
-/// How often the engine's epoch advances: the granularity of CPU limits.
+/// How often the engine's epoch advances: how often a running plugin's CPU
+/// account is checked.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
-
-/// Everything a plugin's store holds.
-pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    guard: ResourceGuard,
-    ctx: PluginContext,
-    /// Epoch ticks observed while the plugin's code was running: its CPU time,
-    /// in units of [`EPOCH_TICK`].
-    ticks: u64,
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
 
 /// A plugin that cannot be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +71,8 @@ pub enum LoadError {
     Engine(String),
 }
 
-/// Why a plugin call produced no result.
+/// Why a plugin call produced no result. Every text in it that came from the
+/// plugin is redacted and escaped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The plugin returned an error.
@@ -103,7 +92,7 @@ pub enum RunError {
         limit: LimitExceeded,
     },
     /// The call took longer than the wall-clock limit.
-    #[error("plugin `{plugin}` did not finish within its time limit of {} ms", .limit.as_millis())]
+    #[error("plugin `{plugin}` did not finish within its time limit of {} ms (timeout-ms)", .limit.as_millis())]
     Timeout {
         /// The plugin.
         plugin: String,
@@ -115,6 +104,14 @@ pub enum RunError {
     StackExhausted {
         /// The plugin.
         plugin: String,
+    },
+    /// The plugin called WASI `exit` instead of returning.
+    #[error("plugin `{plugin}` exited (status {code}) instead of returning a result")]
+    Exited {
+        /// The plugin.
+        plugin: String,
+        /// The exit status it gave.
+        code: i32,
     },
     /// The plugin trapped: a panic, an invalid memory access, an abort.
     #[error("plugin `{plugin}` crashed: {trap}{}", last_output(.output))]
@@ -166,19 +163,55 @@ impl RunError {
     }
 }
 
-/// What one plugin may do: its settings, grants and limits. Built once from the
-/// configuration and shared by every call.
+/// What one plugin may do: its grants (with its settings, terminal and
+/// store) and its limits. Built once from the configuration and shared by
+/// every call.
 pub struct Sandbox {
-    /// Resolved settings (`config` capability).
-    pub settings: Arc<ResolvedSettings>,
-    /// The checked grants.
+    /// The checked grants of every capability.
     pub policy: Arc<CapabilityPolicy>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// The settings' secrets, found in every run's texts.
+    secrets: Redactor,
+}
+
+/// What a [`Sandbox`] is made of.
+pub struct SandboxSpec<'a> {
+    /// Resolved settings (`config` capability).
+    pub settings: ResolvedSettings,
+    /// The operator's grants.
+    pub grants: &'a Grants,
     /// Resource limits.
     pub limits: Limits,
     /// Where prompts go.
     pub terminal: Arc<dyn Terminal>,
     /// The plugin's key-value store (`state` capability).
-    pub state: crate::capabilities::state::StateStore,
+    pub state: StateStore,
+}
+
+impl Sandbox {
+    /// Check the grants and build the sandbox.
+    ///
+    /// # Errors
+    ///
+    /// The first grant that is malformed or unknown.
+    pub fn new(spec: SandboxSpec<'_>) -> Result<Self, GrantError> {
+        let mut secrets = Redactor::new();
+        for secret in spec.settings.secrets() {
+            secrets.add(secret).map_err(|e| GrantError::Invalid {
+                key: "settings",
+                message: format!("the settings hold too many secrets to redact: {e}"),
+            })?;
+        }
+        let setup = PluginSetup {
+            settings: Arc::new(spec.settings),
+            terminal: spec.terminal,
+            state: spec.state,
+            tls: Arc::default(),
+        };
+        let policy = CapabilityPolicy::new(spec.grants, setup)?;
+        Ok(Self { policy: Arc::new(policy), limits: spec.limits, secrets })
+    }
 }
 
 /// Options for [`Runtime::new`].
@@ -208,9 +241,7 @@ impl Runtime {
         start_epoch_ticker(&engine);
         let artifacts = ArtifactCache::new(options.artifact_dir, &engine);
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
-        bindings::provider::Provider::add_to_linker::<HostState, HasSelf<PluginContext>>(&mut linker, |s| &mut s.ctx)
-            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
+        crate::capabilities::link_all(&mut linker).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         Ok(Self { engine, artifacts, linker })
     }
 
@@ -234,7 +265,7 @@ impl Runtime {
         let component = self
             .artifacts
             .load_or_compile(&self.engine, &plugin.sha256, || plugin.wasm())
-            .map_err(|error| LoadError::Compile { plugin: plugin.name.clone(), error })?;
+            .map_err(|error| LoadError::Compile { plugin: display_name(&plugin.name), error })?;
         let shape = ComponentShape::of(&self.engine, &component);
         Ok((component, shape))
     }
@@ -256,13 +287,17 @@ impl Runtime {
     /// As for [`Runtime::load`].
     pub fn load_any(&self, plugin: &PluginRef, worlds: &[World]) -> Result<LoadedPlugin, LoadError> {
         let (component, shape) = self.compile(plugin)?;
-        let contract = |detail: String| LoadError::Contract { plugin: plugin.name.clone(), detail };
+        let name = display_name(&plugin.name);
+        let contract = |detail: String| LoadError::Contract { plugin: name.clone(), detail };
         let implemented = shape.check_any(worlds).map_err(contract)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            contract(format!("it needs an import this credbroker does not provide ({}): {e:#}", world::CONTRACT))
+            contract(format!(
+                "it needs an import this credbroker does not provide ({}): {e:#}",
+                crate::contract::CONTRACT
+            ))
         })?;
         let mut loaded = LoadedPlugin {
-            name: plugin.name.clone().into(),
+            name: name.clone().into(),
             sha256: plugin.sha256.clone(),
             shape,
             provider: None,
@@ -289,6 +324,11 @@ impl Runtime {
         }
         Ok(loaded)
     }
+}
+
+/// A plugin's name as messages show it.
+fn display_name(name: &str) -> String {
+    crate::boundary::text::name(name).into_owned()
 }
 
 /// Advance `engine`'s epoch every [`EPOCH_TICK`] on a background thread, once
@@ -325,6 +365,13 @@ pub struct LoadedPlugin {
     login: Option<LoginPre<HostState>>,
 }
 
+/// One call's store and what the host needs to judge its outcome.
+struct Call {
+    store: Store<HostState>,
+    output: PluginOutput,
+    meter: Arc<CpuMeter>,
+}
+
 impl LoadedPlugin {
     /// The plugin's name.
     pub fn name(&self) -> &str {
@@ -350,63 +397,93 @@ impl LoadedPlugin {
         }
     }
 
-    fn new_store(&self, engine: &Engine, sandbox: &Sandbox, interactive: bool) -> (Store<HostState>, PluginLog) {
-        let log = PluginLog::new(
-            Arc::clone(&self.name),
-            usize::try_from(sandbox.limits.log_bytes).unwrap_or(usize::MAX),
-            sandbox.settings.secrets(),
-        );
-        let stdout = GuestOutput::new(log.clone(), "stdout");
-        let stderr = GuestOutput::new(log.clone(), "stderr");
-        // Nothing ambient: no preopens, no environment, no arguments, stdin
-        // closed, no sockets or name lookups. Clocks and randomness only.
-        let wasi = WasiCtxBuilder::new()
-            .stdout(stdout)
-            .stderr(stderr)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        let state = HostState {
-            wasi,
-            table: ResourceTable::new(),
-            guard: ResourceGuard::new(&sandbox.limits),
-            ticks: 0,
-            ctx: PluginContext {
-                plugin: Arc::clone(&self.name),
-                settings: Arc::clone(&sandbox.settings),
-                policy: Arc::clone(&sandbox.policy),
-                limits: sandbox.limits.clone(),
-                interactive,
-                terminal: Arc::clone(&sandbox.terminal),
-                log: log.clone(),
-                resources: crate::capabilities::resource_table(),
-                state: crate::capabilities::state::PluginState::new(sandbox.state.clone()),
-            },
-        };
-        let mut store = Store::new(engine, state);
-        store.limiter(|state| &mut state.guard);
-        let cpu_ms = sandbox.limits.cpu_ms;
-        let budget = sandbox.limits.cpu_time().as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
-        let budget = u64::try_from(budget).unwrap_or(u64::MAX);
-        // The deadline is always one tick ahead, so the callback runs once per
-        // tick *while plugin code runs*: counting callbacks measures the
-        // plugin's own time. A plugin blocked in a host call or sleeping sees
-        // at most one tick for the whole wait. Yielding at each tick keeps a
-        // busy plugin from monopolising a worker thread of the webhook.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |mut ctx| {
-            let state = ctx.data_mut();
-            state.ticks += 1;
-            if state.ticks > budget { Err(LimitExceeded::CpuTime(cpu_ms).into()) } else { Ok(UpdateDeadline::Yield(1)) }
-        });
-        (store, log)
+    /// Whether it exports `validator-setup`, which [`LoadedPlugin::setup`] runs.
+    pub fn has_setup(&self) -> bool {
+        self.validator_setup.is_some()
     }
 
-    fn classify(&self, error: wasmtime::Error, log: &PluginLog) -> RunError {
+    fn new_call(&self, engine: &Engine, sandbox: &Sandbox, interactive: bool) -> Call {
+        let limits = &sandbox.limits;
+        let memory = MemoryAccount::new(limits);
+        let meter = CpuMeter::new(limits.cpu_time());
+        let log_bytes = usize::try_from(limits.log_bytes).unwrap_or(usize::MAX);
+        let output = PluginOutput::new(Arc::clone(&self.name), log_bytes, sandbox.secrets.clone(), memory.clone());
+        let boundary = Boundary::new(
+            Arc::clone(&self.name),
+            limits.clone(),
+            interactive,
+            output.clone(),
+            memory.clone(),
+            Arc::clone(&meter),
+        );
+        let guard = ResourceGuard::new(limits, memory);
+        let mut store = Store::new(engine, HostState::new(&sandbox.policy, boundary, guard));
+        store.limiter(|state| &mut state.guard);
+        let cpu_ms = limits.cpu_ms;
+        let checked = Arc::clone(&meter);
+        // Checked at every tick while the plugin's code runs (host work is
+        // charged by the meter and checked when the plugin resumes). Yielding
+        // at each tick keeps a busy plugin from monopolising a worker thread
+        // of the webhook; the time it waits to be polled again is not charged.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if checked.over_budget() {
+                Err(LimitExceeded::CpuTime(cpu_ms).into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Call { store, output, meter }
+    }
+
+    /// Run `work` (instantiate and call) in `call`, metered and under the
+    /// wall-clock limit, and name whatever stopped it.
+    async fn run<T>(
+        &self,
+        sandbox: &Sandbox,
+        call: &mut Call,
+        work: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<T, PluginError>>,
+    ) -> Result<T, RunError> {
+        let timeout = sandbox.limits.timeout();
+        let store = &mut call.store;
+        let metered = Metered::new(tokio::time::timeout(timeout, work(store)), Arc::clone(&call.meter));
+        let outcome = metered.await;
+        let plugin = self.name.to_string();
+        // Host work at the very end of the call is charged too.
+        if let Ok(Ok(_)) = &outcome
+            && call.meter.over_budget()
+        {
+            return Err(RunError::Limit { plugin, limit: LimitExceeded::CpuTime(sandbox.limits.cpu_ms) });
+        }
+        match outcome {
+            Err(_) => Err(RunError::Timeout { plugin, limit: timeout }),
+            Ok(Err(error)) => Err(self.classify(error, &call.output, &sandbox.limits)),
+            Ok(Ok(Err(error))) => Err(self.plugin_error(error, &call.output)),
+            Ok(Ok(Ok(value))) => Ok(value),
+        }
+    }
+
+    fn classify(&self, error: wasmtime::Error, output: &PluginOutput, limits: &Limits) -> RunError {
         let plugin = self.name.to_string();
         if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
             return RunError::Limit { plugin, limit: *limit };
+        }
+        if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+            return RunError::Exited { plugin, code: exit.0 };
+        }
+        let text = format!("{error:#}");
+        // wasmtime names these only in text.
+        if text.contains("instance count too high") || text.contains("maximum concurrent core instance limit") {
+            return RunError::Limit { plugin, limit: LimitExceeded::Instances(limits.instances) };
+        }
+        if let Some(rest) = text.split("requested len ").nth(1)
+            && let Some((bytes, limit)) = rest.split_once(" exceeds limit ")
+        {
+            let number = |s: &str| s.trim().trim_end_matches(|c: char| !c.is_ascii_digit()).parse::<u64>().unwrap_or(0);
+            return RunError::Limit {
+                plugin,
+                limit: LimitExceeded::CallBytes { call: "wasi:random", bytes: number(bytes), limit: number(limit) },
+            };
         }
         match error.downcast_ref::<Trap>() {
             Some(Trap::StackOverflow) => RunError::StackExhausted { plugin },
@@ -414,11 +491,40 @@ impl LoadedPlugin {
                 plugin,
                 trap: "out-of-bounds memory access (in Rust plugins usually a stack overflow from deep recursion)"
                     .into(),
-                output: log.stderr_tail(),
+                output: output.stderr_tail(),
             },
-            Some(trap) => RunError::Crashed { plugin, trap: trap.to_string(), output: log.stderr_tail() },
-            None => RunError::Crashed { plugin, trap: log.redact(&format!("{error:#}")), output: log.stderr_tail() },
+            Some(trap) => RunError::Crashed { plugin, trap: trap.to_string(), output: output.stderr_tail() },
+            None => RunError::Crashed { plugin, trap: output.clean(&text), output: output.stderr_tail() },
         }
+    }
+
+    /// A plugin's error, its message redacted and escaped: it may quote a
+    /// secret it was handed, or try to drive the terminal that shows it.
+    fn plugin_error(&self, error: PluginError, output: &PluginOutput) -> RunError {
+        let plugin = self.name.to_string();
+        let clean = |m: &str| output.clean(m);
+        let error = match error {
+            PluginError::Misconfigured(m) => PluginError::Misconfigured(clean(&m)),
+            PluginError::Denied(m) => PluginError::Denied(clean(&m)),
+            PluginError::Unavailable(m) => PluginError::Unavailable(clean(&m)),
+            PluginError::Throttled(m) => PluginError::Throttled(clean(&m)),
+            PluginError::Failed(m) => PluginError::Failed(clean(&m)),
+        };
+        RunError::Plugin { plugin, error }
+    }
+
+    /// Refuse a result over `max-call-bytes`.
+    fn check_size(&self, what: &str, size: usize, limits: &Limits) -> Result<(), RunError> {
+        if size as u64 > limits.max_call_bytes {
+            return Err(RunError::BadResult {
+                plugin: self.name.to_string(),
+                detail: format!(
+                    "{what} of {size} bytes, over the per-call limit (max-call-bytes) of {} bytes",
+                    limits.max_call_bytes
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Ask a provider for a credential.
@@ -427,10 +533,6 @@ impl LoadedPlugin {
     ///
     /// [`RunError`] when the plugin fails, hits a limit, or returns an
     /// unusable credential.
-    ///
-    /// # Panics
-    ///
-    /// Never; calling it on a validator returns [`RunError::BadResult`].
     pub async fn get_credential(
         &self,
         engine: &Engine,
@@ -440,35 +542,20 @@ impl LoadedPlugin {
         let Some(pre) = &self.provider else {
             return Err(self.not_a(World::Provider));
         };
-        let (mut store, log) = self.new_store(engine, sandbox, request.interactive);
-        let call = async {
-            let provider = pre.instantiate_async(&mut store).await?;
-            provider.credbroker_plugin_credential_provider().call_get_credential(&mut store, &request).await
-        };
-        let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
-        let credential = result.map_err(|error| RunError::Plugin {
-            plugin: self.name.to_string(),
-            error: redact_plugin_error(error, &log),
-        })?;
-        let size = match &credential.secret {
-            CredentialSecret::Token(token) => token.len(),
-            CredentialSecret::ClientCertificate(cert) => cert.certificate_pem.len() + cert.private_key_pem.len(),
-        };
-        if size as u64 > sandbox.limits.max_call_bytes {
-            return Err(RunError::BadResult {
-                plugin: self.name.to_string(),
-                detail: format!(
-                    "a credential of {size} bytes, over the limit of {} bytes",
-                    sandbox.limits.max_call_bytes
-                ),
-            });
+        let mut call = self.new_call(engine, sandbox, request.interactive);
+        let credential = self
+            .run(sandbox, &mut call, async |store| {
+                let provider = pre.instantiate_async(&mut *store).await?;
+                provider.credbroker_plugin_credential_provider().call_get_credential(&mut *store, &request).await
+            })
+            .await?;
+        self.check_size("a credential", credential.wire_size(), &sandbox.limits)?;
+        if let CredentialSecret::Token(token) = &credential.secret
+            && let Err(e) = call.output.mark_secret(token)
+        {
+            tracing::debug!("the credential is not redacted from later lines: {e}");
         }
         Ok(credential)
-    }
-
-    /// Whether it exports `validator-setup`, which [`LoadedPlugin::setup`] runs.
-    pub fn has_setup(&self) -> bool {
-        self.validator_setup.is_some()
     }
 
     /// Run a validator's `validator-setup` once, as a load does: an error
@@ -482,16 +569,12 @@ impl LoadedPlugin {
         let Some(pre) = &self.validator_setup else {
             return if self.validator.is_some() { Ok(()) } else { Err(self.not_a(World::Validator)) };
         };
-        let (mut store, log) = self.new_store(engine, sandbox, false);
-        let call = async {
-            let validator = pre.instantiate_async(&mut store).await?;
-            validator.credbroker_plugin_validator_setup().call_setup(&mut store).await
-        };
-        let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
-        result.map_err(|error| RunError::Plugin {
-            plugin: self.name.to_string(),
-            error: redact_plugin_error(error, &log),
+        let mut call = self.new_call(engine, sandbox, false);
+        self.run(sandbox, &mut call, async |store| {
+            let validator = pre.instantiate_async(&mut *store).await?;
+            validator.credbroker_plugin_validator_setup().call_setup(&mut *store).await
         })
+        .await
     }
 
     /// Ask a validator about a token. A validator with `validator-setup` is
@@ -510,45 +593,28 @@ impl LoadedPlugin {
         let Some(pre) = &self.validator else {
             return Err(self.not_a(World::Validator));
         };
-        let (mut store, log) = self.new_store(engine, sandbox, false);
-        // The token under review is a secret of this run like any other.
-        log.mark_secret(&review.token);
-        let call = async {
-            if let Some(with_setup) = &self.validator_setup {
-                let validator = with_setup.instantiate_async(&mut store).await?;
-                if let Err(error) = validator.credbroker_plugin_validator_setup().call_setup(&mut store).await? {
-                    return Ok(Err(error));
+        let mut call = self.new_call(engine, sandbox, false);
+        // The token under review is a secret of this run like any other: it
+        // must not come back in a log line or a rejection reason.
+        call.output.mark_secret(&review.token).map_err(|e| self.secret_error(e))?;
+        let outcome = self
+            .run(sandbox, &mut call, async |store| {
+                if let Some(with_setup) = &self.validator_setup {
+                    let validator = with_setup.instantiate_async(&mut *store).await?;
+                    if let Err(error) = validator.credbroker_plugin_validator_setup().call_setup(&mut *store).await? {
+                        return Ok(Err(error));
+                    }
+                    return validator.credbroker_plugin_token_validator().call_validate(&mut *store, &review).await;
                 }
-                return validator.credbroker_plugin_token_validator().call_validate(&mut store, &review).await;
-            }
-            let validator = pre.instantiate_async(&mut store).await?;
-            validator.credbroker_plugin_token_validator().call_validate(&mut store, &review).await
-        };
-        let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
-        let outcome = result.map_err(|error| RunError::Plugin {
-            plugin: self.name.to_string(),
-            error: redact_plugin_error(error, &log),
-        })?;
-        if let ReviewOutcome::Authenticated(accepted) = &outcome {
-            self.check_user_size(&accepted.user, &sandbox.limits)?;
-        }
-        Ok(outcome)
-    }
-
-    /// A user bigger than the per-call limit is a plugin bug (or an attack on
-    /// the API server's memory); refuse it.
-    fn check_user_size(&self, user: &UserInfo, limits: &Limits) -> Result<(), RunError> {
-        let size = user.username.len()
-            + user.uid.as_ref().map_or(0, String::len)
-            + user.groups.iter().map(String::len).sum::<usize>()
-            + user.extra.iter().map(|(k, v)| k.len() + v.iter().map(String::len).sum::<usize>()).sum::<usize>();
-        if size as u64 > limits.max_call_bytes {
-            return Err(RunError::BadResult {
-                plugin: self.name.to_string(),
-                detail: format!("a user of {size} bytes, over the limit of {} bytes", limits.max_call_bytes),
-            });
-        }
-        Ok(())
+                let validator = pre.instantiate_async(&mut *store).await?;
+                validator.credbroker_plugin_token_validator().call_validate(&mut *store, &review).await
+            })
+            .await?;
+        self.check_size("a review outcome", outcome.wire_size(), &sandbox.limits)?;
+        Ok(match outcome {
+            ReviewOutcome::Authenticated(accepted) => ReviewOutcome::Authenticated(accepted),
+            ReviewOutcome::Rejected(reason) => ReviewOutcome::Rejected(call.output.clean(&reason)),
+        })
     }
 
     /// Ask a login backend whether `password` is right for `username`.
@@ -566,16 +632,18 @@ impl LoadedPlugin {
         let Some(pre) = &self.login else {
             return Err(self.not_a(World::Login));
         };
-        let (mut store, log) = self.new_store(engine, sandbox, false);
-        log.mark_secret(password);
-        let call = async {
-            let login = pre.instantiate_async(&mut store).await?;
-            login.credbroker_plugin_password_login().call_authenticate(&mut store, username, password).await
-        };
-        let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
-        result.map_err(|error| RunError::Plugin {
-            plugin: self.name.to_string(),
-            error: redact_plugin_error(error, &log),
+        let mut call = self.new_call(engine, sandbox, false);
+        call.output.mark_secret(password).map_err(|e| self.secret_error(e))?;
+        let outcome = self
+            .run(sandbox, &mut call, async |store| {
+                let login = pre.instantiate_async(&mut *store).await?;
+                login.credbroker_plugin_password_login().call_authenticate(&mut *store, username, password).await
+            })
+            .await?;
+        self.check_size("a login outcome", outcome.wire_size(), &sandbox.limits)?;
+        Ok(match outcome {
+            LoginOutcome::Authenticated(user) => LoginOutcome::Authenticated(user),
+            LoginOutcome::Rejected(reason) => LoginOutcome::Rejected(call.output.clean(&reason)),
         })
     }
 
@@ -593,44 +661,22 @@ impl LoadedPlugin {
         let Some(pre) = &self.login else {
             return Err(self.not_a(World::Login));
         };
-        let (mut store, log) = self.new_store(engine, sandbox, false);
-        let call = async {
-            let login = pre.instantiate_async(&mut store).await?;
-            login.credbroker_plugin_password_login().call_lookup(&mut store, username).await
-        };
-        let result = self.finish(tokio::time::timeout(sandbox.limits.timeout(), call).await, sandbox, &log)?;
-        result.map_err(|error| RunError::Plugin {
-            plugin: self.name.to_string(),
-            error: redact_plugin_error(error, &log),
-        })
+        let mut call = self.new_call(engine, sandbox, false);
+        let user = self
+            .run(sandbox, &mut call, async |store| {
+                let login = pre.instantiate_async(&mut *store).await?;
+                login.credbroker_plugin_password_login().call_lookup(&mut *store, username).await
+            })
+            .await?;
+        self.check_size("a user", user.wire_size(), &sandbox.limits)?;
+        Ok(user)
     }
 
-    fn finish<T>(
-        &self,
-        outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
-        sandbox: &Sandbox,
-        log: &PluginLog,
-    ) -> Result<T, RunError> {
-        match outcome {
-            Err(_) => Err(RunError::Timeout { plugin: self.name.to_string(), limit: sandbox.limits.timeout() }),
-            Ok(Err(error)) => Err(self.classify(error, log)),
-            Ok(Ok(value)) => Ok(value),
-        }
+    fn secret_error(&self, error: SecretError) -> RunError {
+        RunError::Limit { plugin: self.name.to_string(), limit: LimitExceeded::from(error) }
     }
 
     fn not_a(&self, world: World) -> RunError {
         RunError::BadResult { plugin: self.name.to_string(), detail: format!("it was not loaded as a {world}") }
-    }
-}
-
-/// A plugin's error message may quote a secret it was handed; redact it
-/// before it reaches the user or a log.
-fn redact_plugin_error(error: PluginError, log: &PluginLog) -> PluginError {
-    match error {
-        PluginError::Misconfigured(m) => PluginError::Misconfigured(log.redact(&m)),
-        PluginError::Denied(m) => PluginError::Denied(log.redact(&m)),
-        PluginError::Unavailable(m) => PluginError::Unavailable(log.redact(&m)),
-        PluginError::Throttled(m) => PluginError::Throttled(log.redact(&m)),
-        PluginError::Failed(m) => PluginError::Failed(log.redact(&m)),
     }
 }

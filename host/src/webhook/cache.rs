@@ -15,18 +15,44 @@ use super::validators::Verdict;
 
 type Key = [u8; 32];
 
-/// Cached verdicts with per-outcome TTLs, bounded in size.
+/// Default bound of the memory cached answers take.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+/// Cached verdicts with per-outcome TTLs, bounded in count and in bytes.
 pub struct ReviewCache {
     key: ring::hmac::Key,
     positive_ttl: Duration,
     negative_ttl: Duration,
     max_entries: usize,
+    max_bytes: usize,
     state: Mutex<State>,
+}
+
+/// About how many bytes `verdict` takes in memory: a validator can make its
+/// answers large (thousands of groups), so the cache counts them.
+fn size_of(verdict: &Verdict) -> usize {
+    const STRING: usize = std::mem::size_of::<String>();
+    let strings = |list: &[String]| list.iter().map(|s| s.len() + STRING).sum::<usize>();
+    std::mem::size_of::<(Key, Verdict, Instant)>() * 2
+        + match verdict {
+            Verdict::Authenticated { validator, user, audiences } => {
+                validator.len()
+                    + user.username.len()
+                    + user.uid.len()
+                    + strings(&user.groups)
+                    + user.extra.iter().map(|(k, v)| k.len() + STRING + strings(v)).sum::<usize>()
+                    + strings(audiences)
+            }
+            Verdict::Denied { reason } | Verdict::Transient { reason } | Verdict::Throttled { reason } => reason.len(),
+            Verdict::Busy => 0,
+        }
 }
 
 #[derive(Default)]
 struct State {
-    entries: HashMap<Key, (Verdict, Instant)>,
+    entries: HashMap<Key, (Verdict, Instant, usize)>,
+    /// Bytes the entries take.
+    bytes: usize,
     /// Insertion order, for evicting the oldest when full.
     order: VecDeque<Key>,
     in_flight: HashMap<Key, Arc<OnceCell<Verdict>>>,
@@ -50,7 +76,13 @@ impl ReviewCache {
         // fixed key would only weaken the (already private) cache keys.
         let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
             .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &std::process::id().to_le_bytes()));
-        Self { key, positive_ttl, negative_ttl, max_entries, state: Mutex::default() }
+        Self { key, positive_ttl, negative_ttl, max_entries, max_bytes: DEFAULT_MAX_BYTES, state: Mutex::default() }
+    }
+
+    /// Bound the memory the cached answers take to `bytes`.
+    pub fn with_max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -75,6 +107,7 @@ impl ReviewCache {
         let mut state = self.state();
         state.entries.clear();
         state.order.clear();
+        state.bytes = 0;
     }
 
     /// Number of cached answers.
@@ -97,11 +130,13 @@ impl ReviewCache {
         let key = self.key_of(token, audiences);
         let cell = {
             let mut state = self.state();
-            if let Some((verdict, expires)) = state.entries.get(&key) {
+            if let Some((verdict, expires, _)) = state.entries.get(&key) {
                 if *expires > Instant::now() {
                     return (verdict.clone(), Source::Hit);
                 }
-                state.entries.remove(&key);
+                if let Some((_, _, bytes)) = state.entries.remove(&key) {
+                    state.bytes -= bytes;
+                }
             }
             Arc::clone(state.in_flight.entry(key).or_default())
         };
@@ -123,17 +158,25 @@ impl ReviewCache {
 
     fn insert(&self, state: &mut State, key: Key, verdict: Verdict, ttl: Duration) {
         let now = Instant::now();
-        while state.entries.len() >= self.max_entries {
+        let bytes = size_of(&verdict);
+        if bytes > self.max_bytes {
+            return;
+        }
+        while state.entries.len() >= self.max_entries || state.bytes + bytes > self.max_bytes {
             // Drop the oldest; entries already gone (expired and removed) are skipped.
             match state.order.pop_front() {
                 Some(old) => {
-                    state.entries.remove(&old);
+                    if let Some((_, _, freed)) = state.entries.remove(&old) {
+                        state.bytes -= freed;
+                    }
                 }
                 None => break,
             }
         }
-        if state.entries.insert(key, (verdict, now + ttl)).is_none() {
-            state.order.push_back(key);
+        state.bytes += bytes;
+        match state.entries.insert(key, (verdict, now + ttl, bytes)) {
+            None => state.order.push_back(key),
+            Some((_, _, replaced)) => state.bytes -= replaced,
         }
         // Keep the order queue from growing with keys that are long gone.
         if state.order.len() > self.max_entries.saturating_mul(2) {
@@ -188,6 +231,24 @@ mod tests {
             cache.get_or_compute(&format!("t{i}"), &[], || async { denied() }).await;
         }
         assert_eq!(cache.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn huge_answers_cannot_fill_memory() {
+        let cache = ReviewCache::new(Duration::from_secs(60), Duration::from_secs(60), 1000).with_max_bytes(1 << 20);
+        let huge = || async {
+            let user = crate::webhook::review::UserInfo { groups: vec![String::new(); 100_000], ..Default::default() };
+            Verdict::Authenticated { validator: "v".into(), user, audiences: vec![] }
+        };
+        cache.get_or_compute("big", &[], huge).await;
+        assert!(cache.is_empty(), "an answer over the byte bound is not kept");
+        for i in 0..1000 {
+            cache
+                .get_or_compute(&format!("t{i}"), &[], || async { Verdict::Denied { reason: "x".repeat(10_000) } })
+                .await;
+        }
+        assert!(cache.state().bytes <= 1 << 20);
+        assert!(cache.len() < 1000 && !cache.is_empty());
     }
 
     #[tokio::test]

@@ -25,11 +25,11 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::capabilities::Grants;
-use crate::config::{ConfigError, PluginSpec, relative_to};
-use crate::runtime::limits::Limits;
+use crate::config::{ConfigError, PluginSpec, check_name, check_range, relative_to};
+use crate::limits::Limits;
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ServerConfig {
     /// The listener.
@@ -128,6 +128,13 @@ pub struct CacheConfig {
     /// Most answers kept.
     #[serde(default = "default_cache_entries")]
     pub max_entries: usize,
+    /// Most memory the kept answers may take, in bytes.
+    #[serde(default = "default_cache_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_cache_bytes() -> u64 {
+    super::cache::DEFAULT_MAX_BYTES as u64
 }
 
 fn default_positive_ttl() -> u64 {
@@ -146,12 +153,13 @@ impl Default for CacheConfig {
             positive_ttl_seconds: default_positive_ttl(),
             negative_ttl_seconds: default_negative_ttl(),
             max_entries: default_cache_entries(),
+            max_bytes: default_cache_bytes(),
         }
     }
 }
 
 /// One `[[validators]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ValidatorConfig {
     /// A name for logs and metrics.
@@ -176,6 +184,9 @@ pub struct ValidatorConfig {
     /// Resource limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Reserved identities it may assert, and prefixes it is confined to.
+    #[serde(default)]
+    pub identities: super::identity::IdentityGrants,
 }
 
 impl ValidatorConfig {
@@ -198,7 +209,7 @@ impl ServerConfig {
     ///
     /// [`ConfigError`] when the file cannot be read, does not parse, or makes no sense.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::fsutil::read_text_bounded(path, crate::fsutil::bounds::CONFIG)
             .map_err(|error| ConfigError::Unreadable { path: path.to_path_buf(), error })?;
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
         let mut config: Self = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
@@ -208,6 +219,7 @@ impl ServerConfig {
         }
         let mut names = std::collections::HashSet::new();
         for validator in &mut config.validators {
+            check_name("validator", &validator.name).map_err(&invalid)?;
             if !names.insert(validator.name.clone()) {
                 return Err(invalid(format!("two validators are named `{}`", validator.name)));
             }
@@ -227,10 +239,27 @@ impl ServerConfig {
                     *file = base.join(&*file);
                 }
             }
-            if login.token_lifetime_seconds == 0 {
-                return Err(invalid("[login] token-lifetime-seconds must be at least 1".into()));
-            }
+            [
+                ("token-lifetime-seconds", login.token_lifetime_seconds, 1, 86_400),
+                ("recheck-seconds", login.recheck_seconds, 0, 86_400),
+                ("max-failures-per-user", u64::from(login.max_failures_per_user), 1, 1_000_000),
+                ("max-failures-per-client", u64::from(login.max_failures_per_client), 1, 1_000_000),
+                ("failure-window-seconds", login.failure_window_seconds, 1, 86_400),
+            ]
+            .into_iter()
+            .try_for_each(|(name, value, min, max)| check_range(name, value, min, max))
+            .map_err(|e| invalid(format!("[login] {e}")))?;
         }
+        let cache = &config.cache;
+        [
+            ("positive-ttl-seconds", cache.positive_ttl_seconds, 0, 86_400),
+            ("negative-ttl-seconds", cache.negative_ttl_seconds, 0, 86_400),
+            ("max-entries", cache.max_entries as u64, 0, 10_000_000),
+            ("max-bytes", cache.max_bytes, 0, 16 * 1024 * 1024 * 1024),
+        ]
+        .into_iter()
+        .try_for_each(|(name, value, min, max)| check_range(name, value, min, max))
+        .map_err(|e| invalid(format!("[cache] {e}")))?;
         let server = &mut config.server;
         for file in
             [&mut server.tls_cert_file, &mut server.tls_key_file, &mut server.client_ca_file].into_iter().flatten()
@@ -245,9 +274,14 @@ impl ServerConfig {
                     .into(),
             ));
         }
-        if server.max_concurrent_reviews == 0 || server.max_connections == 0 {
-            return Err(invalid("[server] max-concurrent-reviews and max-connections must be at least 1".into()));
-        }
+        [
+            ("max-concurrent-reviews", u64::from(server.max_concurrent_reviews), 1, 10_000),
+            ("max-connections", u64::from(server.max_connections), 1, 1_000_000),
+            ("max-plugin-memory-mib", server.max_plugin_memory_mib, 1, 4096),
+        ]
+        .into_iter()
+        .try_for_each(|(name, value, min, max)| check_range(name, value, min, max))
+        .map_err(|e| invalid(format!("[server] {e}")))?;
         Ok(config)
     }
 }
@@ -305,5 +339,20 @@ cpu-ms = 50
         assert!(twice.contains("two validators are named `a`"), "{twice}");
         let typo = load("[server]\ninsecure-plain-http = true\nlisten-addr = \"x\"\n").unwrap_err();
         assert!(typo.contains("unknown field `listen-addr`"), "{typo}");
+        let plain = "[server]\ninsecure-plain-http = true\n";
+        let one = "[[validators]]\nname = \"a\"\nplugin = \"x\"\n";
+        let ttl = load(&format!("{plain}[cache]\npositive-ttl-seconds = 9300000000000000000\n{one}")).unwrap_err();
+        assert!(ttl.contains("[cache] `positive-ttl-seconds` must be between 0 and 86400"), "{ttl}");
+        let tables = load(&format!("{plain}{one}[validators.limits]\ntable-elements = 4000000000\n")).unwrap_err();
+        assert!(tables.contains("limit `table-elements` must be between 1 and 1000000"), "{tables}");
+        let name = load(&format!("{plain}[[validators]]\nname = \"evil\\nINFO fake\"\nplugin = \"x\"\n")).unwrap_err();
+        assert!(name.contains("validator name `evil\\nINFO fake` must be"), "{name}");
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("serve.toml");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let error = ServerConfig::load(&fifo).unwrap_err().to_string();
+        assert!(error.ends_with("it is a FIFO, not a regular file"), "{error}");
     }
 }

@@ -129,8 +129,9 @@ impl TokenIssuer {
     ///
     /// [`KeyError`] for an unreadable or non-Ed25519 key.
     pub fn new(config: &LoginConfig) -> Result<Self, KeyError> {
-        let pem = std::fs::read(&config.signing_key_file)
-            .map_err(|e| KeyError { path: config.signing_key_file.clone(), message: format!("cannot read: {e}") })?;
+        let pem = crate::fsutil::read_bounded(&config.signing_key_file, crate::fsutil::bounds::SMALL).map_err(|e| {
+            KeyError { path: config.signing_key_file.clone(), message: format!("cannot read: {}", e.reason()) }
+        })?;
         let signing = EncodingKey::from_ed_pem(&pem).map_err(|e| KeyError {
             path: config.signing_key_file.clone(),
             message: format!("is not an Ed25519 private key in PKCS#8 PEM: {e}"),

@@ -39,6 +39,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     reloads: Family<ResultLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
+    identity_refusals: Family<FailureLabels, Counter>,
     validators: Gauge,
 }
 
@@ -73,9 +74,15 @@ impl Metrics {
         registry.register("reloads", "Configuration reloads, by result (success, failure)", reloads.clone());
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests, by path and status code", requests.clone());
+        let identity_refusals = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "identity_refusals",
+            "Identities a validator or login backend asserted without the grant, by kind (username, group, extra attribute, uid)",
+            identity_refusals.clone(),
+        );
         let validators = Gauge::default();
         registry.register("validators", "Validators in the active configuration", validators.clone());
-        Self { registry, reviews, latency, cache, failures, reloads, requests, validators }
+        Self { registry, reviews, latency, cache, failures, reloads, requests, identity_refusals, validators }
     }
 
     /// Count a review's outcome.
@@ -92,6 +99,11 @@ impl Metrics {
     /// Count a plugin failure.
     pub fn plugin_failure(&self, validator: &str, kind: &str) {
         self.failures.get_or_create(&FailureLabels { validator: validator.into(), kind: kind.into() }).inc();
+    }
+
+    /// Count an identity refused.
+    pub fn identity_refusal(&self, validator: &str, kind: &str) {
+        self.identity_refusals.get_or_create(&FailureLabels { validator: validator.into(), kind: kind.into() }).inc();
     }
 
     /// Count a reload attempt.

@@ -54,6 +54,17 @@ pub struct UserInfo {
     pub extra: BTreeMap<String, Vec<String>>,
 }
 
+impl From<crate::bindings::types::UserInfo> for UserInfo {
+    fn from(user: crate::bindings::types::UserInfo) -> Self {
+        Self {
+            username: user.username,
+            uid: user.uid.unwrap_or_default(),
+            groups: user.groups,
+            extra: user.extra.into_iter().collect(),
+        }
+    }
+}
+
 /// `status`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenReviewStatus {

@@ -186,7 +186,8 @@ impl Server {
             Duration::from_secs(config.cache.positive_ttl_seconds),
             Duration::from_secs(config.cache.negative_ttl_seconds),
             config.cache.max_entries,
-        );
+        )
+        .with_max_bytes(usize::try_from(config.cache.max_bytes).unwrap_or(usize::MAX));
         let review_needs_client_cert = tls.is_some() && listener_config.client_ca_file.is_some();
         let limiter = config.login.as_ref().map(FailureLimiter::new);
         let shared = Arc::new(Shared {
@@ -588,7 +589,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
 /// unknown user from a wrong password.
 async fn login(request: Request<Incoming>, name: &str, peer: Peer, shared: &Shared) -> Response<Full<Bytes>> {
     let validators = shared.validators();
-    let (Some(issuer), Some(backend), Some(limiter)) =
+    let (Some(issuer), Some((backend, identities)), Some(limiter)) =
         (validators.issuer.clone(), validators.login_backend(name), shared.limiter.as_ref())
     else {
         return json(StatusCode::NOT_FOUND, serde_json::json!({ "error": format!("no login backend named `{name}`") }));
@@ -631,14 +632,17 @@ async fn login(request: Request<Incoming>, name: &str, peer: Peer, shared: &Shar
     let outcome = backend.authenticate(&credentials.username, &credentials.password).await;
     drop(permit);
     match outcome {
-        Ok(crate::runtime::bindings::LoginOutcome::Authenticated(user)) => {
+        Ok(crate::bindings::LoginOutcome::Authenticated(user)) => {
             limiter.succeeded(name, &credentials.username, client);
-            let user = super::review::UserInfo {
-                username: user.username,
-                uid: user.uid.unwrap_or_default(),
-                groups: user.groups,
-                extra: user.extra.into_iter().collect(),
-            };
+            let user = super::review::UserInfo::from(user);
+            if let Err(refusal) = identities.check(&user) {
+                tracing::warn!(backend = name, %client, "login refused: identity not granted: {refusal}");
+                shared.metrics.identity_refusal(name, refusal.kind);
+                return json(
+                    StatusCode::FORBIDDEN,
+                    serde_json::json!({ "error": "the login backend named an identity it may not assert" }),
+                );
+            }
             match issuer.mint(&user, name) {
                 Ok((token, expires_at)) => {
                     tracing::info!(backend = name, user = %user.username, %client, "login");
@@ -659,7 +663,7 @@ async fn login(request: Request<Incoming>, name: &str, peer: Peer, shared: &Shar
                 }
             }
         }
-        Ok(crate::runtime::bindings::LoginOutcome::Rejected(reason)) => {
+        Ok(crate::bindings::LoginOutcome::Rejected(reason)) => {
             limiter.failed(name, &credentials.username, client);
             tracing::info!(backend = name, %client, "login failed: {reason}");
             json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "invalid username or password" }))

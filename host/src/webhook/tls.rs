@@ -106,7 +106,8 @@ impl ReloadingTls {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|error| TlsError::Read { path: path.to_path_buf(), error })
+    crate::fsutil::read_bounded(path, crate::fsutil::bounds::SMALL)
+        .map_err(|error| TlsError::Read { path: path.to_path_buf(), error: std::io::Error::other(error.reason()) })
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -7,15 +7,16 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::config::ServerConfig;
+use super::identity::IdentityPolicy;
 use super::login::{Claims, RecheckCache, TokenIssuer, Verified};
 use super::metrics::Metrics;
 use super::review::UserInfo;
-use crate::capabilities::{CapabilityPolicy, NoTerminal};
+use crate::bindings::LoginOutcome;
+use crate::bindings::types::{ReviewOutcome, TokenReview};
+use crate::capabilities::{NoTerminal, StateStore};
+use crate::limits::LimitExceeded;
 use crate::plugin::PluginRef;
-use crate::runtime::bindings::LoginOutcome;
-use crate::runtime::bindings::types::{ReviewOutcome, TokenReview};
-use crate::runtime::limits::LimitExceeded;
-use crate::runtime::{LoadedPlugin, RunError, Runtime, Sandbox, World};
+use crate::runtime::{LoadedPlugin, RunError, Runtime, Sandbox, SandboxSpec, World};
 use crate::settings::ResolvedSettings;
 
 /// How long a review waits for a free plugin slot before answering 429.
@@ -60,7 +61,7 @@ pub trait LoginBackend: Send + Sync {
     /// Check `password` for `username`.
     async fn authenticate(&self, username: &str, password: &str) -> Result<LoginOutcome, RunError>;
     /// The user called `username` now, or none when gone.
-    async fn lookup(&self, username: &str) -> Result<Option<crate::runtime::bindings::types::UserInfo>, RunError>;
+    async fn lookup(&self, username: &str) -> Result<Option<crate::bindings::types::UserInfo>, RunError>;
 }
 
 #[async_trait::async_trait]
@@ -69,7 +70,7 @@ impl LoginBackend for WasmBackend {
         self.plugin.authenticate(self.runtime.engine(), &self.sandbox, username, password).await
     }
 
-    async fn lookup(&self, username: &str) -> Result<Option<crate::runtime::bindings::types::UserInfo>, RunError> {
+    async fn lookup(&self, username: &str) -> Result<Option<crate::bindings::types::UserInfo>, RunError> {
         self.plugin.lookup(self.runtime.engine(), &self.sandbox, username).await
     }
 }
@@ -78,6 +79,8 @@ impl LoginBackend for WasmBackend {
 pub struct Validator {
     /// Its name in logs and metrics.
     pub name: String,
+    /// The identities it may assert.
+    pub identities: Arc<IdentityPolicy>,
     /// Only tokens with this prefix go here.
     pub token_prefix: Option<String>,
     /// Audiences the operator says its tokens are valid for.
@@ -175,7 +178,14 @@ impl ValidatorSet {
                 }
             }
             let settings = ResolvedSettings::resolve(&spec.settings).map_err(|e| fail(e.to_string()))?;
-            let policy = CapabilityPolicy::new(&spec.grants).map_err(|e| fail(e.to_string()))?;
+            let sandbox = Sandbox::new(SandboxSpec {
+                settings,
+                grants: &spec.grants,
+                limits: spec.limits.clone(),
+                terminal: Arc::new(NoTerminal),
+                state: StateStore::memory(),
+            })
+            .map_err(|e| fail(e.to_string()))?;
             let loaded =
                 runtime.load_any(&plugin, &[World::Validator, World::Login]).map_err(|e| fail(e.to_string()))?;
             let (validates, logs_in) = (loaded.implements(World::Validator), loaded.implements(World::Login));
@@ -185,16 +195,11 @@ impl ValidatorSet {
                         .into(),
                 ));
             }
-            let sandbox = Sandbox {
-                settings: Arc::new(settings),
-                policy: Arc::new(policy),
-                limits: spec.limits.clone(),
-                terminal: Arc::new(NoTerminal),
-                state: crate::capabilities::state::StateStore::memory(),
-            };
             let backend = Arc::new(WasmBackend { runtime: Arc::clone(runtime), plugin: loaded, sandbox });
+            let identities = IdentityPolicy::new(&entry.identities).map_err(fail)?;
             validators.push(Validator {
                 name: entry.name.clone(),
+                identities: Arc::new(identities),
                 token_prefix: entry.token_prefix.clone(),
                 audiences: entry.audiences.clone(),
                 backend: validates.then(|| Arc::clone(&backend) as Arc<dyn Backend>),
@@ -239,9 +244,12 @@ impl ValidatorSet {
         self
     }
 
-    /// The login backend called `name`.
-    pub fn login_backend(&self, name: &str) -> Option<Arc<dyn LoginBackend>> {
-        self.validators.iter().find(|v| v.name == name).and_then(|v| v.login.clone())
+    /// The login backend called `name`, with the identities it may assert.
+    pub fn login_backend(&self, name: &str) -> Option<(Arc<dyn LoginBackend>, Arc<IdentityPolicy>)> {
+        self.validators
+            .iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.login.clone().map(|login| (login, Arc::clone(&v.identities))))
     }
 
     /// Wait for a free plugin slot.
@@ -313,17 +321,14 @@ impl ValidatorSet {
                         if accepted.audiences.is_empty() { validator.audiences.clone() } else { accepted.audiences };
                     match intersect_audiences(audiences, &offered) {
                         Some(audiences) => {
-                            let user = accepted.user;
-                            return Verdict::Authenticated {
-                                validator: validator.name.clone(),
-                                user: UserInfo {
-                                    username: user.username,
-                                    uid: user.uid.unwrap_or_default(),
-                                    groups: user.groups,
-                                    extra: user.extra.into_iter().collect(),
-                                },
-                                audiences,
-                            };
+                            let user = UserInfo::from(accepted.user);
+                            if let Err(refusal) = validator.identities.check(&user) {
+                                tracing::warn!(validator = %validator.name, "identity refused: {refusal}");
+                                metrics.identity_refusal(&validator.name, refusal.kind);
+                                reasons.push(format!("{}: {refusal}", validator.name));
+                                continue;
+                            }
+                            return Verdict::Authenticated { validator: validator.name.clone(), user, audiences };
                         }
                         None => reasons
                             .push(format!("{}: the token is not valid for the requested audiences", validator.name)),
@@ -369,7 +374,7 @@ impl ValidatorSet {
         let Some(audiences) = intersect_audiences(audiences, &claims.aud) else {
             return Verdict::Denied { reason: "the credbroker token is not valid for the requested audiences".into() };
         };
-        let Some(login) = self.login_backend(&claims.val) else {
+        let Some((login, identities)) = self.login_backend(&claims.val) else {
             return Verdict::Denied {
                 reason: format!(
                     "the token was issued by login backend `{}`, which is no longer configured",
@@ -393,12 +398,14 @@ impl ValidatorSet {
                     drop(permit);
                     match looked_up {
                         Ok(current) => {
-                            let current = current.map(|u| UserInfo {
-                                username: u.username,
-                                uid: u.uid.unwrap_or_default(),
-                                groups: u.groups,
-                                extra: u.extra.into_iter().collect(),
-                            });
+                            let current = current.map(UserInfo::from);
+                            if let Some(user) = &current
+                                && let Err(refusal) = identities.check(user)
+                            {
+                                tracing::warn!(validator = %claims.val, "identity refused: {refusal}");
+                                metrics.identity_refusal(&claims.val, refusal.kind);
+                                return Verdict::Denied { reason: format!("{}: {refusal}", claims.val) };
+                            }
                             rechecks.put(&claims.val, &claims.sub, current.clone());
                             current
                         }
@@ -452,6 +459,7 @@ fn failure_kind(error: &RunError) -> &'static str {
         RunError::Limit { .. } => "limit",
         RunError::Timeout { .. } => "timeout",
         RunError::StackExhausted { .. } => "stack",
+        RunError::Exited { .. } => "exit",
         RunError::Crashed { .. } => "trap",
         RunError::BadResult { .. } => "bad_result",
     }

@@ -143,6 +143,43 @@ impl UserEnv {
     pub fn run(&self, args: &[&str]) -> Run {
         Run::of(self.credbroker(args).output().expect("running credbroker"))
     }
+
+    /// Run `command` to completion and measure it: its output, its peak
+    /// resident memory in KiB (the kernel's own account, from `wait4`), and
+    /// how long it took.
+    pub fn run_measured(&self, mut command: Command) -> (Run, u64, Duration) {
+        use std::os::unix::process::ExitStatusExt;
+        let started = std::time::Instant::now();
+        // Reaped by wait4 below, which std's wait would not give the usage of.
+        #[allow(clippy::zombie_processes)]
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("running credbroker");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let out = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stdout.read_to_end(&mut bytes);
+            bytes
+        });
+        let err = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stderr.read_to_end(&mut bytes);
+            bytes
+        });
+        let pid = child.id() as libc::pid_t;
+        let mut status = 0;
+        // SAFETY: rusage is plain data; wait4 fills it for our own child.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: waiting for our own child, whose pid std has not reaped.
+        let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        assert_eq!(waited, pid, "wait4 failed");
+        let elapsed = started.elapsed();
+        let output = Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout: out.join().expect("stdout reader"),
+            stderr: err.join().expect("stderr reader"),
+        };
+        (Run::of(output), u64::try_from(usage.ru_maxrss).unwrap_or(0), elapsed)
+    }
 }
 
 /// A finished `credbroker` process.

@@ -75,6 +75,73 @@ fn act(request: Option<&CredentialRequest>) -> Result<Credential, Error> {
             "after-flood".to_string()
         }
         "huge-token" => "x".repeat(config::parse_or("size", 2 * 1024 * 1024usize)?),
+        // Waiting is not working: many short naps.
+        "naps" => {
+            for _ in 0..config::parse_or("count", 2000u32)? {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            "rested".to_string()
+        }
+        // Make the host redact huge lines against a few hundred secrets.
+        "log-storm" => {
+            for i in 0..config::parse_or("secrets", 300u32)? {
+                log::mark_secret(&format!("storm-secret-{i:04}"));
+            }
+            let line = "s".repeat(config::parse_or("size", 4 * 1024 * 1024usize)?);
+            for _ in 0..config::parse_or("lines", 5u32)? {
+                log::warn(&line);
+            }
+            "stormed".to_string()
+        }
+        // Make the host keep secrets until something gives.
+        "mark-many" => {
+            let size = config::parse_or("size", 1024 * 1024usize)?;
+            for i in 0..config::parse_or("count", 1000u32)? {
+                log::mark_secret(&format!("{i:08}{}", "m".repeat(size.saturating_sub(8))));
+            }
+            "marked".to_string()
+        }
+        // An error written to drive the terminal that shows it.
+        "evil-error" => {
+            let pad = "e".repeat(config::parse_or("size", 0usize)?);
+            return Err(Error::denied(format!(
+                "nope\x1b]0;owned\x07\x1b[2J\rcredbroker: all good \u{202e}txt.exe{pad}"
+            )));
+        }
+        // A secret split across the 4096-byte line cut of its stderr.
+        "stderr-split" => {
+            let secret = config::require("secret")?;
+            eprintln!("{}{secret} tail", "x".repeat(4096 - secret.len() / 2));
+            "split".to_string()
+        }
+        // A secret inside a logged JSON body and a logged form body.
+        "log-escaped" => {
+            let secret = config::require("secret")?;
+            let json = format!("{{\"password\":{}}}", escape_json(&secret));
+            log::info(&format!("sending {json}"));
+            log::info(&format!("sending password={}&user=alice", form_encode(&secret)));
+            "logged".to_string()
+        }
+        // A question that quotes a secret.
+        "prompt-quoting" => {
+            let secret = config::require("secret")?;
+            prompt::text(&format!("Type {secret} to confirm:"))?
+        }
+        "show-flood" => {
+            for i in 0..config::parse_or("count", 200u32)? {
+                prompt::show(&format!("message {i} {}", "s".repeat(1000)))?;
+            }
+            "shown".to_string()
+        }
+        "exit" => std::process::exit(config::parse_or("code", 0i32)?),
+        // Ask the host for random bytes, `size` at a time, forever.
+        "random-flood" => {
+            let mut buffer = vec![0u8; config::parse_or("size", 64 * 1024 * 1024usize)?];
+            loop {
+                let _ = getrandom_fill(&mut buffer);
+                std::hint::black_box(&buffer);
+            }
+        }
         "bad-pem" => return Ok(Credential::client_certificate("not a certificate", "not a key")),
         "expired" => return Ok(Credential::token("old").expires_at(1)),
         "absurd-expiry" => return Ok(Credential::token("forever").expires_at(i64::MAX / 2)),
@@ -87,6 +154,41 @@ fn act(request: Option<&CredentialRequest>) -> Result<Credential, Error> {
         Some(_) => Ok(credential.expires_in(config::parse_or("expires-in", 0i64)?)),
         None => Ok(credential),
     }
+}
+
+fn escape_json(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn form_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => (b as char).to_string(),
+            b' ' => "+".to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Fill `buffer` from wasi:random, as large as it is, in one host call.
+fn getrandom_fill(buffer: &mut [u8]) -> Result<(), ()> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let bytes = wasip2::random::random::get_random_bytes(buffer.len() as u64);
+        let n = bytes.len().min(buffer.len());
+        buffer[..n].copy_from_slice(&bytes[..n]);
+    }
+    let _ = buffer;
+    Ok(())
 }
 
 /// Recursion that only grows wasm's own (native) stack.
@@ -162,6 +264,18 @@ impl Validator for Probe {
 
     fn validate(review: TokenReview) -> Result<ReviewOutcome, Error> {
         match config::get("behavior").as_deref() {
+            // Millions of groups, each costing nothing by character count.
+            Some("many-groups") => {
+                let groups = vec![String::new(); config::parse_or("count", 3_000_000usize)?];
+                return Ok(ReviewOutcome::authenticated(UserInfo::new("many", groups)));
+            }
+            Some("huge-reject") => {
+                return Ok(ReviewOutcome::rejected("r".repeat(config::parse_or("size", 16 * 1024 * 1024usize)?)));
+            }
+            // A rejection reason that quotes the token under review.
+            Some("reject-quoting") => {
+                return Ok(ReviewOutcome::rejected(format!("the token {} is not one of mine", review.token)));
+            }
             // Who this review sees: what setup left, and the token of any
             // earlier review (there must be none).
             Some("remember-token") => {
@@ -171,6 +285,11 @@ impl Validator for Probe {
                 return Ok(ReviewOutcome::authenticated(UserInfo::new(user, Vec::new())));
             }
             _ => {}
+        }
+        if config::get("behavior").as_deref() == Some("identity") {
+            let groups = config::get("groups").unwrap_or_default();
+            let groups = groups.split(',').filter(|g| !g.is_empty()).map(str::to_string).collect();
+            return Ok(ReviewOutcome::authenticated(UserInfo::new(config::require("username")?, groups)));
         }
         if config::get("behavior").as_deref() == Some("echo-token") {
             return Ok(match review.token.strip_prefix("ok-") {

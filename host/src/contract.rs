@@ -50,9 +50,11 @@ pub fn contract_item(name: &str) -> Option<(&str, &str)> {
     Some(rest.split_once('@').unwrap_or((rest, "")))
 }
 
-/// Host interfaces of the contract a plugin may import.
-pub const HOST_INTERFACES: &[&str] =
-    &["types", "config", "log", "prompt", "http", "files", "ldap", "state", "loopback", "crypto"];
+/// Whether this host provides contract interface `interface` to plugins:
+/// the shared types and every registered capability.
+pub fn provides(interface: &str) -> bool {
+    interface == "types" || crate::capabilities::ALL.iter().any(|c| c.interface == interface)
+}
 
 /// The optional export a validator prepares in (world `validator-with-setup`).
 pub const SETUP_EXPORT: &str = "validator-setup";
@@ -252,7 +254,7 @@ impl ComponentShape {
         for import in &self.imports {
             if let Some((interface, version)) = contract_item(import) {
                 let compatible = matches!(compatibility(version), Compatibility::Same | Compatibility::Older);
-                if !HOST_INTERFACES.contains(&interface) || !compatible {
+                if !provides(interface) || !compatible {
                     return Err(format!(
                         "it imports `{import}`, which this credbroker does not provide (it speaks {CONTRACT})"
                     ));
