@@ -156,7 +156,8 @@ fn check(env: &UserEnv, file: &str, providers: &[&OidcProvider], granted_ca: boo
         validators = validators.lines().filter(|l| !l.starts_with("granted-ca")).collect::<Vec<_>>().join("\n");
     }
     let config = env.home().join("check.toml");
-    std::fs::write(&config, format!("[server]\ninsecure-plain-http = true\nlisten = \"127.0.0.1:0\"\n{validators}")).unwrap();
+    std::fs::write(&config, format!("[server]\ninsecure-plain-http = true\nlisten = \"127.0.0.1:0\"\n{validators}"))
+        .unwrap();
     env.run(&["serve", "--config", config.to_str().unwrap(), "--check"])
 }
 
@@ -171,7 +172,11 @@ fn the_files_mistakes_fail_the_load_naming_the_field() {
     let cases = [
         (format!("{good}anonymous:\n  enabled: true\n"), "anonymous: not supported"),
         (
-            good.replacen("    audiences: [public, confidential]", "    audiences: [public, confidential]\n    egressSelectorType: cluster", 1),
+            good.replacen(
+                "    audiences: [public, confidential]",
+                "    audiences: [public, confidential]\n    egressSelectorType: cluster",
+                1,
+            ),
             "jwt[0].issuer.egressSelectorType: \"cluster\": not supported",
         ),
         (
@@ -183,7 +188,10 @@ fn the_files_mistakes_fail_the_load_naming_the_field() {
             "jwt[1].claimValidationRules[0].expression: `claims.scope` must evaluate to bool, not dyn",
         ),
         (good.replace("    url: https://", "    url: http://"), "the URL scheme must be https"),
-        (good.replace("kind: AuthenticationConfiguration", "kind: AuthorizationConfiguration"), "kind: \"AuthorizationConfiguration\""),
+        (
+            good.replace("kind: AuthenticationConfiguration", "kind: AuthorizationConfiguration"),
+            "kind: \"AuthorizationConfiguration\"",
+        ),
     ];
     for (file, want) in cases {
         let run = check(&env, &file, &[&a, &b], true);
@@ -194,5 +202,9 @@ fn the_files_mistakes_fail_the_load_naming_the_field() {
     // A certificateAuthority the grants cannot be shown to hold.
     let run = check(&env, &good, &[&a, &b], false);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.error().contains("jwt[0].issuer.certificateAuthority") && run.error().contains("granted-ca"), "{}", run.error());
+    assert!(
+        run.error().contains("jwt[0].issuer.certificateAuthority") && run.error().contains("granted-ca"),
+        "{}",
+        run.error()
+    );
 }

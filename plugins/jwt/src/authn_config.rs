@@ -147,11 +147,14 @@ pub const API_VERSIONS: &[&str] = &["apiserver.config.k8s.io/v1", "apiserver.con
 ///
 /// Every problem found, each naming its field.
 pub fn build(text: &str, cel: &Cel, common: &Common) -> Result<Vec<Issuer>, String> {
-    let file: Configuration = serde_yaml_ng::from_str(text).map_err(|e| format!("not an AuthenticationConfiguration: {e}"))?;
+    let file: Configuration =
+        serde_yaml_ng::from_str(text).map_err(|e| format!("not an AuthenticationConfiguration: {e}"))?;
     let mut problems = Problems::default();
     match file.api_version.as_deref() {
         Some(v) if API_VERSIONS.contains(&v) => {}
-        Some(other) => problems.add("apiVersion", format!("{other:?} is not supported; use {}", API_VERSIONS.join(" or "))),
+        Some(other) => {
+            problems.add("apiVersion", format!("{other:?} is not supported; use {}", API_VERSIONS.join(" or ")))
+        }
         None => problems.add("apiVersion", format!("required: {}", API_VERSIONS.join(" or "))),
     }
     match file.kind.as_deref() {
@@ -191,10 +194,15 @@ pub fn build(text: &str, cel: &Cel, common: &Common) -> Result<Vec<Issuer>, Stri
 }
 
 /// Compile `source`, or record why not at `path`.
-fn compile(cel: &Cel, problems: &mut Problems, path: &str, source: &str, scope: Scope, want: Want) -> Option<Expression> {
-    cel.compile(source, scope, want)
-        .map_err(|why| problems.add(path, format!("`{source}` {why}")))
-        .ok()
+fn compile(
+    cel: &Cel,
+    problems: &mut Problems,
+    path: &str,
+    source: &str,
+    scope: Scope,
+    want: Want,
+) -> Option<Expression> {
+    cel.compile(source, scope, want).map_err(|why| problems.add(path, format!("`{source}` {why}"))).ok()
 }
 
 /// One `jwt` entry, or `None` when it has problems (recorded).
@@ -259,7 +267,11 @@ fn issuer(path: &str, entry: Jwt, cel: &Cel, common: &Common, problems: &mut Pro
                 if !claims_seen.insert(rule.claim.clone()) {
                     problems.add(format!("{at}.claim"), format!("duplicate claim {:?}", rule.claim));
                 }
-                required.push(Required { claim: rule.claim.clone(), value: rule.required_value.clone(), list_member: false });
+                required.push(Required {
+                    claim: rule.claim.clone(),
+                    value: rule.required_value.clone(),
+                    list_member: false,
+                });
             }
             (true, false) => {
                 if !rule.required_value.is_empty() {
@@ -269,7 +281,9 @@ fn issuer(path: &str, entry: Jwt, cel: &Cel, common: &Common, problems: &mut Pro
                     problems.add(format!("{at}.expression"), format!("duplicate expression `{}`", rule.expression));
                     continue;
                 }
-                if let Some(expression) = compile(cel, problems, &format!("{at}.expression"), &rule.expression, Scope::Claims, Want::Bool) {
+                if let Some(expression) =
+                    compile(cel, problems, &format!("{at}.expression"), &rule.expression, Scope::Claims, Want::Bool)
+                {
                     uses_email_verified |= expression.uses_email_verified;
                     claim_rules.push(Rule { expression, message: rule.message.clone() });
                 }
@@ -301,8 +315,15 @@ fn issuer(path: &str, entry: Jwt, cel: &Cel, common: &Common, problems: &mut Pro
             Uid::None
         }
         (false, true) => Uid::Claim(mappings.uid.claim.clone()),
-        (true, false) => compile(cel, problems, &format!("{uid_path}.expression"), &mappings.uid.expression, Scope::Claims, Want::Any)
-            .map_or(Uid::None, Uid::Expression),
+        (true, false) => compile(
+            cel,
+            problems,
+            &format!("{uid_path}.expression"),
+            &mappings.uid.expression,
+            Scope::Claims,
+            Want::Any,
+        )
+        .map_or(Uid::None, Uid::Expression),
         (true, true) => Uid::None,
     };
     let mut extra = Vec::new();
@@ -318,7 +339,14 @@ fn issuer(path: &str, entry: Jwt, cel: &Cel, common: &Common, problems: &mut Pro
             problems.add(format!("{at}.valueExpression"), "valueExpression is required");
             continue;
         }
-        if let Some(e) = compile(cel, problems, &format!("{at}.valueExpression"), &mapping.value_expression, Scope::Claims, Want::Any) {
+        if let Some(e) = compile(
+            cel,
+            problems,
+            &format!("{at}.valueExpression"),
+            &mapping.value_expression,
+            Scope::Claims,
+            Want::Any,
+        ) {
             uses_email_verified |= e.uses_email_verified;
             extra.push(Extra { key: mapping.key.clone(), expression: e });
         }
@@ -362,21 +390,21 @@ fn issuer(path: &str, entry: Jwt, cel: &Cel, common: &Common, problems: &mut Pro
     };
     Some(
         Issuer {
-        url,
-        lenient_url: false,
-        discovery_url,
-        audiences: spec.audiences.clone(),
-        algorithms: common.algorithms.clone(),
-        times: Times::KUBE,
-        username: username?,
-        groups,
-        uid,
-        extra,
-        required,
-        claim_rules,
-        user_rules,
-        distributed: BTreeSet::new(),
-    }
+            url,
+            lenient_url: false,
+            discovery_url,
+            audiences: spec.audiences.clone(),
+            algorithms: common.algorithms.clone(),
+            times: Times::KUBE,
+            username: username?,
+            groups,
+            uid,
+            extra,
+            required,
+            claim_rules,
+            user_rules,
+            distributed: BTreeSet::new(),
+        }
         .reading_claims(),
     )
 }
@@ -387,7 +415,13 @@ enum Mapping {
 }
 
 /// kube-apiserver's `validatePrefixClaimOrExpression`.
-fn prefixed(cel: &Cel, problems: &mut Problems, path: &str, m: &PrefixedClaimOrExpression, required: bool) -> Option<Mapping> {
+fn prefixed(
+    cel: &Cel,
+    problems: &mut Problems,
+    path: &str,
+    m: &PrefixedClaimOrExpression,
+    required: bool,
+) -> Option<Mapping> {
     match (m.claim.is_empty(), m.expression.is_empty()) {
         (false, false) => {
             problems.add(path, "claim and expression can't both be set");
@@ -401,9 +435,11 @@ fn prefixed(cel: &Cel, problems: &mut Problems, path: &str, m: &PrefixedClaimOrE
         }
         (true, false) => {
             if let Some(prefix) = &m.prefix {
-                problems.add(format!("{path}.prefix"), format!("{prefix:?}: prefix can't be set when expression is set"));
+                problems
+                    .add(format!("{path}.prefix"), format!("{prefix:?}: prefix can't be set when expression is set"));
             }
-            compile(cel, problems, &format!("{path}.expression"), &m.expression, Scope::Claims, Want::Any).map(Mapping::Expression)
+            compile(cel, problems, &format!("{path}.expression"), &m.expression, Scope::Claims, Want::Any)
+                .map(Mapping::Expression)
         }
         (false, true) => match &m.prefix {
             Some(prefix) => Some(Mapping::Claim(m.claim.clone(), prefix.clone())),

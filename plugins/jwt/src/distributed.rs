@@ -14,7 +14,8 @@
 //! Requests go through the `http` capability (the endpoint must be
 //! allowlisted), bounded in time and size; answers are kept in the
 //! validator's state, keyed by a hash of endpoint and bearer, until the JWT
-//! expires or `distributed-claims-cache-seconds` pass, whichever is first.
+//! expires or `distributed-claims-cache-seconds` pass, whichever is first
+//! (at most 64 answers and 128 KiB, the oldest evicted first).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -27,16 +28,17 @@ use crate::token::Jws;
 
 /// Largest claims answer accepted.
 pub const MAX_ANSWER: usize = 64 * 1024;
+/// Most bytes of answers kept at once: half the validator's state (256 KiB),
+/// the rest is the issuers' keys'.
+const CACHE_BUDGET: usize = 128 * 1024;
 /// Most answers kept at once.
-const MAX_CACHED: usize = 32;
-/// Largest answer kept.
-const MAX_CACHED_SIZE: usize = 8 * 1024;
+const MAX_CACHED: usize = 64;
 const INDEX: &str = "dclaims-index";
 
-/// The answers cached, oldest first.
+/// The answers cached, oldest first: key, expiry, size.
 #[derive(Default, Serialize, Deserialize)]
 struct Index {
-    entries: Vec<(String, i64)>,
+    entries: Vec<(String, i64, usize)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -96,7 +98,13 @@ fn cache_key(endpoint: &str, bearer: &str) -> String {
 }
 
 /// The claims of the endpoint's JWT: cached, or fetched and verified.
-fn fetch(validator: &Authenticator, issuer: &Issuer, host: &dyn Host, endpoint: &str, bearer: &str) -> Result<Map<String, Value>, Stop> {
+fn fetch(
+    validator: &Authenticator,
+    issuer: &Issuer,
+    host: &dyn Host,
+    endpoint: &str,
+    bearer: &str,
+) -> Result<Map<String, Value>, Stop> {
     let key = cache_key(endpoint, bearer);
     let now = host.now();
     if let Some(cached) = host.load(&key).and_then(|b| serde_json::from_slice::<Cached>(&b).ok())
@@ -106,7 +114,9 @@ fn fetch(validator: &Authenticator, issuer: &Issuer, host: &dyn Host, endpoint: 
     }
     let response = host.get(endpoint, Some(bearer)).map_err(|e| match e {
         // The token chose the endpoint: one the grants do not allow refuses the token.
-        credbroker_sdk::HostError::Denied(why) => Stop::Reject(format!("the claims endpoint {endpoint} is refused: {why}")),
+        credbroker_sdk::HostError::Denied(why) => {
+            Stop::Reject(format!("the claims endpoint {endpoint} is refused: {why}"))
+        }
         other => Stop::host(&format!("the claims endpoint {endpoint}"), &other),
     })?;
     match response.status {
@@ -122,9 +132,11 @@ fn fetch(validator: &Authenticator, issuer: &Issuer, host: &dyn Host, endpoint: 
     if response.body.len() > MAX_ANSWER {
         return reject(format!("the claims endpoint {endpoint} answered more than {MAX_ANSWER} bytes"));
     }
-    let text = String::from_utf8(response.body).map_err(|_| Stop::Reject(format!("the claims endpoint {endpoint} answered no JWT")))?;
+    let text = String::from_utf8(response.body)
+        .map_err(|_| Stop::Reject(format!("the claims endpoint {endpoint} answered no JWT")))?;
     let jwt = text.trim();
-    let jws = Jws::parse(jwt).map_err(|e| Stop::Reject(format!("the claims endpoint {endpoint} answered no JWT ({e})")))?;
+    let jws =
+        Jws::parse(jwt).map_err(|e| Stop::Reject(format!("the claims endpoint {endpoint} answered no JWT ({e})")))?;
     let iss = jws
         .untrusted_issuer()
         .ok_or_else(|| Stop::Reject(format!("the JWT from the claims endpoint {endpoint} names no issuer")))?
@@ -148,28 +160,29 @@ fn fetch(validator: &Authenticator, issuer: &Issuer, host: &dyn Host, endpoint: 
     Ok(verified)
 }
 
-/// Keep an answer, evicting the oldest beyond the bound; a failure to
-/// store only costs a fetch later.
+/// Keep an answer, evicting expired ones and then the oldest beyond the
+/// bounds; a failure to store only costs a fetch later.
 fn store(host: &dyn Host, key: &str, expires: i64, claims: &Map<String, Value>) {
     let Ok(data) = serde_json::to_vec(&Cached { expires, claims: claims.clone() }) else { return };
-    if data.len() > MAX_CACHED_SIZE || expires <= host.now() {
+    let now = host.now();
+    if data.len() > CACHE_BUDGET / 4 || expires <= now {
         return;
     }
     let mut index: Index = host.load(INDEX).and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-    let now = host.now();
-    index.entries.retain(|(k, expires)| {
+    index.entries.retain(|(k, expires, _)| {
         let keep = *expires > now && k != key;
         if !keep && k != key {
             host.forget(k);
         }
         keep
     });
-    while index.entries.len() >= MAX_CACHED {
-        let (oldest, _) = index.entries.remove(0);
+    let used = |index: &Index| index.entries.iter().map(|(_, _, size)| size).sum::<usize>();
+    while !index.entries.is_empty() && (index.entries.len() >= MAX_CACHED || used(&index) + data.len() > CACHE_BUDGET) {
+        let (oldest, _, _) = index.entries.remove(0);
         host.forget(&oldest);
     }
     if host.store(key, &data).is_ok() {
-        index.entries.push((key.to_string(), expires));
+        index.entries.push((key.to_string(), expires, data.len()));
     }
     if let Ok(index) = serde_json::to_vec(&index)
         && let Err(e) = host.store(INDEX, &index)

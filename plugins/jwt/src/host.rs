@@ -75,7 +75,8 @@ impl Host for Sandbox {
     }
 
     fn get(&self, url: &str, bearer: Option<&str>) -> Result<Response, HostError> {
-        let mut request = http::Request::get(url).timeout_ms(HTTP_TIMEOUT_MS).header("accept", "application/json, application/jwt");
+        let mut request =
+            http::Request::get(url).timeout_ms(HTTP_TIMEOUT_MS).header("accept", "application/json, application/jwt");
         if let Some(bearer) = bearer {
             log::mark_secret(bearer);
             request = request.header("authorization", &format!("Bearer {bearer}"));

@@ -18,7 +18,10 @@ use crate::review::Stop;
 /// A public key's material.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Material {
-    Rsa { modulus: Vec<u8>, exponent: Vec<u8> },
+    Rsa {
+        modulus: Vec<u8>,
+        exponent: Vec<u8>,
+    },
     /// SEC 1 uncompressed (`0x04 || x || y`).
     EcPoint(Vec<u8>),
     Ed25519(Vec<u8>),
@@ -126,7 +129,12 @@ pub fn parse_jwks(body: &[u8]) -> Result<(Vec<Key>, usize), String> {
                 ("OKP", Some("Ed25519")) => Material::Ed25519(b64(jwk.x.as_deref())?),
                 _ => return None,
             };
-            Some(Key { kid: jwk.kid, alg: jwk.alg, for_signing: jwk.key_use.as_deref().is_none_or(|u| u == "sig"), key })
+            Some(Key {
+                kid: jwk.kid,
+                alg: jwk.alg,
+                for_signing: jwk.key_use.as_deref().is_none_or(|u| u == "sig"),
+                key,
+            })
         })
         .collect();
     Ok((keys, total))

@@ -36,7 +36,8 @@ pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<U
     };
     let evaluate = |what: &str, e: &Expression| -> Result<CelValue, Stop> {
         let Some(input) = &input else { return reject("internal: no claims bound for CEL") };
-        e.evaluate(cel, input).map_err(|err| Stop::Reject(format!("the {what} expression `{}` failed: {err}", e.source)))
+        e.evaluate(cel, input)
+            .map_err(|err| Stop::Reject(format!("the {what} expression `{}` failed: {err}", e.source)))
     };
 
     let username = match &issuer.username {
@@ -53,7 +54,13 @@ pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<U
         }
         Username::Expression(e) => match evaluate("username", e)? {
             CelValue::String(s) => s.to_string(),
-            other => return reject(format!("the username expression `{}` must return a string, not {}", e.source, kind(&other))),
+            other => {
+                return reject(format!(
+                    "the username expression `{}` must return a string, not {}",
+                    e.source,
+                    kind(&other)
+                ));
+            }
         },
     };
 
@@ -77,7 +84,9 @@ pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<U
         Uid::Claim(claim) => string_claim(claims, claim)?,
         Uid::Expression(e) => match evaluate("uid", e)? {
             CelValue::String(s) => s.to_string(),
-            other => return reject(format!("the uid expression `{}` must return a string, not {}", e.source, kind(&other))),
+            other => {
+                return reject(format!("the uid expression `{}` must return a string, not {}", e.source, kind(&other)));
+            }
         },
     };
 
@@ -98,7 +107,9 @@ pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<U
         let ok = match claims.get(&required.claim) {
             None => return reject(format!("the required claim `{}` is missing", required.claim)),
             Some(Value::String(v)) => *v == required.value,
-            Some(Value::Array(items)) if required.list_member => items.iter().any(|i| i.as_str() == Some(&required.value)),
+            Some(Value::Array(items)) if required.list_member => {
+                items.iter().any(|i| i.as_str() == Some(&required.value))
+            }
             Some(_) => return reject(format!("the required claim `{}` is not a string", required.claim)),
         };
         if !ok {
@@ -107,7 +118,12 @@ pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<U
     }
 
     for rule in &issuer.claim_rules {
-        check_rule("claim validation rule", &rule.expression, &rule.message, evaluate("claim validation", &rule.expression)?)?;
+        check_rule(
+            "claim validation rule",
+            &rule.expression,
+            &rule.message,
+            evaluate("claim validation", &rule.expression)?,
+        )?;
     }
 
     if !issuer.user_rules.is_empty() {
@@ -121,12 +137,7 @@ pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<U
         }
     }
 
-    Ok(UserInfo {
-        username,
-        uid: (!uid.is_empty()).then_some(uid),
-        groups,
-        extra: extra.into_iter().collect(),
-    })
+    Ok(UserInfo { username, uid: (!uid.is_empty()).then_some(uid), groups, extra: extra.into_iter().collect() })
 }
 
 /// A claim that must be a string.
@@ -150,7 +161,8 @@ fn check_rule(what: &str, expression: &Expression, message: &str, result: CelVal
 /// kube-apiserver's `convertCELValueToStringList`: a string or a list of
 /// strings; `null`, `""` and `[]` are nothing, and empty strings are dropped.
 fn string_list(what: &str, expression: &Expression, value: &CelValue) -> Result<Vec<String>, Stop> {
-    let wrong = || reject(format!("the {what} expression `{}` must return a string or a list of strings", expression.source));
+    let wrong =
+        || reject(format!("the {what} expression `{}` must return a string or a list of strings", expression.source));
     match value {
         CelValue::Null => Ok(Vec::new()),
         CelValue::String(s) if s.is_empty() => Ok(Vec::new()),

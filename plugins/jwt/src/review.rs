@@ -232,7 +232,13 @@ fn verifies(host: &dyn Host, keys: &[Key], jws: &Jws<'_>, algorithm: Algorithm) 
     false
 }
 
-fn check_signature(host: &dyn Host, source: &Source<'_>, refresh: Refresh, jws: &Jws<'_>, algorithm: Algorithm) -> Result<(), Stop> {
+fn check_signature(
+    host: &dyn Host,
+    source: &Source<'_>,
+    refresh: Refresh,
+    jws: &Jws<'_>,
+    algorithm: Algorithm,
+) -> Result<(), Stop> {
     let mut set = jwks::keys(host, source, refresh, false)?;
     if verifies(host, &set.keys, jws, algorithm) {
         return Ok(());
@@ -265,7 +271,9 @@ fn check_claim_sources(claims: &Map<String, Value>) -> Result<(), String> {
     for (claim, source) in names {
         let source = source.as_str().ok_or_else(|| format!("`_claim_names.{claim}` is not a string"))?;
         let Some(found) = sources.and_then(|s| s.get(source)) else {
-            return Err(format!("`_claim_names.{claim}` names the source {source:?}, which `_claim_sources` does not have"));
+            return Err(format!(
+                "`_claim_names.{claim}` names the source {source:?}, which `_claim_sources` does not have"
+            ));
         };
         let found = found.as_object().ok_or_else(|| format!("`_claim_sources.{source}` is not an object"))?;
         for field in ["endpoint", "access_token"] {

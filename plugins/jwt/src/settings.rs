@@ -16,13 +16,8 @@ use crate::token::{Algorithm, Times};
 use crate::validation;
 
 /// Settings for either way of configuring.
-const COMMON: &[&str] = &[
-    "algorithms",
-    "jwks-cache-seconds",
-    "jwks-min-refresh-seconds",
-    "distributed-claims-cache-seconds",
-    "granted-ca",
-];
+const COMMON: &[&str] =
+    &["algorithms", "jwks-cache-seconds", "jwks-min-refresh-seconds", "distributed-claims-cache-seconds", "granted-ca"];
 
 /// The flat settings of one issuer.
 const FLAT: &[&str] = &[
@@ -49,9 +44,7 @@ fn misconfigured(message: impl Into<String>) -> Error {
 
 /// A comma-separated list setting, blanks dropped.
 fn list(settings: &dyn Settings, key: &str) -> Option<Vec<String>> {
-    settings
-        .get(key)
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    settings.get(key).map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
 fn seconds(settings: &dyn Settings, key: &str, default: i64) -> Result<i64, Error> {
@@ -85,7 +78,9 @@ pub fn load(settings: &dyn Settings) -> Result<Authenticator, Error> {
     let keys = settings.keys();
     let unknown: Vec<&String> = keys
         .iter()
-        .filter(|k| !COMMON.contains(&k.as_str()) && !FLAT.contains(&k.as_str()) && *k != FILE && !k.starts_with("extra:"))
+        .filter(|k| {
+            !COMMON.contains(&k.as_str()) && !FLAT.contains(&k.as_str()) && *k != FILE && !k.starts_with("extra:")
+        })
         .collect();
     if !unknown.is_empty() {
         let known: Vec<&str> = [FILE].iter().chain(COMMON).chain(FLAT).copied().chain(["extra:KEY"]).collect();
@@ -103,7 +98,8 @@ pub fn load(settings: &dyn Settings) -> Result<Authenticator, Error> {
     let cel = Cel::new();
     let issuers = match settings.get(FILE) {
         Some(text) => {
-            let flat: Vec<&String> = keys.iter().filter(|k| FLAT.contains(&k.as_str()) || k.starts_with("extra:")).collect();
+            let flat: Vec<&String> =
+                keys.iter().filter(|k| FLAT.contains(&k.as_str()) || k.starts_with("extra:")).collect();
             if !flat.is_empty() {
                 return Err(misconfigured(format!(
                     "setting `{FILE}` describes the issuers; {} belong to the flat settings of one issuer: say it in the file (claimMappings, claimValidationRules) instead",
@@ -118,7 +114,8 @@ pub fn load(settings: &dyn Settings) -> Result<Authenticator, Error> {
                 ),
             };
             let common = Common { algorithms: algorithms(settings, Algorithm::KUBE_DEFAULT)?, granted_ca };
-            authn_config::build(&text, &cel, &common).map_err(|why| misconfigured(format!("setting `{FILE}`: {why}")))?
+            authn_config::build(&text, &cel, &common)
+                .map_err(|why| misconfigured(format!("setting `{FILE}`: {why}")))?
         }
         None if settings.get("issuer").is_some() => {
             if settings.get("granted-ca").is_some() {
@@ -169,7 +166,8 @@ fn flat_issuer(settings: &dyn Settings, cel: &Cel) -> Result<Issuer, Error> {
         }
         None => {
             let claim = |key: &str, default: &str| settings.get(key).unwrap_or_else(|| default.to_string());
-            let username = Username::Claim { claim: claim("username-claim", "sub"), prefix: claim("username-prefix", "") };
+            let username =
+                Username::Claim { claim: claim("username-claim", "sub"), prefix: claim("username-prefix", "") };
             let groups = Groups::Claim { claim: claim("groups-claim", "groups"), prefix: claim("groups-prefix", "") };
             (username, groups, Uid::Claim(claim("uid-claim", "sub")))
         }
@@ -201,10 +199,13 @@ fn flat_issuer(settings: &dyn Settings, cel: &Cel) -> Result<Issuer, Error> {
     let mut claim_rules = Vec::new();
     if let Some(text) = get("claim-validation-rules") {
         let rules: Vec<FlatRule> = serde_json::from_str(&text).map_err(|e| {
-            misconfigured(format!("setting `claim-validation-rules` must be a JSON list of {{\"expression\", \"message\"}}: {e}"))
+            misconfigured(format!(
+                "setting `claim-validation-rules` must be a JSON list of {{\"expression\", \"message\"}}: {e}"
+            ))
         })?;
         for (i, rule) in rules.into_iter().enumerate() {
-            let expression = compile(&format!("claim-validation-rules[{i}]"), &rule.expression, Scope::Claims, Want::Bool)?;
+            let expression =
+                compile(&format!("claim-validation-rules[{i}]"), &rule.expression, Scope::Claims, Want::Bool)?;
             let message = rule.message.unwrap_or_else(|| format!("claim validation rule `{}` failed", rule.expression));
             claim_rules.push(Rule { expression, message });
         }

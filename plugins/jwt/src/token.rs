@@ -115,7 +115,8 @@ impl<'a> Jws<'a> {
             return Err("not a JWT: a JSON-serialized JWS is not accepted, only the compact form".into());
         }
         let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err("not a JWT: a JWT has three parts separated by dots".into());
         };
@@ -129,7 +130,9 @@ impl<'a> Jws<'a> {
         let signature = decode(signature).ok_or("not a JWT: the signature is not base64url")?;
         let alg = header["alg"].as_str().ok_or("the JWT header names no algorithm (`alg`)")?.to_string();
         if header.get("crit").is_some() {
-            return Err("the JWT header has critical extensions (`crit`), which this validator does not understand".into());
+            return Err(
+                "the JWT header has critical extensions (`crit`), which this validator does not understand".into()
+            );
         }
         let kid = match header.get("kid") {
             None | Some(Value::Null) => None,
@@ -205,9 +208,7 @@ pub fn audiences(claims: &Map<String, Value>) -> Result<Vec<&str>, String> {
 pub fn check_claims(claims: &Map<String, Value>, accepted: &[String], times: Times, now: i64) -> Result<(), String> {
     let audiences = audiences(claims)?;
     if !audiences.iter().any(|a| accepted.iter().any(|b| b == a)) {
-        return Err(format!(
-            "the token's audience {audiences:?} is none of the accepted audiences {accepted:?}"
-        ));
+        return Err(format!("the token's audience {audiences:?} is none of the accepted audiences {accepted:?}"));
     }
     let now = now as f64;
     let Some(exp) = seconds(claims, "exp")? else {
@@ -246,9 +247,13 @@ mod tests {
 
     #[test]
     fn compact_tokens_split_into_their_parts() {
-        let token = format!("{}.{}.c2ln", b64(&json!({"alg": "RS256", "kid": "k1"})), b64(&json!({"iss": "https://i"})));
+        let token =
+            format!("{}.{}.c2ln", b64(&json!({"alg": "RS256", "kid": "k1"})), b64(&json!({"iss": "https://i"})));
         let jws = Jws::parse(&token).unwrap();
-        assert_eq!((jws.alg.as_str(), jws.kid.as_deref(), jws.signature.as_slice()), ("RS256", Some("k1"), b"sig".as_slice()));
+        assert_eq!(
+            (jws.alg.as_str(), jws.kid.as_deref(), jws.signature.as_slice()),
+            ("RS256", Some("k1"), b"sig".as_slice())
+        );
         assert_eq!(jws.signed, token.rsplit_once('.').unwrap().0.as_bytes());
         assert_eq!(jws.untrusted_issuer(), Some("https://i"));
         let google = format!("{}.{}.c2ln", b64(&json!({"alg": "RS256"})), b64(&json!({"iss": "accounts.google.com"})));

@@ -144,7 +144,10 @@ pub fn audiences(problems: &mut Problems, path: &str, policy_path: &str, audienc
         problems.add(policy_path, format!("{policy:?}: audienceMatchPolicy must be MatchAny for multiple audiences"));
     }
     if audiences.len() == 1 && !policy.is_empty() && policy != "MatchAny" {
-        problems.add(policy_path, format!("{policy:?}: audienceMatchPolicy must be empty or MatchAny for a single audience"));
+        problems.add(
+            policy_path,
+            format!("{policy:?}: audienceMatchPolicy must be empty or MatchAny for a single audience"),
+        );
     }
 }
 
@@ -231,9 +234,14 @@ pub fn extra_key(problems: &mut Problems, path: &str, key: &str) {
             if !rest.bytes().all(path_char) {
                 problems.add(path, format!("{rest:?}: invalid path, it must match [A-Za-z0-9/\\-._~%!$&'()*+,;=:]+"));
             }
-            let reserved = |d: &str| d == "kubernetes.io" || d.ends_with(".kubernetes.io") || d == "k8s.io" || d.ends_with(".k8s.io");
+            let reserved = |d: &str| {
+                d == "kubernetes.io" || d.ends_with(".kubernetes.io") || d == "k8s.io" || d.ends_with(".k8s.io")
+            };
             if reserved(domain) {
-                problems.add(path, format!("{key:?}: k8s.io, kubernetes.io and their subdomains are reserved for Kubernetes use"));
+                problems.add(
+                    path,
+                    format!("{key:?}: k8s.io, kubernetes.io and their subdomains are reserved for Kubernetes use"),
+                );
             }
         }
         _ => problems.add(path, format!("{key:?}: must be a domain-prefixed path (such as \"acme.io/foo\")")),

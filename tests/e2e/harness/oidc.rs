@@ -175,7 +175,12 @@ impl OidcProvider {
 
     /// How often the distributed-claims endpoint answered, per account.
     pub fn claim_requests(&self) -> Value {
-        self.client(false).get(format!("{}/claims/requests", self.issuer)).send().expect("claims requests").json().expect("json")
+        self.client(false)
+            .get(format!("{}/claims/requests", self.issuer))
+            .send()
+            .expect("claims requests")
+            .json()
+            .expect("json")
     }
 
     fn absolute(&self, location: &str) -> String {

@@ -198,7 +198,8 @@ impl Checker {
             Expr::Ident(name) => self.ident(name).map_or_else(|| fail(self.undeclared(name)), Ok),
             Expr::Select(select) => {
                 let operand = self.check(&select.operand)?;
-                let field = select_type(&operand, &select.field).map_err(|message| CheckError { id: expr.id, message })?;
+                let field =
+                    select_type(&operand, &select.field).map_err(|message| CheckError { id: expr.id, message })?;
                 Ok(if select.test { Ty::Bool } else { field })
             }
             Expr::List(literal) => {
@@ -209,7 +210,9 @@ impl Checker {
                         t = match t {
                             Ty::Optional(inner) => *inner,
                             Ty::Dyn => Ty::Dyn,
-                            other => return fail(format!("an optional list element `?x` must be optional, not {other}")),
+                            other => {
+                                return fail(format!("an optional list element `?x` must be optional, not {other}"));
+                            }
                         };
                     }
                     element = Some(match element {
@@ -234,7 +237,11 @@ impl Checker {
                         v = match v {
                             Ty::Optional(inner) => *inner,
                             Ty::Dyn => Ty::Dyn,
-                            other => return fail(format!("an optional map entry `?k: v` needs an optional value, not {other}")),
+                            other => {
+                                return fail(format!(
+                                    "an optional map entry `?k: v` needs an optional value, not {other}"
+                                ));
+                            }
                         };
                     }
                     let mix = |what: &str, a: &Ty, b: &Ty| CheckError {
@@ -252,7 +259,9 @@ impl Checker {
                 }
                 Ok(map(key.unwrap_or(Ty::Dyn), value.unwrap_or(Ty::Dyn)))
             }
-            Expr::Struct(literal) => fail(format!("message construction (`{}{{...}}`) is not supported", literal.type_name)),
+            Expr::Struct(literal) => {
+                fail(format!("message construction (`{}{{...}}`) is not supported", literal.type_name))
+            }
             Expr::Comprehension(comprehension) => self.comprehension(expr.id, comprehension),
             Expr::Call(call) => self.call(expr, call),
         }
@@ -284,10 +293,7 @@ impl Checker {
 
     fn comprehension(&mut self, id: u64, c: &ComprehensionExpr) -> Checked {
         if c.iter_var2.is_some() {
-            return Err(CheckError {
-                id,
-                message: "two-variable comprehensions are not supported".into(),
-            });
+            return Err(CheckError { id, message: "two-variable comprehensions are not supported".into() });
         }
         let range = self.check(&c.iter_range)?;
         let element = match range {
@@ -361,7 +367,7 @@ impl Checker {
                     Ty::Optional(inner) => *inner,
                     other => other,
                 };
-                Ok(optional(select_type(&inner, field.inner()).map_or_else(|m| fail(m), Ok)?))
+                Ok(optional(select_type(&inner, field.inner()).map_or_else(&fail, Ok)?))
             }
             _ => {
                 let args = self.args(&call.args)?;
@@ -434,10 +440,9 @@ impl Checker {
             "int" => unary(&[Ty::Int, Ty::Uint, Ty::Double, Ty::String], Ty::Int),
             "uint" => unary(&[Ty::Int, Ty::Uint, Ty::Double, Ty::String], Ty::Uint),
             "double" => unary(&[Ty::Int, Ty::Uint, Ty::Double, Ty::String], Ty::Double),
-            "string" => unary(
-                &[Ty::Bool, Ty::Int, Ty::Uint, Ty::Double, Ty::String, Ty::Bytes, Ty::Ip, Ty::Cidr],
-                Ty::String,
-            ),
+            "string" => {
+                unary(&[Ty::Bool, Ty::Int, Ty::Uint, Ty::Double, Ty::String, Ty::Bytes, Ty::Ip, Ty::Cidr], Ty::String)
+            }
             "bool" => unary(&[Ty::Bool, Ty::String], Ty::Bool),
             "bytes" => unary(&[Ty::String, Ty::Bytes], Ty::Bytes),
             "dyn" => match args {
@@ -485,15 +490,7 @@ impl Checker {
             };
         }
         // A `dyn` receiver: any receiver type with the method will do.
-        let candidates = [
-            Ty::String,
-            Ty::Bytes,
-            list(Ty::Dyn),
-            map(Ty::Dyn, Ty::Dyn),
-            Ty::Ip,
-            Ty::Cidr,
-            Ty::Url,
-        ];
+        let candidates = [Ty::String, Ty::Bytes, list(Ty::Dyn), map(Ty::Dyn, Ty::Dyn), Ty::Ip, Ty::Cidr, Ty::Url];
         let mut results = Vec::new();
         let mut mismatch = None;
         for candidate in &candidates {
@@ -633,9 +630,10 @@ fn method(receiver: &Ty, name: &str, args: &[Ty], exprs: &[IdedExpr]) -> Option<
             _ => Err(no_overload()),
         },
         (Ty::Ip, "family") => overloads(&[(&[], Int)]),
-        (Ty::Ip, "isUnspecified" | "isLoopback" | "isLinkLocalMulticast" | "isLinkLocalUnicast" | "isGlobalUnicast") => {
-            overloads(&[(&[], Bool)])
-        }
+        (
+            Ty::Ip,
+            "isUnspecified" | "isLoopback" | "isLinkLocalMulticast" | "isLinkLocalUnicast" | "isGlobalUnicast",
+        ) => overloads(&[(&[], Bool)]),
         (Ty::Cidr, "containsIP") => overloads(&[(&[Ty::Ip], Bool), (&[Str], Bool)]),
         (Ty::Cidr, "containsCIDR") => overloads(&[(&[Ty::Cidr], Bool), (&[Str], Bool)]),
         (Ty::Cidr, "ip") => overloads(&[(&[], Ty::Ip)]),

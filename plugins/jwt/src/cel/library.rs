@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use cel::common::types::{INT_TYPE, LIST_TYPE, STRING_TYPE, DYN_TYPE, Type};
+use cel::common::types::{DYN_TYPE, INT_TYPE, LIST_TYPE, STRING_TYPE, Type};
 use cel::common::value::{CowVal, Val};
 use cel::objects::{Key, Map};
 use cel::{DeclarationError, Env, ExecutionError, Value};
@@ -87,9 +87,11 @@ pub fn register(env: &mut Env) -> Result<(), DeclarationError> {
 macro_rules! overload {
     ($name:ident, $function:literal, |$args:ident| $body:expr) => {
         fn $name<'b, 'v>(raw: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
-            let $args: Vec<Value> = raw.iter().map(|a| Value::try_from(&**a)).collect::<Result<_, _>>()?;
-            let result = (|| -> Result<Value, String> { $body })();
-            let value = result.map_err(|message| ExecutionError::function_error($function, message))?;
+            fn body($args: &[Value]) -> Result<Value, String> {
+                $body
+            }
+            let args: Vec<Value> = raw.iter().map(|a| Value::try_from(&**a)).collect::<Result<_, _>>()?;
+            let value = body(&args).map_err(|message| ExecutionError::function_error($function, message))?;
             let boxed: Box<dyn Val> = value.try_into()?;
             Ok(CowVal::Owned(boxed))
         }
@@ -224,9 +226,7 @@ fn contains_all(haystack: &[Value], needles: &[Value]) -> bool {
     needles.iter().all(|n| haystack.iter().any(|h| equal(h, n)))
 }
 
-overload!(sets_contains, "sets.contains", |args| {
-    Ok(Value::Bool(contains_all(items(&args[0])?, items(&args[1])?)))
-});
+overload!(sets_contains, "sets.contains", |args| Ok(Value::Bool(contains_all(items(&args[0])?, items(&args[1])?))));
 
 overload!(sets_equivalent, "sets.equivalent", |args| {
     let (a, b) = (items(&args[0])?, items(&args[1])?);
@@ -268,7 +268,9 @@ overload!(find_all_n, "findAll", |args| {
 
 fn opaque<T: 'static>(value: &Value) -> Result<&T, String> {
     match value {
-        Value::Opaque(o) => o.downcast_ref::<T>().ok_or_else(|| format!("unexpected value of type {}", o.runtime_type_name())),
+        Value::Opaque(o) => {
+            o.downcast_ref::<T>().ok_or_else(|| format!("unexpected value of type {}", o.runtime_type_name()))
+        }
         other => Err(format!("unexpected value {other:?}")),
     }
 }
@@ -287,12 +289,7 @@ overload!(url_escaped_path, "getEscapedPath", |args| Ok(Value::from(url_of(&args
 overload!(url_query, "getQuery", |args| {
     let query = url_of(&args[0])?.query();
     Ok(Value::Map(Map {
-        map: Arc::new(
-            query
-                .into_iter()
-                .map(|(k, v)| (Key::String(Arc::new(k)), strings(v.into_iter())))
-                .collect(),
-        ),
+        map: Arc::new(query.into_iter().map(|(k, v)| (Key::String(Arc::new(k)), strings(v.into_iter()))).collect()),
     }))
 });
 

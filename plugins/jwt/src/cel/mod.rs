@@ -140,6 +140,9 @@ pub struct Expression {
 thread_local! {
     /// Cost units left in the running evaluation.
     static BUDGET: Cell<u64> = const { Cell::new(0) };
+    /// Whether the running evaluation ran out: its result, whatever an
+    /// `||` made of the error, does not count.
+    static EXCEEDED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// `@charge(value, units)`: spend `units` of the budget and yield `value`.
@@ -152,6 +155,7 @@ fn charge<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Execu
         }
         None => {
             budget.set(0);
+            EXCEEDED.with(|e| e.set(true));
             false
         }
     });
@@ -174,12 +178,14 @@ impl Expression {
     /// The evaluation error (a missing claim, a failed conversion, the cost limit).
     pub fn evaluate(&self, cel: &Cel, input: &Input) -> Result<Value, String> {
         BUDGET.with(|budget| budget.set(COST_LIMIT.saturating_sub(self.base_cost)));
+        EXCEEDED.with(|e| e.set(false));
         let mut context = Context::with_env(Arc::clone(&cel.env));
         context.set_variable_resolver(input);
-        Value::resolve(&self.expr, &context).map_err(|e| match e {
-            ExecutionError::FunctionError { function, message } if function == "cost" => message,
-            other => describe(&other),
-        })
+        let result = Value::resolve(&self.expr, &context);
+        if EXCEEDED.with(Cell::get) {
+            return Err(cost_exceeded());
+        }
+        result.map_err(|e| describe(&e))
     }
 }
 
@@ -214,7 +220,12 @@ impl Input {
 
     /// `user`, as kube-apiserver builds it for user validation rules (every
     /// field present, empty when unset).
-    pub fn user(username: &str, uid: &str, groups: &[String], extra: &BTreeMap<String, Vec<String>>) -> Result<Self, String> {
+    pub fn user(
+        username: &str,
+        uid: &str,
+        groups: &[String],
+        extra: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Self, String> {
         let strings = |items: &[String]| Value::List(Arc::new(items.iter().map(|s| Value::from(s.as_str())).collect()));
         let extra: HashMap<Key, Value> =
             extra.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), strings(v))).collect();
@@ -324,7 +335,9 @@ fn claims_read(expr: &IdedExpr, reads: &mut BTreeSet<String>) {
             reads.insert(select.field.clone());
         }
         Expr::Call(CallExpr { func_name, target: None, args })
-            if func_name == operators::OPT_SELECT || func_name == operators::INDEX || func_name == operators::OPT_INDEX =>
+            if func_name == operators::OPT_SELECT
+                || func_name == operators::INDEX
+                || func_name == operators::OPT_INDEX =>
         {
             if let [operand, IdedExpr { expr: Expr::Literal(LiteralValue::String(name)), .. }] = &args[..]
                 && is_claims(operand)
@@ -344,8 +357,27 @@ fn claims_read(expr: &IdedExpr, reads: &mut BTreeSet<String>) {
 /// reserved words stand alone for themselves. `None` for an invalid escape.
 pub fn unescape(escaped: &str) -> Option<String> {
     const RESERVED: &[&str] = &[
-        "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for", "function", "if", "import",
-        "let", "loop", "package", "namespace", "return", "var", "void", "while",
+        "true",
+        "false",
+        "null",
+        "in",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
     ];
     if !escaped.contains("__") {
         return Some(escaped.to_string());
@@ -369,7 +401,12 @@ pub fn unescape(escaped: &str) -> Option<String> {
             "dash" => out.push('-'),
             "slash" => out.push('/'),
             // A reserved word is escaped only as the whole identifier.
-            reserved if RESERVED.contains(&reserved) && rest.len() == escaped.len() && start == 0 && end + 4 == rest.len() => {
+            reserved
+                if RESERVED.contains(&reserved)
+                    && rest.len() == escaped.len()
+                    && start == 0
+                    && end + 4 == rest.len() =>
+            {
                 out.push_str(reserved)
             }
             _ => return None,
@@ -440,9 +477,12 @@ fn wrap_steps(expr: &mut IdedExpr, next_id: &mut u64) {
             }
             let units = nodes(&c.loop_step) + nodes(&c.loop_cond);
             let step = std::mem::take(&mut c.loop_step);
-            let units = fresh(next_id, Expr::Literal(LiteralValue::Int(i64::try_from(units).unwrap_or(i64::MAX).into())));
-            c.loop_step =
-                fresh(next_id, Expr::Call(CallExpr { func_name: CHARGE.to_string(), target: None, args: vec![step, units] }));
+            let units =
+                fresh(next_id, Expr::Literal(LiteralValue::Int(i64::try_from(units).unwrap_or(i64::MAX).into())));
+            c.loop_step = fresh(
+                next_id,
+                Expr::Call(CallExpr { func_name: CHARGE.to_string(), target: None, args: vec![step, units] }),
+            );
         }
         Expr::Call(call) => {
             if let Some(target) = &mut call.target {
@@ -517,14 +557,21 @@ mod tests {
     fn compile_errors_name_the_problem() {
         let cel = Cel::new();
         let err = |s: &str, scope, want| cel.compile(s, scope, want).unwrap_err();
-        assert!(err("foo.bar", Scope::Claims, Want::Any).contains("undeclared reference to `foo`"), "{}", err("foo.bar", Scope::Claims, Want::Any));
+        assert!(
+            err("foo.bar", Scope::Claims, Want::Any).contains("undeclared reference to `foo`"),
+            "{}",
+            err("foo.bar", Scope::Claims, Want::Any)
+        );
         assert!(err("claims.foo", Scope::Claims, Want::Bool).contains("must evaluate to bool, not dyn"));
         assert!(err("user.username", Scope::User, Want::Bool).contains("must evaluate to bool, not string"));
         assert!(err("user.name == 'x'", Scope::User, Want::Bool).contains("no field `name`"));
         assert!(err("claims.x.nope()", Scope::Claims, Want::Any).contains("`nope`"));
         assert!(err("1 + 'a'", Scope::Claims, Want::Any).contains("no matching overload"));
         assert!(err("[1, 'a']", Scope::Claims, Want::Any).contains("list literal"));
-        assert!(err("'%s'.format(['x', 1])", Scope::Claims, Want::Any).contains("list literal"), "homogeneous, as in kube-apiserver");
+        assert!(
+            err("'%s'.format(['x', 1])", Scope::Claims, Want::Any).contains("list literal"),
+            "homogeneous, as in kube-apiserver"
+        );
         assert!(err("claims.(", Scope::Claims, Want::Any).contains("does not parse"));
         assert!(err("user.username == 'a'", Scope::Claims, Want::Bool).contains("only userValidationRules"));
         assert!(err("claims.x.matches('(')", Scope::Claims, Want::Any).contains("invalid regular expression"));
@@ -533,14 +580,19 @@ mod tests {
         assert!(err("[1].flatten()", Scope::Claims, Want::Any).contains("`flatten`"));
         assert!(err("math.greatest(1, 2)", Scope::Claims, Want::Any).contains("extension library"));
         assert!(cel.compile("claims[?'a'].orValue(true)", Scope::Claims, Want::Bool).is_ok());
-        assert!(cel.compile("'claus' in user.groups && user.extra.a__dot__b.size() == 1", Scope::User, Want::Bool).is_ok());
+        assert!(
+            cel.compile("'claus' in user.groups && user.extra.a__dot__b.size() == 1", Scope::User, Want::Bool).is_ok()
+        );
     }
 
     #[test]
     fn comprehensions_stop_at_the_cost_limit() {
         let c = serde_json::json!({"l": (0..1000).collect::<Vec<_>>()});
         assert_eq!(run("claims.l.all(x, x >= 0)", c.clone()), Ok(Value::Bool(true)));
-        let err = run("claims.l.all(x, claims.l.all(y, claims.l.all(z, z >= 0)))", c).unwrap_err();
+        let err = run("claims.l.all(x, claims.l.all(y, claims.l.all(z, z >= 0)))", c.clone()).unwrap_err();
+        assert!(err.contains("cost limit of 1000000"), "{err}");
+        // An `||` does not make it true: past the limit, the evaluation is over.
+        let err = run("claims.l.all(x, claims.l.all(y, claims.l.all(z, z >= 0))) || true", c).unwrap_err();
         assert!(err.contains("cost limit of 1000000"), "{err}");
     }
 

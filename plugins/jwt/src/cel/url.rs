@@ -83,7 +83,8 @@ fn unescape(text: &str, query: bool) -> Option<String> {
 
 /// Go's `shouldEscape` for paths.
 fn escape_in_path(b: u8) -> bool {
-    !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'$' | b'&' | b'+' | b',' | b'/' | b':' | b';' | b'=' | b'@'))
+    !(b.is_ascii_alphanumeric()
+        || matches!(b, b'-' | b'_' | b'.' | b'~' | b'$' | b'&' | b'+' | b',' | b'/' | b':' | b';' | b'=' | b'@'))
 }
 
 /// Parse `text` as Go's `url.ParseRequestURI` does.
@@ -162,7 +163,25 @@ fn check_host(host: &str) -> Result<(), String> {
     }
     let allowed = |b: u8| {
         b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b'%' | b':')
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+                    | b':'
+            )
     };
     if let Some(bad) = name.bytes().find(|b| !allowed(*b)) {
         return Err(format!("invalid character {:?} in host name", char::from(bad)));
@@ -203,7 +222,26 @@ impl Url {
     /// Go's `EscapedPath`: the path as written when it is a valid encoding,
     /// else the decoded path escaped again.
     pub fn escaped_path(&self) -> String {
-        let sub_delims = |b: u8| matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@' | b'[' | b']' | b'%');
+        let sub_delims = |b: u8| {
+            matches!(
+                b,
+                b'!' | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'['
+                    | b']'
+                    | b'%'
+            )
+        };
         if self.raw_path.bytes().all(|b| sub_delims(b) || !escape_in_path(b)) {
             return self.raw_path.clone();
         }
@@ -239,7 +277,10 @@ mod tests {
     #[test]
     fn request_uris_parse_as_go_does() {
         let u = parse("https://user@Example.com:8443/a%20b/c?x=1&x=2&y=a+b").unwrap();
-        assert_eq!((u.scheme(), u.host(), u.hostname(), u.port()), ("https", "Example.com:8443", "Example.com", "8443"));
+        assert_eq!(
+            (u.scheme(), u.host(), u.hostname(), u.port()),
+            ("https", "Example.com:8443", "Example.com", "8443")
+        );
         assert_eq!(u.escaped_path(), "/a%20b/c");
         assert_eq!(u.query()["x"], ["1", "2"]);
         assert_eq!(u.query()["y"], ["a b"]);
@@ -252,7 +293,15 @@ mod tests {
 
     #[test]
     fn non_request_uris_are_refused() {
-        for bad in ["", "relative/path", ":nothing", "https://a.example:port/", "https://a b.example/", "https://a.example/%zz", "https://a.example/\n"] {
+        for bad in [
+            "",
+            "relative/path",
+            ":nothing",
+            "https://a.example:port/",
+            "https://a b.example/",
+            "https://a.example/%zz",
+            "https://a.example/\n",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }

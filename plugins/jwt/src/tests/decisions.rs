@@ -38,7 +38,9 @@ fn the_flat_settings_keep_their_meaning() {
         ("extra:example.org/team", "team"),
     ])
     .unwrap();
-    let token = key.sign(&claims(json!({"iss": "https://idp.example/", "groups": ["devs"], "roles": ["admin", "x"], "team": "blue"})));
+    let token = key.sign(&claims(
+        json!({"iss": "https://idp.example/", "groups": ["devs"], "roles": ["admin", "x"], "team": "blue"}),
+    ));
     assert_eq!(
         decide(&flat, &host, &token),
         Decision::User {
@@ -50,7 +52,9 @@ fn the_flat_settings_keep_their_meaning() {
         "a trailing slash in iss, a list claim holding the required value, extra from a claim"
     );
     let missing = key.sign(&claims(json!({"roles": "user"})));
-    assert!(matches!(decide(&flat, &host, &missing), Decision::Rejected(why) if why.contains("required claim `roles`")));
+    assert!(
+        matches!(decide(&flat, &host, &missing), Decision::Rejected(why) if why.contains("required claim `roles`"))
+    );
     // Sixty seconds of skew on expiry, by default.
     let skewed = key.sign(&claims(json!({"exp": NOW - 30, "roles": "admin"})));
     assert!(matches!(decide(&flat, &host, &skewed), Decision::User { .. }));
@@ -73,10 +77,13 @@ fn the_flat_settings_keep_their_meaning() {
 #[test]
 fn flat_setting_mistakes_are_load_errors() {
     assert!(load_err(&[("issuer", ISS)]).contains("`audiences` is required"));
-    assert!(load_err(&[("issuer", ISS), ("audiences", "a"), ("audience", "b")]).contains("unknown setting(s) `audience`"));
+    assert!(
+        load_err(&[("issuer", ISS), ("audiences", "a"), ("audience", "b")]).contains("unknown setting(s) `audience`")
+    );
     let err = load_err(&[("issuer", ISS), ("audiences", "a"), ("username-expression", "claims.(")]);
     assert!(err.contains("setting `username-expression`: `claims.(` does not parse"), "{err}");
-    let err = load_err(&[("issuer", ISS), ("audiences", "a"), ("claim-validation-rules", r#"[{"expression": "claims.x"}]"#)]);
+    let err =
+        load_err(&[("issuer", ISS), ("audiences", "a"), ("claim-validation-rules", r#"[{"expression": "claims.x"}]"#)]);
     assert!(err.contains("claim-validation-rules[0]") && err.contains("must evaluate to bool"), "{err}");
     assert!(load_err(&[("issuer", ISS), ("audiences", "a"), ("algorithms", "RS256,none")]).contains("`alg: none`"));
     assert!(load_err(&[]).contains("set `authentication-config`"));
@@ -102,7 +109,8 @@ fn one_file_holds_several_issuers_chosen_by_iss() {
     let forged = a.sign(&claims(json!({"iss": "https://other.example"})));
     assert!(matches!(decide(&both, &host, &forged), Decision::Rejected(why) if why.contains("https://other.example")));
     let v1beta1 = file.clone();
-    let text = format!("apiVersion: apiserver.config.k8s.io/v1beta1\nkind: AuthenticationConfiguration\njwt:\n{v1beta1}");
+    let text =
+        format!("apiVersion: apiserver.config.k8s.io/v1beta1\nkind: AuthenticationConfiguration\njwt:\n{v1beta1}");
     assert!(load(&[("authentication-config", &text)]).is_ok(), "v1beta1 reads the same");
 }
 
@@ -111,19 +119,34 @@ fn what_the_file_may_not_say_is_a_load_error() {
     let file = |text: &str| load(&[("authentication-config", text)]).map(|_| ()).unwrap_err();
     let head = "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\n";
     assert!(file(&format!("{head}anonymous:\n  enabled: true\n")).contains("anonymous: not supported"));
-    let egress = file(&config(&format!("- issuer:\n    url: {ISS}\n    audiences: [k8s]\n    egressSelectorType: controlplane\n{SUB}")));
+    let egress = file(&config(&format!(
+        "- issuer:\n    url: {ISS}\n    audiences: [k8s]\n    egressSelectorType: controlplane\n{SUB}"
+    )));
     assert!(egress.contains("jwt[0].issuer.egressSelectorType: \"controlplane\": not supported"), "{egress}");
     let unknown = file(&config(&format!("- issuer:\n    url: {ISS}\n    audiences: [k8s]\n    audience: k8s\n{SUB}")));
     assert!(unknown.contains("unknown field `audience`"), "{unknown}");
-    assert!(file("apiVersion: apiserver.config.k8s.io/v1alpha1\nkind: AuthenticationConfiguration\n").contains("apiVersion: \"apiserver.config.k8s.io/v1alpha1\" is not supported"));
-    assert!(file("apiVersion: apiserver.config.k8s.io/v1\nkind: AuthorizationConfiguration\n").contains("kind: \"AuthorizationConfiguration\""));
+    assert!(
+        file("apiVersion: apiserver.config.k8s.io/v1alpha1\nkind: AuthenticationConfiguration\n")
+            .contains("apiVersion: \"apiserver.config.k8s.io/v1alpha1\" is not supported")
+    );
+    assert!(
+        file("apiVersion: apiserver.config.k8s.io/v1\nkind: AuthorizationConfiguration\n")
+            .contains("kind: \"AuthorizationConfiguration\"")
+    );
     assert!(file("kind: AuthenticationConfiguration\n").contains("apiVersion: required"));
     assert!(file("jwt: [").contains("not an AuthenticationConfiguration"));
-    let many: String = (0..65).map(|i| format!("- issuer:\n    url: https://i{i}.example\n    audiences: [a]\n{SUB}")).collect();
+    let many: String =
+        (0..65).map(|i| format!("- issuer:\n    url: https://i{i}.example\n    audiences: [a]\n{SUB}")).collect();
     assert!(file(&config(&many)).contains("jwt: 65 issuers, at most 64"));
     // Every problem is named, not just the first.
-    let two = file(&config("- issuer:\n    url: http://a.example\n    audiences: []\n  claimMappings:\n    username: {}\n"));
-    assert!(two.contains("jwt[0].issuer.url") && two.contains("jwt[0].issuer.audiences") && two.contains("jwt[0].claimMappings.username"), "{two}");
+    let two =
+        file(&config("- issuer:\n    url: http://a.example\n    audiences: []\n  claimMappings:\n    username: {}\n"));
+    assert!(
+        two.contains("jwt[0].issuer.url")
+            && two.contains("jwt[0].issuer.audiences")
+            && two.contains("jwt[0].claimMappings.username"),
+        "{two}"
+    );
 }
 
 #[test]
@@ -145,7 +168,9 @@ fn keys_are_fetched_once_and_again_for_a_new_key_id() {
     // ... but unknown key ids do not make the issuer be asked on every review.
     let stranger = TestKey::ec("stranger", "ES256");
     for _ in 0..3 {
-        assert!(matches!(decide(&v, &host, &stranger.sign(&claims(json!({})))), Decision::Rejected(why) if why.contains("unknown key id stranger")));
+        assert!(
+            matches!(decide(&v, &host, &stranger.sign(&claims(json!({})))), Decision::Rejected(why) if why.contains("unknown key id stranger"))
+        );
     }
     assert_eq!(host.hits(&jwks), 2, "at most once per jwks-min-refresh-seconds");
     // Old keys keep serving when a refresh fails.
@@ -157,11 +182,15 @@ fn keys_are_fetched_once_and_again_for_a_new_key_id() {
     // Nothing cached and the issuer down: unavailable, retried by kube-apiserver.
     let cold = FakeHost::default();
     cold.route(&format!("{ISS}/.well-known/openid-configuration"), |_| Err(HostError::Timeout("10s".into())));
-    assert!(matches!(decide(&v, &cold, &new.sign(&claims(json!({})))), Decision::Fault(f) if f.contains("Unavailable")));
+    assert!(
+        matches!(decide(&v, &cold, &new.sign(&claims(json!({})))), Decision::Fault(f) if f.contains("Unavailable"))
+    );
     // A discovery document for another issuer is a configuration problem.
     let wrong = FakeHost::default();
     wrong.issuer_at("https://elsewhere.example", &format!("{ISS}/.well-known/openid-configuration"), &[&old]);
-    assert!(matches!(decide(&v, &wrong, &old.sign(&claims(json!({})))), Decision::Fault(f) if f.contains("Misconfigured") && f.contains("elsewhere")));
+    assert!(
+        matches!(decide(&v, &wrong, &old.sign(&claims(json!({})))), Decision::Fault(f) if f.contains("Misconfigured") && f.contains("elsewhere"))
+    );
 }
 
 #[test]
@@ -171,12 +200,16 @@ fn algorithms_follow_the_settings() {
     host.issuer(ISS, &[&es384, &ed]);
     let file = load_yaml(&one_issuer(SUB)).unwrap();
     assert_eq!(decide(&file, &host, &es384.sign(&claims(json!({})))), user("alice", &[]));
-    assert!(matches!(decide(&file, &host, &ed.sign(&claims(json!({})))), Decision::Rejected(why) if why.contains("EdDSA, which this issuer does not accept")),
-        "kube-apiserver accepts no EdDSA");
+    assert!(
+        matches!(decide(&file, &host, &ed.sign(&claims(json!({})))), Decision::Rejected(why) if why.contains("EdDSA, which this issuer does not accept")),
+        "kube-apiserver accepts no EdDSA"
+    );
     let with_ed = load(&[("authentication-config", &config(&one_issuer(SUB))), ("algorithms", "EdDSA")]).unwrap();
     assert_eq!(decide(&with_ed, &host, &ed.sign(&claims(json!({})))), user("alice", &[]));
     let none = ed.sign_with_header(&json!({"alg": "none"}), &claims(json!({})));
-    assert!(matches!(decide(&file, &host, &none), Decision::Rejected(why) if why.contains("`alg: none` is never accepted")));
+    assert!(
+        matches!(decide(&file, &host, &none), Decision::Rejected(why) if why.contains("`alg: none` is never accepted"))
+    );
 }
 
 #[test]
@@ -187,7 +220,9 @@ fn es512_is_refused_not_accepted() {
     let file = load_yaml(&one_issuer(SUB)).unwrap();
     let es512 = key.sign_with_header(&json!({"alg": "ES512", "kid": "e"}), &claims(json!({})));
     assert!(matches!(decide(&file, &host, &es512), Decision::Rejected(why) if why.contains("ES512")));
-    assert!(load_err(&[("authentication-config", &config(&one_issuer(SUB))), ("algorithms", "ES512")]).contains("P-521"));
+    assert!(
+        load_err(&[("authentication-config", &config(&one_issuer(SUB))), ("algorithms", "ES512")]).contains("P-521")
+    );
 }
 
 fn distributed_claims(extra: Value) -> Value {
@@ -224,7 +259,9 @@ fn distributed_claims_are_cached_bounded_and_sent_the_right_bearer() {
 
     // An endpoint the grants refuse refuses the token; one that fails is retried.
     let denied = format!("{ISS}/denied");
-    host.route(&denied, |_| Err(HostError::Denied("`https://idp.example:443` is not in this plugin's allowlist".into())));
+    host.route(&denied, |_| {
+        Err(HostError::Denied("`https://idp.example:443` is not in this plugin's allowlist".into()))
+    });
     let token = key.sign(&distributed_claims(json!({"endpoint": denied, "access_token": "t"})));
     assert!(matches!(decide(&v, &host, &token), Decision::Rejected(why) if why.contains("is refused")));
     let down = format!("{ISS}/down");
@@ -238,7 +275,10 @@ fn distributed_claims_are_cached_bounded_and_sent_the_right_bearer() {
     let plain = format!("{ISS}/json");
     host.serve(&plain, 200, json!({"groups": ["admin"]}).to_string());
     let token = key.sign(&distributed_claims(json!({"endpoint": plain, "access_token": "t"})));
-    assert!(matches!(decide(&v, &host, &token), Decision::Rejected(why) if why.contains("answered no JWT")), "unsigned answers are not trusted");
+    assert!(
+        matches!(decide(&v, &host, &token), Decision::Rejected(why) if why.contains("answered no JWT")),
+        "unsigned answers are not trusted"
+    );
     // A JWT signed by someone else is not trusted either.
     let forged = format!("{ISS}/forged");
     let mallory = TestKey::rsa(1, "k", "RS256");
@@ -248,17 +288,43 @@ fn distributed_claims_are_cached_bounded_and_sent_the_right_bearer() {
 }
 
 #[test]
+fn the_distributed_claims_cache_stays_within_its_share_of_the_state() {
+    let key = TestKey::rsa(0, "k", "RS256");
+    let host = FakeHost::default();
+    host.issuer(ISS, &[&key]);
+    let endpoint = format!("{ISS}/claims");
+    let groups: Vec<String> = (0..150).map(|i| format!("a-fairly-long-group-name-{i:04}")).collect();
+    host.serve(&endpoint, 200, key.sign(&json!({"iss": ISS, "aud": "k8s", "exp": VALID, "groups": groups})));
+    let v = load_yaml(&one_issuer(&format!("{SUB}    groups:\n      claim: groups\n      prefix: \"\"\n"))).unwrap();
+    for i in 0..100 {
+        let token = key.sign(&distributed_claims(json!({"endpoint": endpoint, "access_token": format!("user-{i}")})));
+        assert!(matches!(decide(&v, &host, &token), Decision::User { groups, .. } if groups.len() == 150));
+    }
+    let state = host.state.borrow();
+    let cached: Vec<usize> = state.iter().filter(|(k, _)| k.starts_with("dclaims:")).map(|(_, v)| v.len()).collect();
+    assert!(!cached.is_empty() && cached.len() <= 64, "{} answers kept", cached.len());
+    assert!(cached.iter().sum::<usize>() <= 128 * 1024, "{} bytes kept", cached.iter().sum::<usize>());
+    assert!(state.keys().any(|k| k.starts_with("jwks:")), "the keys stay cached");
+}
+
+#[test]
 fn distributed_claims_resolve_every_claim_the_configuration_reads() {
     let key = TestKey::rsa(0, "k", "RS256");
     let host = FakeHost::default();
     host.issuer(ISS, &[&key]);
     let endpoint = format!("{ISS}/claims");
-    host.serve(&endpoint, 200, key.sign(&json!({"iss": ISS, "aud": "k8s", "exp": VALID, "email": "a@corp", "team": "blue"})));
+    host.serve(
+        &endpoint,
+        200,
+        key.sign(&json!({"iss": ISS, "aud": "k8s", "exp": VALID, "email": "a@corp", "team": "blue"})),
+    );
     let v = load_yaml(&one_issuer(
         "  claimValidationRules:\n  - expression: claims.team == 'blue'\n  claimMappings:\n    username:\n      claim: email\n      prefix: \"\"\n",
     ))
     .unwrap();
-    let token = key.sign(&claims(json!({"_claim_names": {"email": "s", "team": "s"}, "_claim_sources": {"s": {"endpoint": endpoint}}})));
+    let token = key.sign(&claims(
+        json!({"_claim_names": {"email": "s", "team": "s"}, "_claim_sources": {"s": {"endpoint": endpoint}}}),
+    ));
     assert_eq!(decide(&v, &host, &token), user("a@corp", &[]));
     assert_eq!(host.hits(&endpoint), 1, "one answer serves both claims");
 }

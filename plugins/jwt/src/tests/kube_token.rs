@@ -119,7 +119,9 @@ fn run(case: Case, keys: &[TestKey]) {
             None => host.issuer(&configured, &published),
         }
     }
-    host.route(&format!("{CLAIMS}/broken"), |_| Err(credbroker_sdk::HostError::Unreachable("some unexpected oidc error".into())));
+    host.route(&format!("{CLAIMS}/broken"), |_| {
+        Err(credbroker_sdk::HostError::Unreachable("some unexpected oidc error".into()))
+    });
     for (path, bearer, claims) in case.endpoints {
         let token = keys[case.signer].sign(&claims);
         let bearer = bearer.to_string();
@@ -144,8 +146,12 @@ fn run(case: Case, keys: &[TestKey]) {
     let got = decide(&authenticator, &host, &token);
     match (&case.want, &got) {
         (Want::User(want), got) => assert_eq!(got, want, "{}", case.name),
-        (Want::Refused(want), Decision::Rejected(why)) => assert!(why.contains(want), "{}: refused with {why:?}, want {want:?}", case.name),
-        (Want::Fault(want), Decision::Fault(why)) => assert!(why.contains(want), "{}: fault {why:?}, want {want:?}", case.name),
+        (Want::Refused(want), Decision::Rejected(why)) => {
+            assert!(why.contains(want), "{}: refused with {why:?}, want {want:?}", case.name)
+        }
+        (Want::Fault(want), Decision::Fault(why)) => {
+            assert!(why.contains(want), "{}: fault {why:?}, want {want:?}", case.name)
+        }
         (_, got) => panic!("{}: got {got:?}", case.name),
     }
 }
@@ -194,12 +200,20 @@ fn cases() -> Vec<Case> {
             "  claimValidationRules:\n  - expression: claims.turtle.foo.other1.bit1 && !claims.turtle.foo.bar.other1.bit2\n  claimMappings:\n    username:\n      expression: claims.turtle.foo.bar.baz.panda[0]\n    uid:\n      expression: claims.turtle.foo.bar.baz.panda[1]\n    groups:\n      expression: {groups:?}\n    extra:\n    - key: bio.snorlax.org/1\n      valueExpression: string(claims.turtle.foo.bar.other1.bit2)\n    - key: bio.snorlax.org/2\n      valueExpression: string(claims.turtle.foo.bar.baz.other1.bit3)\n    - key: bio.snorlax.org/3\n      valueExpression: \"[string(claims.turtle.foo.bar.baz.other1.bit1)] + ['a', 'b', 'c']\"\n  userValidationRules:\n  - expression: user.username != \"bad\"\n  - expression: user.uid == \"007\"\n  - expression: '\"claus\" in user.groups'\n  - expression: user.extra.bio__dot__snorlax__dot__org__slash__3.size() == 4\n"
         ))
     };
-    let snorlax_extra: &[(&str, &[&str])] =
-        &[("bio.snorlax.org/1", &["false"]), ("bio.snorlax.org/2", &["1"]), ("bio.snorlax.org/3", &["true", "a", "b", "c"])];
-    let expression_mappings =
-        "  claimMappings:\n    username:\n      expression: claims.username\n    groups:\n      expression: claims.groups\n";
+    let snorlax_extra: &[(&str, &[&str])] = &[
+        ("bio.snorlax.org/1", &["false"]),
+        ("bio.snorlax.org/2", &["1"]),
+        ("bio.snorlax.org/3", &["true", "a", "b", "c"]),
+    ];
+    let expression_mappings = "  claimMappings:\n    username:\n      expression: claims.username\n    groups:\n      expression: claims.groups\n";
     vec![
-        Case { name: "token", jwt: auth(&plain), claims: claims(json!({"username": "jane"})), want: u("jane", None, &[], &[]), ..Default::default() },
+        Case {
+            name: "token",
+            jwt: auth(&plain),
+            claims: claims(json!({"username": "jane"})),
+            want: u("jane", None, &[], &[]),
+            ..Default::default()
+        },
         Case {
             name: "no-username",
             jwt: auth(&username_claim("username", "prefix:")),
@@ -308,7 +322,10 @@ fn cases() -> Vec<Case> {
         Case {
             name: "groups-distributed-normal-claim-wins",
             jwt: dist(&with_groups),
-            claims: distributed(merge(json!({"username": "jane", "groups": "team1"}), groups_source("/groups", "groups_token"))),
+            claims: distributed(merge(
+                json!({"username": "jane", "groups": "team1"}),
+                groups_source("/groups", "groups_token"),
+            )),
             endpoints: vec![("/groups", "groups_token", answer(json!({"groups": ["team2"]})))],
             want: u("jane", None, &["team1"], &[]),
             ..Default::default()
@@ -331,7 +348,9 @@ fn cases() -> Vec<Case> {
         Case {
             name: "group-string-claim-aggregated-not-supported",
             jwt: auth(&with_groups),
-            claims: claims(json!({"username": "jane", "_claim_names": {"groups": "src1"}, "_claim_sources": {"src1": {"JWT": "some.jwt.token"}}})),
+            claims: claims(
+                json!({"username": "jane", "_claim_names": {"groups": "src1"}, "_claim_sources": {"src1": {"JWT": "some.jwt.token"}}}),
+            ),
             want: u("jane", None, &[], &[]),
             ..Default::default()
         },
@@ -351,21 +370,27 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "required-claim",
-            jwt: auth(&format!("{with_groups}  claimValidationRules:\n  - claim: hd\n    requiredValue: example.com\n  - claim: sub\n    requiredValue: test\n")),
+            jwt: auth(&format!(
+                "{with_groups}  claimValidationRules:\n  - claim: hd\n    requiredValue: example.com\n  - claim: sub\n    requiredValue: test\n"
+            )),
             claims: claims(json!({"username": "jane", "hd": "example.com", "sub": "test"})),
             want: u("jane", None, &[], &[]),
             ..Default::default()
         },
         Case {
             name: "no-required-claim",
-            jwt: auth(&format!("{with_groups}  claimValidationRules:\n  - claim: hd\n    requiredValue: example.com\n")),
+            jwt: auth(&format!(
+                "{with_groups}  claimValidationRules:\n  - claim: hd\n    requiredValue: example.com\n"
+            )),
             claims: claims(json!({"username": "jane"})),
             want: Want::Refused("required claim `hd` is missing"),
             ..Default::default()
         },
         Case {
             name: "invalid-required-claim",
-            jwt: auth(&format!("{with_groups}  claimValidationRules:\n  - claim: hd\n    requiredValue: example.com\n")),
+            jwt: auth(&format!(
+                "{with_groups}  claimValidationRules:\n  - claim: hd\n    requiredValue: example.com\n"
+            )),
             claims: claims(json!({"username": "jane", "hd": "example.org"})),
             want: Want::Refused("required claim `hd` is not \"example.com\""),
             ..Default::default()
@@ -401,35 +426,45 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "multiple-audiences in authentication config",
-            jwt: format!("- issuer:\n    url: {AUTH}\n    audiences: [random-client, my-client]\n    audienceMatchPolicy: MatchAny\n{plain}"),
+            jwt: format!(
+                "- issuer:\n    url: {AUTH}\n    audiences: [random-client, my-client]\n    audienceMatchPolicy: MatchAny\n{plain}"
+            ),
             claims: claims(json!({"username": "jane", "aud": ["not-my-client", "my-client"], "azp": "not-my-client"})),
             want: u("jane", None, &[], &[]),
             ..Default::default()
         },
         Case {
             name: "multiple-audiences in authentication config, multiple matches",
-            jwt: format!("- issuer:\n    url: {AUTH}\n    audiences: [random-client, my-client, other-client]\n    audienceMatchPolicy: MatchAny\n{plain}"),
+            jwt: format!(
+                "- issuer:\n    url: {AUTH}\n    audiences: [random-client, my-client, other-client]\n    audienceMatchPolicy: MatchAny\n{plain}"
+            ),
             claims: claims(json!({"username": "jane", "aud": ["not-my-client", "my-client", "other-client"]})),
             want: u("jane", None, &[], &[]),
             ..Default::default()
         },
         Case {
             name: "multiple-audiences in authentication config, no match",
-            jwt: format!("- issuer:\n    url: {AUTH}\n    audiences: [random-client, my-client]\n    audienceMatchPolicy: MatchAny\n{plain}"),
+            jwt: format!(
+                "- issuer:\n    url: {AUTH}\n    audiences: [random-client, my-client]\n    audienceMatchPolicy: MatchAny\n{plain}"
+            ),
             claims: claims(json!({"username": "jane", "aud": ["not-my-client"]})),
             want: Want::Refused("audience"),
             ..Default::default()
         },
         Case {
             name: "nuanced audience validation using claim validation rules",
-            jwt: format!("- issuer:\n    url: {AUTH}\n    audiences: [bar, foo, baz]\n    audienceMatchPolicy: MatchAny\n{plain}  claimValidationRules:\n  - expression: 'sets.equivalent(claims.aud, [\"bar\", \"foo\", \"baz\"])'\n    message: audience must exactly contain [bar, foo, baz]\n"),
+            jwt: format!(
+                "- issuer:\n    url: {AUTH}\n    audiences: [bar, foo, baz]\n    audienceMatchPolicy: MatchAny\n{plain}  claimValidationRules:\n  - expression: 'sets.equivalent(claims.aud, [\"bar\", \"foo\", \"baz\"])'\n    message: audience must exactly contain [bar, foo, baz]\n"
+            ),
             claims: claims(json!({"username": "jane", "aud": ["foo", "bar", "baz"]})),
             want: u("jane", None, &[], &[]),
             ..Default::default()
         },
         Case {
             name: "audience validation using claim validation rules fails",
-            jwt: format!("- issuer:\n    url: {AUTH}\n    audiences: [bar, foo, baz]\n    audienceMatchPolicy: MatchAny\n{plain}  claimValidationRules:\n  - expression: 'sets.equivalent(claims.aud, [\"bar\", \"foo\", \"baz\"])'\n    message: audience must exactly contain [bar, foo, baz]\n"),
+            jwt: format!(
+                "- issuer:\n    url: {AUTH}\n    audiences: [bar, foo, baz]\n    audienceMatchPolicy: MatchAny\n{plain}  claimValidationRules:\n  - expression: 'sets.equivalent(claims.aud, [\"bar\", \"foo\", \"baz\"])'\n    message: audience must exactly contain [bar, foo, baz]\n"
+            ),
             claims: claims(json!({"username": "jane", "aud": ["foo", "baz"]})),
             want: Want::Refused("audience must exactly contain [bar, foo, baz]"),
             ..Default::default()
@@ -526,42 +561,55 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "user validation rule fails for user.username",
-            jwt: auth(&format!("{}  userValidationRules:\n  - expression: \"!user.username.startsWith('system:')\"\n    message: \"username cannot used reserved system: prefix\"\n", username_claim("username", "system:"))),
+            jwt: auth(&format!(
+                "{}  userValidationRules:\n  - expression: \"!user.username.startsWith('system:')\"\n    message: \"username cannot used reserved system: prefix\"\n",
+                username_claim("username", "system:")
+            )),
             claims: claims(json!({"username": "jane"})),
             want: Want::Refused("username cannot used reserved system: prefix"),
             ..Default::default()
         },
         Case {
             name: "user validation rule fails for user.groups",
-            jwt: auth("  claimMappings:\n    username:\n      expression: claims.username\n    groups:\n      claim: groups\n      prefix: \"system:\"\n  userValidationRules:\n  - expression: \"user.groups.all(group, !group.startsWith('system:'))\"\n    message: \"groups cannot used reserved system: prefix\"\n"),
+            jwt: auth(
+                "  claimMappings:\n    username:\n      expression: claims.username\n    groups:\n      claim: groups\n      prefix: \"system:\"\n  userValidationRules:\n  - expression: \"user.groups.all(group, !group.startsWith('system:'))\"\n    message: \"groups cannot used reserved system: prefix\"\n",
+            ),
             claims: claims(json!({"username": "jane", "groups": ["team1", "team2"]})),
             want: Want::Refused("groups cannot used reserved system: prefix"),
             ..Default::default()
         },
         Case {
             name: "claim validation rule with expression fails",
-            jwt: auth(&format!("{plain}  claimValidationRules:\n  - expression: 'claims.hd == \"example.com\"'\n    message: hd claim must be example.com\n")),
+            jwt: auth(&format!(
+                "{plain}  claimValidationRules:\n  - expression: 'claims.hd == \"example.com\"'\n    message: hd claim must be example.com\n"
+            )),
             claims: claims(json!({"username": "jane"})),
             want: Want::Refused("no such key: hd"),
             ..Default::default()
         },
         Case {
             name: "claim validation rule with expression",
-            jwt: auth(&format!("{plain}  claimValidationRules:\n  - expression: 'claims.hd == \"example.com\"'\n    message: hd claim must be example.com\n")),
+            jwt: auth(&format!(
+                "{plain}  claimValidationRules:\n  - expression: 'claims.hd == \"example.com\"'\n    message: hd claim must be example.com\n"
+            )),
             claims: claims(json!({"username": "jane", "hd": "example.com"})),
             want: u("jane", None, &[], &[]),
             ..Default::default()
         },
         Case {
             name: "claim validation rule with expression and nested claims",
-            jwt: auth(&format!("{plain}  claimValidationRules:\n  - expression: 'claims.foo.bar == \"baz\"'\n    message: foo.bar claim must be baz\n")),
+            jwt: auth(&format!(
+                "{plain}  claimValidationRules:\n  - expression: 'claims.foo.bar == \"baz\"'\n    message: foo.bar claim must be baz\n"
+            )),
             claims: claims(json!({"username": "jane", "hd": "example.com", "foo": {"bar": "baz"}})),
             want: u("jane", None, &[], &[]),
             ..Default::default()
         },
         Case {
             name: "claim validation rule with mix of expression and claim",
-            jwt: auth(&format!("{plain}  claimValidationRules:\n  - expression: 'claims.foo.bar == \"baz\"'\n    message: foo.bar claim must be baz\n  - claim: hd\n    requiredValue: example.com\n")),
+            jwt: auth(&format!(
+                "{plain}  claimValidationRules:\n  - expression: 'claims.foo.bar == \"baz\"'\n    message: foo.bar claim must be baz\n  - claim: hd\n    requiredValue: example.com\n"
+            )),
             claims: claims(json!({"username": "jane", "hd": "example.com", "foo": {"bar": "baz"}})),
             want: u("jane", None, &[], &[]),
             ..Default::default()
@@ -603,9 +651,8 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "claim mappings with expressions and deeply nested claim - success - service account payload",
-            jwt: format!(
-                "- issuer:\n    url: https://kubernetes.default.svc\n    audiences: [\"https://kubernetes.default.svc\"]\n  claimValidationRules:\n  - expression: 'claims.sub == (\"system:serviceaccount:\" + claims.kubernetes__dot__io.namespace + \":\" + claims.kubernetes__dot__io.serviceaccount.name)'\n  - expression: has(claims.kubernetes__dot__io.pod.uid)\n  - expression: 'claims[\"kubernetes.io\"][\"node\"][\"uid\"] != \"\"'\n  - expression: 'claims[?\"kubernetes.io\"][\"node\"][\"ip\"].orValue(true)'\n  claimMappings:\n    username:\n      expression: '\"system:serviceaccount:\" + claims.kubernetes__dot__io.namespace + \":\" + claims.kubernetes__dot__io.serviceaccount.name'\n    uid:\n      expression: claims.kubernetes__dot__io.serviceaccount.uid\n    groups:\n      expression: '[ \"system:serviceaccounts\", \"system:serviceaccounts:\" + claims.kubernetes__dot__io.namespace ]'\n    extra:\n    - key: authentication.x-kubernetes.io/pod-name\n      valueExpression: claims.kubernetes__dot__io.pod.name\n    - key: authentication.x-kubernetes.io/pod-uid\n      valueExpression: claims.kubernetes__dot__io.pod.uid\n    - key: authentication.x-kubernetes.io/node-name\n      valueExpression: claims.kubernetes__dot__io.node.name\n    - key: authentication.x-kubernetes.io/node-uid\n      valueExpression: claims.kubernetes__dot__io.node.uid\n    - key: authentication.x-kubernetes.io/credential-id\n      valueExpression: '\"JTI=\" + claims.jti'\n    - key: test.x-kubernetes.io/warnafter\n      valueExpression: string(int(claims.kubernetes__dot__io.warnafter))\n    - key: test.x-kubernetes.io/namespace\n      valueExpression: claims.kubernetes__dot__io.namespace\n  userValidationRules:\n  - expression: 'user.username.startsWith(\"system:serviceaccount:\" + user.extra[\"test.x-kubernetes.io/namespace\"][0] + \":\")'\n  - expression: user.uid != \"\"\n  - expression: '\"system:serviceaccounts\" in user.groups && user.groups.size() == 2'\n  - expression: user.extra.authentication__dot__x__dash__kubernetes__dot__io__slash__node__dash__name[0] == \"127.0.0.1\"\n  - expression: user.extra.authentication__dot__x__dash__kubernetes__dot__io__slash__credential__dash__id[0] == user.extra.authentication__dot__kubernetes__dot__io__slash__credential__dash__id[0]\n  - expression: user.extra[\"test.x-kubernetes.io/warnafter\"][0] == \"1700081020\"\n  - expression: has(user.extra.authentication__dot__x__dash__kubernetes__dot__io__slash__pod__dash__name)\n  - expression: user.extra[?\"test.x-kubernetes.io/missing\"].orValue([]) == []\n"
-            ),
+            jwt: "- issuer:\n    url: https://kubernetes.default.svc\n    audiences: [\"https://kubernetes.default.svc\"]\n  claimValidationRules:\n  - expression: 'claims.sub == (\"system:serviceaccount:\" + claims.kubernetes__dot__io.namespace + \":\" + claims.kubernetes__dot__io.serviceaccount.name)'\n  - expression: has(claims.kubernetes__dot__io.pod.uid)\n  - expression: 'claims[\"kubernetes.io\"][\"node\"][\"uid\"] != \"\"'\n  - expression: 'claims[?\"kubernetes.io\"][\"node\"][\"ip\"].orValue(true)'\n  claimMappings:\n    username:\n      expression: '\"system:serviceaccount:\" + claims.kubernetes__dot__io.namespace + \":\" + claims.kubernetes__dot__io.serviceaccount.name'\n    uid:\n      expression: claims.kubernetes__dot__io.serviceaccount.uid\n    groups:\n      expression: '[ \"system:serviceaccounts\", \"system:serviceaccounts:\" + claims.kubernetes__dot__io.namespace ]'\n    extra:\n    - key: authentication.x-kubernetes.io/pod-name\n      valueExpression: claims.kubernetes__dot__io.pod.name\n    - key: authentication.x-kubernetes.io/pod-uid\n      valueExpression: claims.kubernetes__dot__io.pod.uid\n    - key: authentication.x-kubernetes.io/node-name\n      valueExpression: claims.kubernetes__dot__io.node.name\n    - key: authentication.x-kubernetes.io/node-uid\n      valueExpression: claims.kubernetes__dot__io.node.uid\n    - key: authentication.x-kubernetes.io/credential-id\n      valueExpression: '\"JTI=\" + claims.jti'\n    - key: test.x-kubernetes.io/warnafter\n      valueExpression: string(int(claims.kubernetes__dot__io.warnafter))\n    - key: test.x-kubernetes.io/namespace\n      valueExpression: claims.kubernetes__dot__io.namespace\n  userValidationRules:\n  - expression: 'user.username.startsWith(\"system:serviceaccount:\" + user.extra[\"test.x-kubernetes.io/namespace\"][0] + \":\")'\n  - expression: user.uid != \"\"\n  - expression: '\"system:serviceaccounts\" in user.groups && user.groups.size() == 2'\n  - expression: user.extra.authentication__dot__x__dash__kubernetes__dot__io__slash__node__dash__name[0] == \"127.0.0.1\"\n  - expression: user.extra.authentication__dot__x__dash__kubernetes__dot__io__slash__credential__dash__id[0] == user.extra.authentication__dot__kubernetes__dot__io__slash__credential__dash__id[0]\n  - expression: user.extra[\"test.x-kubernetes.io/warnafter\"][0] == \"1700081020\"\n  - expression: has(user.extra.authentication__dot__x__dash__kubernetes__dot__io__slash__pod__dash__name)\n  - expression: user.extra[?\"test.x-kubernetes.io/missing\"].orValue([]) == []\n"
+                .to_string(),
             claims: json!({"aud": ["https://kubernetes.default.svc"], "exp": VALID, "iat": 1_700_077_413, "iss": "https://kubernetes.default.svc",
                 "jti": "ea28ed49-2e11-4280-9ec5-bc3d1d84661a",
                 "kubernetes.io": {"namespace": "kube-system", "node": {"name": "127.0.0.1", "uid": "58456cb0-dd00-45ed-b797-5578fdceaced"},
@@ -631,9 +678,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "claim mappings with expressions and deeply nested claim - success - claims payload with deep use of __dot__",
-            jwt: auth("  claimValidationRules:\n  - expression: has(claims.turtle.foo.bar.baz.username__dot__io)\n  - expression: has(claims.turtle.foo.bar.baz.link[0].uid__dot__io)\n  - expression: has(claims.data[0].groups__dot__io)\n  - expression: claims.turtle.foo.bar.bee.username__dot__io.company__dot__io == \"fun-corp\"\n  claimMappings:\n    username:\n      expression: claims.turtle.foo.bar.baz.username__dot__io\n    uid:\n      expression: claims.turtle.foo.bar.baz.link[0].uid__dot__io\n    groups:\n      expression: claims.data[0].groups__dot__io\n"),
-            claims: claims(json!({"data": [{"groups.io": "gen1"}], "turtle": {"foo": {"bar": {"bee": {"username.io": {"company.io": "fun-corp"}},
-                "baz": {"username.io": "snorlax.io", "link": [{"uid.io": "143"}]}}}}})),
+            jwt: auth(
+                "  claimValidationRules:\n  - expression: has(claims.turtle.foo.bar.baz.username__dot__io)\n  - expression: has(claims.turtle.foo.bar.baz.link[0].uid__dot__io)\n  - expression: has(claims.data[0].groups__dot__io)\n  - expression: claims.turtle.foo.bar.bee.username__dot__io.company__dot__io == \"fun-corp\"\n  claimMappings:\n    username:\n      expression: claims.turtle.foo.bar.baz.username__dot__io\n    uid:\n      expression: claims.turtle.foo.bar.baz.link[0].uid__dot__io\n    groups:\n      expression: claims.data[0].groups__dot__io\n",
+            ),
+            claims: claims(
+                json!({"data": [{"groups.io": "gen1"}], "turtle": {"foo": {"bar": {"bee": {"username.io": {"company.io": "fun-corp"}},
+                "baz": {"username.io": "snorlax.io", "link": [{"uid.io": "143"}]}}}}}),
+            ),
             want: u("snorlax.io", Some("143"), &["gen1"], &[]),
             ..Default::default()
         },
@@ -646,7 +697,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "groups claim with expression",
-            jwt: auth("  claimMappings:\n    username:\n      claim: username\n      prefix: \"oidc:\"\n    groups:\n      expression: '(claims.roles.split(\",\") + claims.other_roles.split(\",\")).map(role, \"groups:\" + role)'\n"),
+            jwt: auth(
+                "  claimMappings:\n    username:\n      claim: username\n      prefix: \"oidc:\"\n    groups:\n      expression: '(claims.roles.split(\",\") + claims.other_roles.split(\",\")).map(role, \"groups:\" + role)'\n",
+            ),
             claims: claims(json!({"username": "jane", "roles": "foo,bar", "other_roles": "baz,qux"})),
             want: u("oidc:jane", None, &["groups:foo", "groups:bar", "groups:baz", "groups:qux"], &[]),
             ..Default::default()
@@ -667,43 +720,78 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "extra claim mapping with expression",
-            jwt: auth(&format!("{expression_mappings}    uid:\n      expression: claims.uid\n    extra:\n    - key: example.org/foo\n      valueExpression: claims.foo\n    - key: example.org/bar\n      valueExpression: claims.bar\n")),
-            claims: claims(json!({"username": "jane", "groups": ["team1", "team2"], "uid": "1234", "foo": "bar", "bar": ["baz", "qux"]})),
-            want: u("jane", Some("1234"), &["team1", "team2"], &[("example.org/bar", &["baz", "qux"]), ("example.org/foo", &["bar"])]),
+            jwt: auth(&format!(
+                "{expression_mappings}    uid:\n      expression: claims.uid\n    extra:\n    - key: example.org/foo\n      valueExpression: claims.foo\n    - key: example.org/bar\n      valueExpression: claims.bar\n"
+            )),
+            claims: claims(
+                json!({"username": "jane", "groups": ["team1", "team2"], "uid": "1234", "foo": "bar", "bar": ["baz", "qux"]}),
+            ),
+            want: u(
+                "jane",
+                Some("1234"),
+                &["team1", "team2"],
+                &[("example.org/bar", &["baz", "qux"]), ("example.org/foo", &["bar"])],
+            ),
             ..Default::default()
         },
         Case {
             name: "extra claim mapping, value derived from claim value",
-            jwt: auth("  claimMappings:\n    username:\n      expression: claims.username\n    extra:\n    - key: example.org/admin\n      valueExpression: '(has(claims.is_admin) && claims.is_admin) ? \"true\":\"\"'\n    - key: example.org/admin_1\n      valueExpression: 'claims.?is_admin.orValue(false) == true ? \"true\":\"\"'\n    - key: example.org/non_existent\n      valueExpression: 'claims.?non_existent.orValue(\"default\") == \"default\" ? \"true\":\"\"'\n"),
+            jwt: auth(
+                "  claimMappings:\n    username:\n      expression: claims.username\n    extra:\n    - key: example.org/admin\n      valueExpression: '(has(claims.is_admin) && claims.is_admin) ? \"true\":\"\"'\n    - key: example.org/admin_1\n      valueExpression: 'claims.?is_admin.orValue(false) == true ? \"true\":\"\"'\n    - key: example.org/non_existent\n      valueExpression: 'claims.?non_existent.orValue(\"default\") == \"default\" ? \"true\":\"\"'\n",
+            ),
             claims: claims(json!({"username": "jane", "is_admin": true})),
-            want: u("jane", None, &[], &[("example.org/admin", &["true"]), ("example.org/admin_1", &["true"]), ("example.org/non_existent", &["true"])]),
+            want: u(
+                "jane",
+                None,
+                &[],
+                &[
+                    ("example.org/admin", &["true"]),
+                    ("example.org/admin_1", &["true"]),
+                    ("example.org/non_existent", &["true"]),
+                ],
+            ),
             ..Default::default()
         },
         Case {
             name: "hardcoded extra claim mapping",
-            jwt: auth("  claimMappings:\n    username:\n      expression: claims.username\n    extra:\n    - key: example.org/admin\n      valueExpression: '\"true\"'\n"),
+            jwt: auth(
+                "  claimMappings:\n    username:\n      expression: claims.username\n    extra:\n    - key: example.org/admin\n      valueExpression: '\"true\"'\n",
+            ),
             claims: claims(json!({"username": "jane", "is_admin": true})),
             want: u("jane", None, &[], &[("example.org/admin", &["true"])]),
             ..Default::default()
         },
         Case {
             name: "extra claim mapping, multiple expressions for same key",
-            jwt: auth(&format!("{expression_mappings}    uid:\n      expression: claims.uid\n    extra:\n    - key: example.org/foo\n      valueExpression: claims.foo\n    - key: example.org/bar\n      valueExpression: claims.bar\n    - key: example.org/foo\n      valueExpression: claims.bar\n")),
+            jwt: auth(&format!(
+                "{expression_mappings}    uid:\n      expression: claims.uid\n    extra:\n    - key: example.org/foo\n      valueExpression: claims.foo\n    - key: example.org/bar\n      valueExpression: claims.bar\n    - key: example.org/foo\n      valueExpression: claims.bar\n"
+            )),
             want: Want::LoadError("jwt[0].claimMappings.extra[2].key: duplicate key \"example.org/foo\""),
             ..Default::default()
         },
         Case {
             name: "extra claim mapping, empty string value for key",
-            jwt: auth(&format!("{expression_mappings}    uid:\n      expression: claims.uid\n    extra:\n    - key: example.org/foo\n      valueExpression: claims.foo\n    - key: example.org/bar\n      valueExpression: claims.bar\n")),
-            claims: claims(json!({"username": "jane", "groups": ["team1", "team2"], "uid": "1234", "foo": "", "bar": ["baz", "qux"]})),
+            jwt: auth(&format!(
+                "{expression_mappings}    uid:\n      expression: claims.uid\n    extra:\n    - key: example.org/foo\n      valueExpression: claims.foo\n    - key: example.org/bar\n      valueExpression: claims.bar\n"
+            )),
+            claims: claims(
+                json!({"username": "jane", "groups": ["team1", "team2"], "uid": "1234", "foo": "", "bar": ["baz", "qux"]}),
+            ),
             want: u("jane", Some("1234"), &["team1", "team2"], &[("example.org/bar", &["baz", "qux"])]),
             ..Default::default()
         },
         Case {
             name: "extra claim mapping with user validation rule succeeds",
-            jwt: auth(&format!("{expression_mappings}    uid:\n      expression: claims.uid\n    extra:\n    - key: example.org/foo\n      valueExpression: \"'bar'\"\n    - key: example.org/baz\n      valueExpression: claims.baz\n  userValidationRules:\n  - expression: \"'bar' in user.extra['example.org/foo'] && 'qux' in user.extra['example.org/baz']\"\n    message: example.org/foo must be bar and example.org/baz must be qux\n")),
+            jwt: auth(&format!(
+                "{expression_mappings}    uid:\n      expression: claims.uid\n    extra:\n    - key: example.org/foo\n      valueExpression: \"'bar'\"\n    - key: example.org/baz\n      valueExpression: claims.baz\n  userValidationRules:\n  - expression: \"'bar' in user.extra['example.org/foo'] && 'qux' in user.extra['example.org/baz']\"\n    message: example.org/foo must be bar and example.org/baz must be qux\n"
+            )),
             claims: claims(json!({"username": "jane", "groups": ["team1", "team2"], "uid": "1234", "baz": "qux"})),
-            want: u("jane", Some("1234"), &["team1", "team2"], &[("example.org/baz", &["qux"]), ("example.org/foo", &["bar"])]),
+            want: u(
+                "jane",
+                Some("1234"),
+                &["team1", "team2"],
+                &[("example.org/baz", &["qux"]), ("example.org/foo", &["bar"])],
+            ),
             ..Default::default()
         },
         Case {
@@ -715,14 +803,18 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "test user validation rule doesn't fail when user info is empty except username",
-            jwt: auth(&format!("{expression_mappings}  userValidationRules:\n  - expression: user.username == \" \"\n    message: username must be single space\n  - expression: user.uid == \"\"\n    message: uid must be empty string\n  - expression: \"!('bar' in user.groups)\"\n    message: groups must not contain bar\n  - expression: \"!('bar' in user.extra)\"\n    message: extra must not contain bar\n")),
+            jwt: auth(&format!(
+                "{expression_mappings}  userValidationRules:\n  - expression: user.username == \" \"\n    message: username must be single space\n  - expression: user.uid == \"\"\n    message: uid must be empty string\n  - expression: \"!('bar' in user.groups)\"\n    message: groups must not contain bar\n  - expression: \"!('bar' in user.extra)\"\n    message: extra must not contain bar\n"
+            )),
             claims: claims(json!({"username": " ", "groups": null, "baz": "qux"})),
             want: u(" ", None, &[], &[]),
             ..Default::default()
         },
         Case {
             name: "empty username is allowed via claim",
-            jwt: auth("  claimMappings:\n    username:\n      claim: username\n      prefix: \"\"\n    groups:\n      expression: claims.groups\n  userValidationRules:\n  - expression: user.username == \"\"\n    message: username must be empty string\n  - expression: user.uid == \"\"\n    message: uid must be empty string\n  - expression: \"!('bar' in user.groups)\"\n    message: groups must not contain bar\n  - expression: \"!('bar' in user.extra)\"\n    message: extra must not contain bar\n"),
+            jwt: auth(
+                "  claimMappings:\n    username:\n      claim: username\n      prefix: \"\"\n    groups:\n      expression: claims.groups\n  userValidationRules:\n  - expression: user.username == \"\"\n    message: username must be empty string\n  - expression: user.uid == \"\"\n    message: uid must be empty string\n  - expression: \"!('bar' in user.groups)\"\n    message: groups must not contain bar\n  - expression: \"!('bar' in user.extra)\"\n    message: extra must not contain bar\n",
+            ),
             claims: claims(json!({"username": "", "groups": null, "baz": "qux"})),
             want: u("", None, &[], &[]),
             ..Default::default()
@@ -736,7 +828,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "discovery-url",
-            jwt: format!("- issuer:\n    url: {AUTH}\n    discoveryURL: {CLAIMS}/.well-known/openid-configuration\n    audiences: [my-client]\n{plain}"),
+            jwt: format!(
+                "- issuer:\n    url: {AUTH}\n    discoveryURL: {CLAIMS}/.well-known/openid-configuration\n    audiences: [my-client]\n{plain}"
+            ),
             claims: claims(json!({"username": "jane"})),
             discovery: Some("https://claims.example/.well-known/openid-configuration"),
             want: u("jane", None, &[], &[]),
@@ -744,7 +838,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "discovery url, issuer has a path",
-            jwt: format!("- issuer:\n    url: {AUTH}/a/b/foo\n    discoveryURL: {CLAIMS}/.well-known/openid-configuration\n    audiences: [my-client]\n{plain}"),
+            jwt: format!(
+                "- issuer:\n    url: {AUTH}/a/b/foo\n    discoveryURL: {CLAIMS}/.well-known/openid-configuration\n    audiences: [my-client]\n{plain}"
+            ),
             claims: claims(json!({"username": "jane", "iss": format!("{AUTH}/a/b/foo")})),
             discovery: Some("https://claims.example/.well-known/openid-configuration"),
             want: u("jane", None, &[], &[]),
@@ -752,7 +848,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "discovery url has a path, issuer url has no path",
-            jwt: format!("- issuer:\n    url: {AUTH}\n    discoveryURL: {CLAIMS}/c/d/bar/.well-known/openid-configuration\n    audiences: [my-client]\n{plain}"),
+            jwt: format!(
+                "- issuer:\n    url: {AUTH}\n    discoveryURL: {CLAIMS}/c/d/bar/.well-known/openid-configuration\n    audiences: [my-client]\n{plain}"
+            ),
             claims: claims(json!({"username": "jane"})),
             discovery: Some("https://claims.example/c/d/bar/.well-known/openid-configuration"),
             want: u("jane", None, &[], &[]),
@@ -760,7 +858,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "discovery url and issuer url have paths",
-            jwt: format!("- issuer:\n    url: {AUTH}/a/b/foo\n    discoveryURL: {CLAIMS}/c/d/bar/.well-known/openid-configuration\n    audiences: [my-client]\n{plain}"),
+            jwt: format!(
+                "- issuer:\n    url: {AUTH}/a/b/foo\n    discoveryURL: {CLAIMS}/c/d/bar/.well-known/openid-configuration\n    audiences: [my-client]\n{plain}"
+            ),
             claims: claims(json!({"username": "jane", "iss": format!("{AUTH}/a/b/foo")})),
             discovery: Some("https://claims.example/c/d/bar/.well-known/openid-configuration"),
             want: u("jane", None, &[], &[]),
@@ -768,7 +868,9 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "discovery url and issuer url have paths, issuer url has trailing slash",
-            jwt: format!("- issuer:\n    url: {AUTH}/a/b/foo/\n    discoveryURL: {CLAIMS}/c/d/bar/.well-known/openid-configuration\n    audiences: [my-client]\n{plain}"),
+            jwt: format!(
+                "- issuer:\n    url: {AUTH}/a/b/foo/\n    discoveryURL: {CLAIMS}/c/d/bar/.well-known/openid-configuration\n    audiences: [my-client]\n{plain}"
+            ),
             claims: claims(json!({"username": "jane", "iss": format!("{AUTH}/a/b/foo/")})),
             discovery: Some("https://claims.example/c/d/bar/.well-known/openid-configuration"),
             want: u("jane", None, &[], &[]),
@@ -783,13 +885,19 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "credential id set in extra when extra claim mappings are defined",
-            jwt: auth("  claimMappings:\n    username:\n      expression: claims.username\n    extra:\n    - key: example.org/foo\n      valueExpression: claims.foo\n    - key: example.org/bar\n      valueExpression: claims.bar\n"),
+            jwt: auth(
+                "  claimMappings:\n    username:\n      expression: claims.username\n    extra:\n    - key: example.org/foo\n      valueExpression: claims.foo\n    - key: example.org/bar\n      valueExpression: claims.bar\n",
+            ),
             claims: claims(json!({"username": "jane", "jti": "1234", "foo": "bar", "bar": ["baz", "qux"]})),
             want: u(
                 "jane",
                 None,
                 &[],
-                &[("authentication.kubernetes.io/credential-id", &["JTI=1234"]), ("example.org/bar", &["baz", "qux"]), ("example.org/foo", &["bar"])],
+                &[
+                    ("authentication.kubernetes.io/credential-id", &["JTI=1234"]),
+                    ("example.org/bar", &["baz", "qux"]),
+                    ("example.org/foo", &["bar"]),
+                ],
             ),
             ..Default::default()
         },

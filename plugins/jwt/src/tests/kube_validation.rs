@@ -65,17 +65,32 @@ const EMAIL_RULE: &str = "claims.email_verified must be used";
 
 #[test]
 fn authentication_configuration() {
-    loads(load(&[("authentication-config", "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\n")]).map(|_| ()));
+    loads(
+        load(&[(
+            "authentication-config",
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\n",
+        )])
+        .map(|_| ()),
+    );
     fails(check(&format!("{}{}", valid(), valid())), "jwt[1].issuer.url", "duplicate issuer \"https://issuer-url\"");
     let discovery = |url: &str| {
-        entry(&format!("    url: {url}\n    discoveryURL: https://discovery-url/.well-known/openid-configuration\n    audiences: [audience]"), &format!("{RULES}{USERNAME}"))
+        entry(
+            &format!(
+                "    url: {url}\n    discoveryURL: https://discovery-url/.well-known/openid-configuration\n    audiences: [audience]"
+            ),
+            &format!("{RULES}{USERNAME}"),
+        )
     };
     fails(
         check(&format!("{}{}", discovery("https://issuer-url"), discovery("https://different-issuer-url"))),
         "jwt[1].issuer.discoveryURL",
         "duplicate discoveryURL",
     );
-    fails(check(&entry("    url: invalid-url\n    audiences: [audience]", USERNAME)), "jwt[0].issuer.url", "scheme must be https");
+    fails(
+        check(&entry("    url: invalid-url\n    audiences: [audience]", USERNAME)),
+        "jwt[0].issuer.url",
+        "scheme must be https",
+    );
     fails(
         check(&entry(ISSUER, &format!("{RULES}  - claim: foo\n    requiredValue: baz\n{USERNAME}"))),
         "jwt[0].claimValidationRules[1].claim",
@@ -87,7 +102,12 @@ fn authentication_configuration() {
         "claim or expression is required",
     );
     fails(
-        check(&entry(ISSUER, &format!("{RULES}{USERNAME}  userValidationRules:\n  - expression: user.username == 'foo'\n  - expression: user.username == 'foo'\n"))),
+        check(&entry(
+            ISSUER,
+            &format!(
+                "{RULES}{USERNAME}  userValidationRules:\n  - expression: user.username == 'foo'\n  - expression: user.username == 'foo'\n"
+            ),
+        )),
         "jwt[0].userValidationRules[1].expression",
         "duplicate expression",
     );
@@ -143,14 +163,22 @@ fn discovery_url_rules() {
     loads(discovery_url("https://issuer-url", ""));
     fails(discovery_url("https://issuer-url", &format!("{svc}:invalid-port")), path, "invalid port");
     fails(discovery_url("https://issuer-url", "http://oidc.oidc-namespace.svc"), path, "scheme must be https");
-    fails(discovery_url("https://issuer-url", "https://user:pass@oidc.oidc-namespace.svc"), path, "username or password");
+    fails(
+        discovery_url("https://issuer-url", "https://user:pass@oidc.oidc-namespace.svc"),
+        path,
+        "username or password",
+    );
     fails(discovery_url("https://issuer-url", &format!("{svc}?query")), path, "must not contain a query");
     fails(discovery_url("https://issuer-url", &format!("{svc}#fragment")), path, "must not contain a fragment");
     loads(discovery_url("https://issuer-url", svc));
     loads(discovery_url("https://issuer-url", &format!("{svc}/path")));
     fails(discovery_url("https://issuer-url", "https://issuer-url"), path, "discoveryURL must be different from URL");
     fails(discovery_url("https://issuer-url", "https://issuer-url/"), path, "discoveryURL must be different from URL");
-    fails(discovery_url("https://issuer-url", "https://issuer-url///"), path, "discoveryURL must be different from URL");
+    fails(
+        discovery_url("https://issuer-url", "https://issuer-url///"),
+        path,
+        "discoveryURL must be different from URL",
+    );
     fails(discovery_url("https://issuer-url/", "https://issuer-url"), path, "discoveryURL must be different from URL");
 }
 
@@ -168,7 +196,11 @@ fn audience_rules() {
     fails(audiences("[audience]", "MatchExact"), policy, "must be empty or MatchAny for a single audience");
     loads(audiences("[audience]", ""));
     loads(audiences("[audience]", "MatchAny"));
-    fails(audiences("[audience, audience]", "MatchAny"), "jwt[0].issuer.audiences[1]", "duplicate audience \"audience\"");
+    fails(
+        audiences("[audience, audience]", "MatchAny"),
+        "jwt[0].issuer.audiences[1]",
+        "duplicate audience \"audience\"",
+    );
     fails(audiences("[audience1, audience2]", ""), policy, "must be MatchAny for multiple audiences");
     loads(audiences("[audience1, audience2]", "MatchAny"));
 }
@@ -178,7 +210,19 @@ fn ca_pem() -> String {
     let dir = std::env::temp_dir().join(format!("jwt-ca-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=test-ca"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ])
         .arg("-keyout")
         .arg(dir.join("ca.key"))
         .output()
@@ -189,13 +233,23 @@ fn ca_pem() -> String {
 
 fn with_ca(pem: &str) -> String {
     let indented: String = pem.lines().map(|l| format!("      {l}\n")).collect();
-    entry(&format!("    url: https://issuer-url\n    audiences: [audience]\n    certificateAuthority: |\n{indented}"), USERNAME)
+    entry(
+        &format!("    url: https://issuer-url\n    audiences: [audience]\n    certificateAuthority: |\n{indented}"),
+        USERNAME,
+    )
 }
 
 #[test]
 fn certificate_authority_rules() {
     let path = "jwt[0].issuer.certificateAuthority";
-    fails(check(&entry("    url: https://issuer-url\n    audiences: [audience]\n    certificateAuthority: invalid", USERNAME)), path, "does not contain any PEM certificate");
+    fails(
+        check(&entry(
+            "    url: https://issuer-url\n    audiences: [audience]\n    certificateAuthority: invalid",
+            USERNAME,
+        )),
+        path,
+        "does not contain any PEM certificate",
+    );
     loads(check(&valid()));
     let pem = ca_pem();
     loads(check_with(&with_ca(&pem), &[("granted-ca", &pem)]));
@@ -213,7 +267,10 @@ fn rules(rules: &str) -> Result<(), String> {
 /// A claim validation rule next to a username expression using `claims.email`:
 /// it loads when the rules use `claims.email_verified`.
 fn rules_with_email_username(rules: &str) -> Result<(), String> {
-    check(&entry(ISSUER, &format!("  claimValidationRules:\n{rules}  claimMappings:\n    username:\n      expression: claims.email\n")))
+    check(&entry(
+        ISSUER,
+        &format!("  claimValidationRules:\n{rules}  claimMappings:\n    username:\n      expression: claims.email\n"),
+    ))
 }
 
 #[test]
@@ -221,19 +278,31 @@ fn claim_validation_rules() {
     let at = "jwt[0].claimValidationRules[0]";
     fails(rules("  - {}\n"), at, "claim or expression is required");
     fails(rules("  - claim: claim\n    expression: expression\n"), at, "claim and expression can't both be set");
-    fails(rules("  - claim: claim\n    message: message\n"), &format!("{at}.message"), "message can't be set when claim is set");
+    fails(
+        rules("  - claim: claim\n    message: message\n"),
+        &format!("{at}.message"),
+        "message can't be set when claim is set",
+    );
     fails(
         rules("  - expression: claims.foo == 'bar'\n    requiredValue: value\n"),
         &format!("{at}.requiredValue"),
         "requiredValue can't be set when expression is set",
     );
-    fails(rules("  - claim: claim\n  - claim: claim\n"), "jwt[0].claimValidationRules[1].claim", "duplicate claim \"claim\"");
+    fails(
+        rules("  - claim: claim\n  - claim: claim\n"),
+        "jwt[0].claimValidationRules[1].claim",
+        "duplicate claim \"claim\"",
+    );
     fails(
         rules("  - expression: claims.foo == 'bar'\n  - expression: claims.foo == 'bar'\n"),
         "jwt[0].claimValidationRules[1].expression",
         "duplicate expression",
     );
-    fails(rules("  - expression: foo.bar\n"), &format!("{at}.expression"), "`foo.bar` does not compile: undeclared reference to `foo`");
+    fails(
+        rules("  - expression: foo.bar\n"),
+        &format!("{at}.expression"),
+        "`foo.bar` does not compile: undeclared reference to `foo`",
+    );
     fails(rules("  - expression: claims.foo\n"), &format!("{at}.expression"), "must evaluate to bool");
     loads(rules("  - expression: claims.foo == 'bar'\n"));
     let claims_rules = "  - claim: claim1\n    requiredValue: value1\n  - claim: claim2\n    requiredValue: value2\n";
@@ -244,7 +313,9 @@ fn claim_validation_rules() {
         EMAIL_RULE,
     );
     fails(
-        rules_with_email_username("  - claim: claim1\n    requiredValue: value1\n  - claim: claim2\n    requiredValue: claims.email_verified\n"),
+        rules_with_email_username(
+            "  - claim: claim1\n    requiredValue: value1\n  - claim: claim2\n    requiredValue: claims.email_verified\n",
+        ),
         "jwt[0].claimMappings.username.expression",
         EMAIL_RULE,
     );
@@ -255,33 +326,96 @@ fn mappings(yaml: &str) -> Result<(), String> {
 }
 
 const USER_CLAIM: &str = "    username:\n      claim: claim\n      prefix: prefix\n";
-const EXPRESSIONS: &str = "    username:\n      expression: claims.username\n    groups:\n      expression: claims.groups\n";
+const EXPRESSIONS: &str =
+    "    username:\n      expression: claims.username\n    groups:\n      expression: claims.groups\n";
 
 #[test]
 fn claim_mapping_rules() {
     let m = "jwt[0].claimMappings";
-    fails(mappings("    username:\n      claim: claim\n      expression: claims.username\n"), &format!("{m}.username"), "can't both be set");
+    fails(
+        mappings("    username:\n      claim: claim\n      expression: claims.username\n"),
+        &format!("{m}.username"),
+        "can't both be set",
+    );
     fails(mappings("    username: {}\n"), &format!("{m}.username"), "claim or expression is required");
-    fails(mappings("    username:\n      expression: claims.username\n      prefix: prefix\n"), &format!("{m}.username.prefix"), "prefix can't be set when expression is set");
-    fails(mappings("    username:\n      claim: claim\n"), &format!("{m}.username.prefix"), "prefix is required when claim is set");
-    fails(mappings("    username:\n      expression: foo.bar\n"), &format!("{m}.username.expression"), "does not compile");
-    fails(mappings(&format!("{USER_CLAIM}    groups:\n      claim: claim\n      expression: claims.groups\n")), &format!("{m}.groups"), "can't both be set");
-    fails(mappings(&format!("{USER_CLAIM}    groups:\n      expression: claims.groups\n      prefix: prefix\n")), &format!("{m}.groups.prefix"), "prefix can't be set when expression is set");
-    fails(mappings(&format!("{USER_CLAIM}    groups:\n      claim: claim\n")), &format!("{m}.groups.prefix"), "prefix is required when claim is set");
-    fails(mappings(&format!("{USER_CLAIM}    groups:\n      expression: foo.bar\n")), &format!("{m}.groups.expression"), "does not compile");
-    fails(mappings(&format!("{USER_CLAIM}    uid:\n      claim: claim\n      expression: claims.uid\n")), &format!("{m}.uid"), "can't both be set");
-    fails(mappings(&format!("{USER_CLAIM}    uid:\n      expression: foo.bar\n")), &format!("{m}.uid.expression"), "does not compile");
-    fails(mappings(&format!("{USER_CLAIM}    extra:\n    - key: \"\"\n      valueExpression: claims.extra\n")), &format!("{m}.extra[0].key"), "the key is required");
-    fails(mappings(&format!("{USER_CLAIM}    extra:\n    - key: example.org/foo\n      valueExpression: \"\"\n")), &format!("{m}.extra[0].valueExpression"), "valueExpression is required");
-    fails(mappings(&format!("{USER_CLAIM}    extra:\n    - key: example.org/foo\n      valueExpression: foo.bar\n")), &format!("{m}.extra[0].valueExpression"), "does not compile");
+    fails(
+        mappings("    username:\n      expression: claims.username\n      prefix: prefix\n"),
+        &format!("{m}.username.prefix"),
+        "prefix can't be set when expression is set",
+    );
+    fails(
+        mappings("    username:\n      claim: claim\n"),
+        &format!("{m}.username.prefix"),
+        "prefix is required when claim is set",
+    );
+    fails(
+        mappings("    username:\n      expression: foo.bar\n"),
+        &format!("{m}.username.expression"),
+        "does not compile",
+    );
+    fails(
+        mappings(&format!("{USER_CLAIM}    groups:\n      claim: claim\n      expression: claims.groups\n")),
+        &format!("{m}.groups"),
+        "can't both be set",
+    );
+    fails(
+        mappings(&format!("{USER_CLAIM}    groups:\n      expression: claims.groups\n      prefix: prefix\n")),
+        &format!("{m}.groups.prefix"),
+        "prefix can't be set when expression is set",
+    );
+    fails(
+        mappings(&format!("{USER_CLAIM}    groups:\n      claim: claim\n")),
+        &format!("{m}.groups.prefix"),
+        "prefix is required when claim is set",
+    );
+    fails(
+        mappings(&format!("{USER_CLAIM}    groups:\n      expression: foo.bar\n")),
+        &format!("{m}.groups.expression"),
+        "does not compile",
+    );
+    fails(
+        mappings(&format!("{USER_CLAIM}    uid:\n      claim: claim\n      expression: claims.uid\n")),
+        &format!("{m}.uid"),
+        "can't both be set",
+    );
+    fails(
+        mappings(&format!("{USER_CLAIM}    uid:\n      expression: foo.bar\n")),
+        &format!("{m}.uid.expression"),
+        "does not compile",
+    );
+    fails(
+        mappings(&format!("{USER_CLAIM}    extra:\n    - key: \"\"\n      valueExpression: claims.extra\n")),
+        &format!("{m}.extra[0].key"),
+        "the key is required",
+    );
+    fails(
+        mappings(&format!("{USER_CLAIM}    extra:\n    - key: example.org/foo\n      valueExpression: \"\"\n")),
+        &format!("{m}.extra[0].valueExpression"),
+        "valueExpression is required",
+    );
+    fails(
+        mappings(&format!("{USER_CLAIM}    extra:\n    - key: example.org/foo\n      valueExpression: foo.bar\n")),
+        &format!("{m}.extra[0].valueExpression"),
+        "does not compile",
+    );
     let extra = |items: &str| mappings(&format!("{EXPRESSIONS}    extra:\n{items}"));
     fails(
-        extra("    - key: example.org/foo\n      valueExpression: claims.extra\n    - key: example.org/foo\n      valueExpression: claims.extras\n"),
+        extra(
+            "    - key: example.org/foo\n      valueExpression: claims.extra\n    - key: example.org/foo\n      valueExpression: claims.extras\n",
+        ),
         &format!("{m}.extra[1].key"),
         "duplicate key",
     );
-    fails(extra("    - key: foo\n      valueExpression: claims.extra\n"), &format!("{m}.extra[0].key"), "must be a domain-prefixed path");
-    fails(extra("    - key: example.org/Foo\n      valueExpression: claims.extra\n"), &format!("{m}.extra[0].key"), "must be lowercase");
+    fails(
+        extra("    - key: foo\n      valueExpression: claims.extra\n"),
+        &format!("{m}.extra[0].key"),
+        "must be a domain-prefixed path",
+    );
+    fails(
+        extra("    - key: example.org/Foo\n      valueExpression: claims.extra\n"),
+        &format!("{m}.extra[0].key"),
+        "must be lowercase",
+    );
     let with = |username: &str, extra_expression: &str| {
         mappings(&format!(
             "    username:\n      expression: {username}\n    groups:\n      expression: claims.groups\n    uid:\n      expression: claims.uid\n    extra:\n    - key: example.org/foo\n      valueExpression: {extra_expression}\n"
@@ -293,9 +427,16 @@ fn claim_mapping_rules() {
     fails(with("claims.email.trim()", "claims.extra"), email, EMAIL_RULE);
     loads(with("claims.email", "claims.email_verified"));
     loads(with("claims.email", "'has(claims.email_verified) ? string(claims.email_verified) : \"false\"'"));
-    fails(with("claims.email", "'has(claims.email_verified_) ? string(claims.email_verified_) : \"false\"'"), email, EMAIL_RULE);
+    fails(
+        with("claims.email", "'has(claims.email_verified_) ? string(claims.email_verified_) : \"false\"'"),
+        email,
+        EMAIL_RULE,
+    );
     // kube's "verification via hasVerifiedEmail": a claim validation rule already reads it.
-    loads(check(&entry(ISSUER, "  claimValidationRules:\n  - expression: claims.email_verified == true\n  claimMappings:\n    username:\n      expression: claims.email\n    extra:\n    - key: example.org/foo\n      valueExpression: claims.extra\n")));
+    loads(check(&entry(
+        ISSUER,
+        "  claimValidationRules:\n  - expression: claims.email_verified == true\n  claimMappings:\n    username:\n      expression: claims.email\n    extra:\n    - key: example.org/foo\n      valueExpression: claims.extra\n",
+    )));
     loads(with("claims.email_", "claims.extra"));
     loads(with("claims.other.claims.email", "claims.extra"));
     loads(with("claims.username", "claims.extra"));
@@ -316,5 +457,7 @@ fn user_validation_rules() {
     );
     fails(user_rules("  - expression: foo.bar\n"), at, "does not compile");
     fails(user_rules("  - expression: user.username\n"), at, "must evaluate to bool");
-    loads(user_rules("  - expression: user.username == 'foo'\n  - expression: \"!user.username.startsWith('system:')\"\n    message: \"username cannot used reserved system: prefix\"\n"));
+    loads(user_rules(
+        "  - expression: user.username == 'foo'\n  - expression: \"!user.username.startsWith('system:')\"\n    message: \"username cannot used reserved system: prefix\"\n",
+    ));
 }

@@ -167,7 +167,9 @@ fn verify_like_the_host(algorithm: &str, key: &PublicKey, message: &[u8], sig: &
         "ES256" => ec(&signature::ECDSA_P256_SHA256_FIXED),
         "ES384" => ec(&signature::ECDSA_P384_SHA384_FIXED),
         "EdDSA" => match key {
-            PublicKey::Ed25519(k) => Ok(signature::UnparsedPublicKey::new(&signature::ED25519, k).verify(message, sig).is_ok()),
+            PublicKey::Ed25519(k) => {
+                Ok(signature::UnparsedPublicKey::new(&signature::ED25519, k).verify(message, sig).is_ok())
+            }
             _ => invalid("the key does not suit EdDSA"),
         },
         other => invalid(&format!("unsupported signature algorithm `{other}`")),
@@ -249,7 +251,9 @@ impl TestKey {
                 json!({"kty": "EC", "kid": self.kid, "crv": crv, "alg": self.alg,
                        "x": b64(&point[1..=half]), "y": b64(&point[1 + half..])})
             }
-            Pair::Ed(pair) => json!({"kty": "OKP", "crv": "Ed25519", "kid": self.kid, "x": b64(pair.public_key().as_ref())}),
+            Pair::Ed(pair) => {
+                json!({"kty": "OKP", "crv": "Ed25519", "kid": self.kid, "x": b64(pair.public_key().as_ref())})
+            }
         }
     }
 
@@ -316,12 +320,9 @@ pub enum Decision {
 
 pub fn decide(authenticator: &Authenticator, host: &FakeHost, token: &str) -> Decision {
     match authenticator.review(host, token) {
-        Ok(credbroker_sdk::ReviewOutcome::Authenticated(a)) => Decision::User {
-            name: a.user.username,
-            uid: a.user.uid,
-            groups: a.user.groups,
-            extra: a.user.extra,
-        },
+        Ok(credbroker_sdk::ReviewOutcome::Authenticated(a)) => {
+            Decision::User { name: a.user.username, uid: a.user.uid, groups: a.user.groups, extra: a.user.extra }
+        }
         Ok(credbroker_sdk::ReviewOutcome::Rejected(why)) => Decision::Rejected(why),
         Err(e) => Decision::Fault(format!("{e:?}")),
     }
@@ -329,5 +330,10 @@ pub fn decide(authenticator: &Authenticator, host: &FakeHost, token: &str) -> De
 
 /// A user without uid or extra.
 pub fn user(name: &str, groups: &[&str]) -> Decision {
-    Decision::User { name: name.into(), uid: None, groups: groups.iter().map(|g| g.to_string()).collect(), extra: Vec::new() }
+    Decision::User {
+        name: name.into(),
+        uid: None,
+        groups: groups.iter().map(|g| g.to_string()).collect(),
+        extra: Vec::new(),
+    }
 }
