@@ -8,7 +8,12 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = commands::Cli::parse_args();
-    logging::init(cli.global.verbose, cli.global.quiet, cli.command.default_log_level());
+    if let Err(error) =
+        logging::init(cli.global.verbose, cli.global.quiet, cli.command.default_log_level(), cli.command.log_format())
+    {
+        eprintln!("credbroker: error: {error}");
+        return ExitCode::FAILURE;
+    }
     match cli.command.run() {
         Ok(code) => code,
         Err(error) => {

@@ -11,16 +11,18 @@
 //! Checks that an accepted token:
 //! - is within the size limit and decodes to the URL that `Checked` holds;
 //! - names a host that is an STS endpoint of the partition (re-derived here
-//!   independently) or one of the operator's extra hosts;
-//! - is a `https://HOST/?...` URL that the `url` crate (which the host's HTTP
-//!   capability parses URLs with) reads with the same host, no port and path
-//!   `/` — so the request really goes to the host that was checked;
+//!   independently, more loosely) or one of the operator's extra hosts;
+//! - is a `https://AUTHORITY/?...` URL that the `url` crate (which the host's
+//!   HTTP capability parses URLs with) reads with the checked host (lower
+//!   case), no port other than 443 and path `/` — so the request really goes
+//!   to the host that was checked;
 //! - is a GetCallerIdentity call whose access key id has no `/`;
 //! - is refused at the end of time (nothing is valid forever).
 #![no_main]
 
 use base64::Engine as _;
 use credbroker_plugin_aws_iam::TOKEN_PREFIX;
+use credbroker_plugin_aws_iam::sigv4::canonical_host;
 use credbroker_plugin_aws_iam::verify::check;
 use libfuzzer_sys::fuzz_target;
 
@@ -28,25 +30,28 @@ const PARTITIONS: [&str; 8] = ["aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-is
 /// 2024-05-01T12:01:00Z: a minute after the seeds' X-Amz-Date.
 const NOW: [i64; 4] = [1_714_564_860, 0, i64::MAX, i64::MIN];
 
-/// Whether `host` is an STS endpoint of `partition`, re-derived from AWS's
-/// naming: `sts.DOMAIN`, or `sts[-fips].REGION.DOMAIN` (and, in `aws`,
-/// `sts[-fips].REGION.api.aws`) with REGION one label of `[a-z0-9-]`.
+/// Whether `host` could be an STS endpoint of `partition`, re-derived from
+/// AWS's naming: `sts.amazonaws.com` in `aws`, or `sts[-fips].REGION.SUFFIX`
+/// with REGION one label of `[a-z0-9-]` and SUFFIX the partition's domain or
+/// dual-stack domain. (The validator also checks that REGION belongs to the
+/// partition: this is a superset.)
 fn sts_host(host: &str, partition: &str) -> bool {
-    let domain = match partition {
-        "aws" | "aws-us-gov" => "amazonaws.com",
-        "aws-cn" => "amazonaws.com.cn",
-        "aws-iso" => "c2s.ic.gov",
-        "aws-iso-b" => "sc2s.sgov.gov",
+    let suffixes: &[&str] = match partition {
+        "aws" | "aws-us-gov" => &["amazonaws.com", "api.aws"],
+        "aws-cn" => &["amazonaws.com.cn", "api.amazonwebservices.com.cn"],
+        "aws-iso" => &["c2s.ic.gov", "api.aws.ic.gov"],
+        "aws-iso-b" => &["sc2s.sgov.gov", "api.aws.scloud"],
+        "aws-eusc" => &["amazonaws.eu", "api.amazonwebservices.eu"],
         _ => return false,
     };
-    if host == format!("sts.{domain}") {
+    if partition == "aws" && host == "sts.amazonaws.com" {
         return true;
     }
     let Some(rest) = host.strip_prefix("sts.").or_else(|| host.strip_prefix("sts-fips.")) else { return false };
     let Some((region, suffix)) = rest.split_once('.') else { return false };
     !region.is_empty()
         && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && (suffix == domain || (partition == "aws" && suffix == "api.aws"))
+        && suffixes.contains(&suffix)
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -79,17 +84,16 @@ fuzz_target!(|data: &[u8]| {
     let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded).expect("accepted tokens decode");
     assert_eq!(decoded, checked.url.as_bytes(), "Checked.url is not the token's URL");
 
-    let extra = extra_hosts.contains(&checked.host);
+    // Extra hosts are compared as SigV4 signs them (lower case, no :443).
+    let extra = extra_hosts.iter().any(|h| canonical_host(h).as_deref().unwrap_or(h) == checked.host);
     assert!(
         extra || sts_host(&checked.host, partition),
         "host {:?} accepted for partition {partition:?}",
         checked.host
     );
-    let after_host = checked
-        .url
-        .strip_prefix("https://")
-        .and_then(|r| r.strip_prefix(checked.host.as_str()))
-        .expect("the URL is https://HOST...");
+    let rest = checked.url.strip_prefix("https://").expect("the URL is https://...");
+    let (authority, after_host) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    assert!(!authority.contains(['@', '\\', '%']), "authority {authority:?} accepted");
     assert!(after_host.starts_with("/?") || after_host == "/", "path of {:?}", checked.url);
     if !extra {
         let parsed = url::Url::parse(&checked.url).unwrap_or_else(|e| panic!("{:?} does not parse: {e}", checked.url));

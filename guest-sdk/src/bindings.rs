@@ -1,10 +1,13 @@
-//! Raw bindings generated from `wit/` (hidden: plugins use the safe wrappers).
+//! Raw bindings generated from the contract, `wit/credbroker.wit` (hidden:
+//! plugins use the wrappers and re-exports, which carry the WIT's docs).
 
-// The host interfaces, shared by both worlds.
+// The host interfaces and shared types, for every world. `PartialEq` lets
+// plugins compare outcomes in their unit tests.
 wit_bindgen::generate!({
     world: "host",
-    path: "../wit",
+    path: "wit",
     generate_all,
+    additional_derives: [PartialEq, Eq],
 });
 
 /// Export glue for one world: its own exports, using the host interfaces
@@ -13,7 +16,7 @@ macro_rules! world_glue {
     ($world:tt, $export_macro:tt, $module:tt) => {
         wit_bindgen::generate!({
             world: $world,
-            path: "../wit",
+            path: "wit",
             with: {
                 "credbroker:plugin/types@0.1.3": crate::bindings::credbroker::plugin::types,
                 "credbroker:plugin/config@0.1.3": crate::bindings::credbroker::plugin::config,
@@ -26,6 +29,7 @@ macro_rules! world_glue {
                 "credbroker:plugin/loopback@0.1.3": crate::bindings::credbroker::plugin::loopback,
                 "credbroker:plugin/crypto@0.1.3": crate::bindings::credbroker::plugin::crypto,
             },
+            additional_derives: [PartialEq, Eq],
             pub_export_macro: true,
             export_macro_name: $export_macro,
             default_bindings_module: $module,

@@ -26,6 +26,26 @@ pub fn require(key: &str) -> Result<String, Error> {
     }
 }
 
+/// The value of setting `key`, like [`require`], declared secret: the host
+/// redacts it from every later log line (as [`log::mark_secret`] does). Use
+/// it for API keys, client secrets and passwords.
+///
+/// Values the operator wrote as `env:NAME` or `file:PATH`, and settings
+/// whose names contain `token`, `password`, `secret`, `private-key`,
+/// `client-key` or `credential`, are redacted by the host anyway; this
+/// covers every other name (`api-key`) and literal values.
+///
+/// # Errors
+///
+/// [`Error::Misconfigured`] when the setting is missing or empty.
+///
+/// [`log::mark_secret`]: crate::log::mark_secret
+pub fn require_secret(key: &str) -> Result<String, Error> {
+    let value = require(key)?;
+    crate::log::mark_secret(&value);
+    Ok(value)
+}
+
 /// Setting `key` parsed as `T`, or `default` when unset.
 ///
 /// # Errors

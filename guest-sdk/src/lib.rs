@@ -1,6 +1,6 @@
-//! The credbroker plugin SDK: write a credential provider or a token validator in
-//! a few lines of Rust, compile it for `wasm32-wasip2`, and credbroker runs it in
-//! its sandbox.
+//! The credbroker plugin SDK: write a credential provider, a token validator
+//! or a login backend in a few lines of Rust, compile it for `wasm32-wasip2`,
+//! and credbroker runs it in its sandbox.
 //!
 //! A plugin is a `cdylib` crate. It implements [`Provider`] (for `credbroker get`,
 //! the kubectl exec plugin) or [`Validator`] (for `credbroker serve`, the webhook)
@@ -8,34 +8,49 @@
 //! backend for broker-issued tokens implements [`Login`] ([`export_login!`]).
 //! Everything from outside the sandbox comes through the capability modules:
 //! [`config`], [`log`], [`prompt`], [`http`], [`files`], [`ldap`], [`state`],
-//! [`loopback`]. The operator
-//! grants them per plugin; a call the policy does not allow returns
-//! [`HostError::Denied`].
+//! [`loopback`], [`crypto`]. The operator grants them per plugin; a call the
+//! policy does not allow returns [`HostError::Denied`]. The types a plugin
+//! receives and returns ([`CredentialRequest`], [`TokenReview`],
+//! [`ReviewOutcome`], [`UserInfo`], [`http::Response`], ...) are the
+//! contract's, documented field by field from its WIT.
+//!
+//! `credbroker plugin new NAME --world provider|validator|login` writes a
+//! crate that builds and tests as written; the plugin guide
+//! (`docs/plugin-guide.md`) covers the rest.
 //!
 //! # A complete provider
 //!
 //! ```no_run
 //! use credbroker_sdk::{config, http, log, Credential, CredentialRequest, Error, Provider};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize)]
+//! struct TokenRequest<'a> {
+//!     cluster: Option<&'a str>,
+//! }
+//!
+//! #[derive(Deserialize)]
+//! #[serde(rename_all = "camelCase")]
+//! struct TokenAnswer {
+//!     token: String,
+//!     expires_in: i64,
+//! }
 //!
 //! struct Vault;
 //!
 //! impl Provider for Vault {
 //!     fn get_credential(request: CredentialRequest) -> Result<Credential, Error> {
-//!         // Settings come from the operator's profile; `env:`/`file:` values arrive resolved.
 //!         let url = config::require("url")?;
-//!         let role = config::get("role").unwrap_or_else(|| "kubernetes".into());
-//!         log::debug(&format!("asking {url} for role {role}, interactive: {}", request.interactive));
-//!
-//!         // The host performs the request only if `url` is in this plugin's allowlist.
-//!         let response = http::Request::post(&format!("{url}/v1/token/{role}"))
-//!             .header("accept", "text/plain")
-//!             .send()?;
-//!         if response.status != 200 {
-//!             return Err(Error::denied(format!("token service answered {}", response.status)));
-//!         }
-//!         let token = response.text()?.trim().to_string();
-//!         log::mark_secret(&token);
-//!         Ok(Credential::token(token).expires_in(3600))
+//!         let api_key = config::require_secret("api-key")?;
+//!         let cluster = request.cluster.as_ref().map(|c| c.server.as_str());
+//!         let answer: TokenAnswer = http::Request::post(&format!("{url}/v1/kubernetes/token"))
+//!             .bearer_auth(&api_key)
+//!             .json(&TokenRequest { cluster })     // serialised by serde: any value is safe in it
+//!             .send()?
+//!             .error_for_status()?                 // 401/403 denied, 429 throttled, 5xx unavailable
+//!             .json()?;
+//!         log::mark_secret(&answer.token);
+//!         Ok(Credential::token(answer.token).expires_in(answer.expires_in))
 //!     }
 //! }
 //!
@@ -44,9 +59,29 @@
 //!
 //! Build it with `cargo build --release --target wasm32-wasip2` and run it with
 //! `credbroker get --plugin target/wasm32-wasip2/release/vault.wasm --set url=...`.
+//!
+//! # Versions
+//!
+//! [`CONTRACT`] is the contract this SDK is generated from, and what a plugin
+//! built with it speaks. The SDK's `MAJOR.MINOR` is the contract's track
+//! (`0.1`): within it, both only add. Its patch number is never below the
+//! contract's: when the contract adds something (0.1.4), the SDK that offers
+//! it is at least 0.1.4; an SDK-only fix takes the next patch number without
+//! changing [`CONTRACT`]. credbroker runs plugins built against any contract
+//! of its track up to its own.
+//!
+//! # Features
+//!
+//! `json` (default): typed JSON bodies with serde, [`http::Request::json`] and
+//! [`http::Response::json`].
 
 #[doc(hidden)]
 pub mod bindings;
+
+// The README's example compiles (as a doctest).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
 
 mod types;
 
@@ -66,6 +101,11 @@ pub use types::{
     Authenticated, ClientCertificate, ClusterInfo, Credential, CredentialRequest, CredentialSecret, Error, HostError,
     LoginOutcome, ReviewOutcome, Setting, TokenReview, UserInfo,
 };
+
+/// The contract this SDK is generated from (`credbroker:plugin@CONTRACT`):
+/// what every plugin built with it speaks. `credbroker plugin inspect` shows
+/// it for a built component.
+pub const CONTRACT: &str = "0.1.3";
 
 /// A credential provider: what `credbroker get` runs to obtain a credential for
 /// kubectl.
@@ -246,4 +286,31 @@ macro_rules! export_login {
             ::std::string::String,
         ) -> ::core::result::Result<$crate::LoginOutcome, $crate::Error> = <$login as $crate::Login>::authenticate;
     };
+}
+
+#[cfg(test)]
+mod tests {
+    /// `MAJOR.MINOR.PATCH` as numbers.
+    fn version(text: &str) -> (u64, u64, u64) {
+        let numbers: Vec<u64> = text.split('.').map(|n| n.parse().expect("a number")).collect();
+        assert_eq!(numbers.len(), 3, "{text} is not MAJOR.MINOR.PATCH");
+        (numbers[0], numbers[1], numbers[2])
+    }
+
+    /// The SDK moves with the contract it ships (see "Versions" above): a
+    /// contract change without an SDK release to match, or an SDK version
+    /// off the contract's track, fails here.
+    #[test]
+    fn the_sdk_version_follows_the_contract() {
+        let wit = include_str!("../wit/credbroker.wit");
+        let package = wit
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("package credbroker:plugin@"))
+            .expect("the WIT names its package");
+        let contract = package.trim_end_matches(';');
+        assert_eq!(super::CONTRACT, contract, "CONTRACT must name the WIT's version");
+        let (sdk, contract) = (version(env!("CARGO_PKG_VERSION")), version(contract));
+        assert_eq!((sdk.0, sdk.1), (contract.0, contract.1), "the SDK's MAJOR.MINOR is the contract's track");
+        assert!(sdk.2 >= contract.2, "the SDK {sdk:?} is older than the contract it ships {contract:?}");
+    }
 }

@@ -6,31 +6,42 @@ pub use crate::bindings::credbroker::plugin::types::{
 };
 pub use crate::bindings::login::exports::credbroker::plugin::password_login::LoginOutcome;
 
-/// Why a plugin failed; the host shows the message and picks retries by the case.
-pub type Error = crate::bindings::credbroker::plugin::types::PluginError;
+/// Why a plugin failed: the host shows the message and answers by the case
+/// (the contract's `plugin-error`). Build one with the constructors below, or
+/// let `?` convert a [`HostError`].
+pub use crate::bindings::credbroker::plugin::types::PluginError as Error;
 
 impl Error {
     /// The plugin's settings are missing or wrong; say which and what to set.
+    /// `credbroker get` fails with the message; `credbroker serve` denies the
+    /// review with it as `status.error` (and fails the load, from
+    /// [`Validator::setup`](crate::Validator::setup)).
     pub fn misconfigured(message: impl Into<String>) -> Self {
         Self::Misconfigured(message.into())
     }
 
-    /// The identity backend refused (wrong password, revoked token).
+    /// The identity backend refused (wrong password, revoked token). Retrying
+    /// with the same input will not help: `get` fails, `serve` denies.
     pub fn denied(message: impl Into<String>) -> Self {
         Self::Denied(message.into())
     }
 
-    /// A backend could not be reached or failed transiently; retrying may help.
+    /// A backend could not be reached, timed out or failed transiently;
+    /// retrying may help. `get` fails with the message; `serve` answers 503,
+    /// which kube-apiserver retries, and caches nothing.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::Unavailable(message.into())
     }
 
-    /// A backend is rate limiting us; retrying later may help.
+    /// A backend asked to slow down (it is rate limiting: HTTP 429). `get`
+    /// fails with the message (kubectl runs it again on its next command);
+    /// `serve` answers 429, which kube-apiserver retries with backoff, and
+    /// caches nothing. Say when to retry if the backend did (`Retry-After`).
     pub fn throttled(message: impl Into<String>) -> Self {
         Self::Throttled(message.into())
     }
 
-    /// Any other failure.
+    /// Any other failure: `get` fails, `serve` denies the review with the message.
     pub fn failed(message: impl Into<String>) -> Self {
         Self::Failed(message.into())
     }

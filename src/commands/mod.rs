@@ -127,6 +127,14 @@ impl Command {
         }
     }
 
+    /// The log format its command line asks for, if any (`serve --log-format`).
+    pub fn log_format(&self) -> Option<crate::logging::LogFormat> {
+        match self {
+            Self::Serve(args) => args.log_format(),
+            _ => None,
+        }
+    }
+
     /// Run the subcommand.
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {

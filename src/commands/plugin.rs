@@ -1,4 +1,6 @@
-//! `credbroker plugin`: list, inspect, install, sign and verify plugins.
+//! `credbroker plugin`: write, list, inspect, install, sign and verify plugins.
+
+mod template;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +19,8 @@ use serde_json::json;
 /// Plugin subcommands.
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Write a new plugin project (Rust or Python) that builds and tests as written.
+    New(NewArgs),
     /// List bundled and installed plugins with their worlds and digests.
     List(ListArgs),
     /// Show what a plugin implements and which capabilities it will ask for.
@@ -29,6 +33,31 @@ pub enum PluginCommand {
     Sign(SignArgs),
     /// Create an Ed25519 key pair for signing plugins.
     Keygen(KeygenArgs),
+}
+
+/// Arguments of `plugin new`.
+#[derive(Debug, Args)]
+#[command(after_help = "The project's README says how to build it, test it, run it through credbroker \
+    and publish it. A Rust crate depends on credbroker-sdk from crates.io; --sdk PATH builds it against \
+    a local copy instead (a credbroker checkout's guest-sdk/, or an unpacked credbroker-sdk .crate).")]
+pub struct NewArgs {
+    /// The plugin's name: lowercase letters, digits and `-` (its crate and file name).
+    name: String,
+    /// What it is: a provider (credbroker get), a validator or a login backend (credbroker serve).
+    #[arg(long, value_enum, default_value_t = template::Kind::Provider)]
+    world: template::Kind,
+    /// The language of the project.
+    #[arg(long, value_enum, default_value_t = template::Lang::Rust)]
+    lang: template::Lang,
+    /// Where to write it [default: ./NAME].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Write into DIR even when it is not empty (files of the same names are replaced).
+    #[arg(long)]
+    force: bool,
+    /// Build against the credbroker-sdk in this directory (Rust only).
+    #[arg(long, value_name = "PATH")]
+    sdk: Option<PathBuf>,
 }
 
 /// Arguments of `plugin list`.
@@ -110,6 +139,7 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::of_user().map_err(anyhow::Error::msg)?;
     let plugin_dirs = vec![dirs.plugins.clone()];
     match command {
+        PluginCommand::New(args) => new(&args),
         PluginCommand::List(args) => list(&plugin_dirs, args.json),
         PluginCommand::Inspect(args) => inspect(&args, &plugin_dirs),
         PluginCommand::Install(args) => install(&args, &dirs),
@@ -117,6 +147,116 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         PluginCommand::Sign(args) => sign(&args),
         PluginCommand::Keygen(args) => keygen(&args),
     }
+}
+
+fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
+    template::check_name(&args.name)?;
+    let sdk = match (&args.sdk, args.lang) {
+        (Some(_), template::Lang::Python) => {
+            bail!("--sdk is for Rust plugins; a Python project builds against the contract in its wit/")
+        }
+        (Some(dir), template::Lang::Rust) => Some(template::LocalSdk::at(dir)?),
+        (None, _) => None,
+    };
+    let spec = template::Spec { name: &args.name, kind: args.world, lang: args.lang, sdk: sdk.as_ref() };
+    let files = template::render(&spec);
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
+    write_project(&dir, &files, args.force)?;
+    let (test, build) = match args.lang {
+        template::Lang::Rust => ("cargo test", "cargo build --release --target wasm32-wasip2"),
+        template::Lang::Python => ("python3 -m unittest", "./build   (componentize-py: see README.md)"),
+    };
+    eprintln!(
+        "created the {} {} `{}` in {}\n  cd {}\n  {test}\n  {build}\n\
+         then README.md says how to run {} through credbroker and publish it",
+        args.lang,
+        args.world.describe(),
+        args.name,
+        dir.display(),
+        dir.display(),
+        spec.wasm(),
+    );
+    if args.lang == template::Lang::Rust && sdk.is_none() {
+        eprintln!(
+            "note: it depends on credbroker-sdk {} from crates.io; to build against a local copy (a credbroker \
+             checkout's guest-sdk/, or an unpacked .crate), run again with --sdk PATH",
+            template::SDK_VERSION
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write `files` into `dir`, all or nothing: they are written into a fresh
+/// directory beside it first, which then becomes `dir` (or, with `force` and
+/// a `dir` that has files, whose files are moved into it).
+fn write_project(dir: &Path, files: &[template::File], force: bool) -> anyhow::Result<()> {
+    let occupied = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) if dir.exists() && !dir.is_dir() => bail!("{} exists and is not a directory", dir.display()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    if occupied && !force {
+        bail!(
+            "{} exists and is not empty; choose another --dir, or pass --force to write the plugin's files into it",
+            dir.display()
+        );
+    }
+    let parent = match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!("{} does not exist; create it first, or choose another --dir", parent.display());
+    }
+    let staging = tempfile::Builder::new()
+        .prefix(".credbroker-new-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a directory in {}", parent.display()))?;
+    for file in files {
+        let path = staging.path().join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, &file.content).with_context(|| format!("writing {}", path.display()))?;
+        if file.executable {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", path.display()))?;
+        }
+    }
+    if !occupied {
+        // An empty directory gives way to the complete one.
+        if dir.exists() {
+            std::fs::remove_dir(dir).with_context(|| format!("replacing the empty {}", dir.display()))?;
+        }
+        std::fs::rename(staging.path(), dir).with_context(|| format!("creating {}", dir.display()))?;
+        let _ = staging.keep();
+        return Ok(());
+    }
+    // Check every place first, so that nothing is moved when one is taken.
+    for file in files {
+        let target = dir.join(&file.path);
+        if target.is_dir() {
+            bail!("{} is a directory; the plugin needs a file there", target.display());
+        }
+        let mut within = target.parent();
+        while let Some(ancestor) = within.filter(|a| *a != dir) {
+            if ancestor.exists() && !ancestor.is_dir() {
+                bail!("{} is not a directory; the plugin needs one there", ancestor.display());
+            }
+            within = ancestor.parent();
+        }
+    }
+    for file in files {
+        let target = dir.join(&file.path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::rename(staging.path().join(&file.path), &target)
+            .with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(())
 }
 
 fn worlds(info: &PluginInfo) -> String {

@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 use credbroker_host::dirs::Dirs;
-use credbroker_host::webhook::config::ServerConfig;
+use credbroker_host::webhook::config::{ListenerOverrides, ServerConfig};
 use credbroker_host::webhook::server::REVIEW_PATH;
 use credbroker_host::webhook::{ServeOptions, Server};
 
 use super::webhook_kubeconfig::{self, Pem};
+use crate::logging::LogFormat;
 
 /// Arguments of `credbroker serve`.
 #[derive(Debug, Args)]
@@ -25,9 +26,14 @@ pub struct ServeArgs {
     /// Listen here instead of `[server] listen`.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Serve plain HTTP (tokens in the clear): only for local testing.
+    /// Serve plain HTTP (tokens in the clear), as `[server] insecure-plain-http
+    /// = true` does, in place of the TLS files: only for local testing.
     #[arg(long)]
     insecure_plain_http: bool,
+    /// Log lines as text or as one JSON object per line (default:
+    /// CREDBROKER_LOG_FORMAT, else text).
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     /// Load the configuration, TLS files, keys and every validator, say what
     /// was found, and exit without listening.
     #[arg(long, conflicts_with = "print_apiserver_config")]
@@ -47,6 +53,13 @@ pub struct ServeArgs {
     /// With --print-apiserver-config: kube-apiserver's client key.
     #[arg(long, value_name = "FILE", requires = "client_cert")]
     client_key: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// `--log-format`.
+    pub fn log_format(&self) -> Option<LogFormat> {
+        self.log_format
+    }
 }
 
 /// Run `credbroker serve`.
@@ -98,7 +111,8 @@ async fn shutdown_signal() {
 
 /// The kubeconfig kube-apiserver's `--authentication-token-webhook-config-file` reads.
 fn apiserver_config(args: &ServeArgs) -> anyhow::Result<String> {
-    let config = ServerConfig::load(&args.config)?;
+    let overrides = ListenerOverrides { listen: args.listen, insecure_plain_http: args.insecure_plain_http };
+    let config = ServerConfig::load_with(&args.config, &overrides)?;
     let scheme = if config.server.insecure_plain_http { "http" } else { "https" };
     let url = match &args.url {
         Some(url) => url.trim_end_matches('/').to_string(),

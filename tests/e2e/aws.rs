@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::harness::apiserver::ApiServer;
 use crate::harness::kubectl::{self, Exec};
-use crate::harness::sts::{Sts, botocore_presigned_url};
+use crate::harness::sts::{Presign, Sts, aws_cli_token, botocore_presigned_url};
 use crate::harness::webhook::Webhook;
 use crate::harness::{Run, UserEnv};
 
@@ -32,50 +32,126 @@ fn token_of(url: &str) -> String {
     format!("k8s-aws-v1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url))
 }
 
-#[test]
-fn tokens_are_byte_for_byte_what_botocore_presigns() {
-    let env = UserEnv::new();
-    let cases: [(&str, Option<&str>, u64); 3] = [
-        ("us-east-1", None, 1_714_564_800),
-        ("eu-west-1", Some("FwoGZXIvYXdzEBYaDH/+session/token=="), 1_767_225_599),
-        ("ap-southeast-2", None, 1_600_000_000),
+const KEY: &str = "AKIDEXAMPLE";
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+
+/// Inputs for a reference signer, with the example key.
+fn presign<'a>(
+    region: &'a str,
+    session_token: Option<&'a str>,
+    unix_time: u64,
+    endpoint: Option<&'a str>,
+) -> Presign<'a> {
+    Presign { access_key_id: KEY, secret: SECRET, session_token, region, cluster_id: CLUSTER, unix_time, endpoint }
+}
+
+/// The URL in the token `credbroker get --provider aws-iam` prints for `inputs`.
+fn our_url(env: &UserEnv, inputs: &Presign<'_>) -> String {
+    let mut settings = vec![
+        format!("cluster-id={}", inputs.cluster_id),
+        format!("region={}", inputs.region),
+        format!("access-key-id={}", inputs.access_key_id),
+        "secret-access-key=env:TEST_AWS_SECRET".into(),
+        format!("signing-time={}", inputs.unix_time),
     ];
-    for (region, session, time) in cases {
-        let mut args = vec![
-            "get".to_string(),
-            "--provider".into(),
-            "aws-iam".into(),
-            "--no-cache".into(),
-            "--set".into(),
-            format!("cluster-id={CLUSTER}"),
-            "--set".into(),
-            format!("region={region}"),
-            "--set".into(),
-            "access-key-id=AKIDEXAMPLE".into(),
-            "--set".into(),
-            "secret-access-key=env:TEST_AWS_SECRET".into(),
-            "--set".into(),
-            format!("signing-time={time}"),
-        ];
-        if let Some(token) = session {
-            args.extend(["--set".to_string(), format!("session-token={token}")]);
+    settings.extend(inputs.session_token.map(|t| format!("session-token={t}")));
+    settings.extend(inputs.endpoint.map(|e| format!("sts-endpoint={e}")));
+    let mut args = vec!["get", "--provider", "aws-iam", "--no-cache"];
+    for setting in &settings {
+        args.extend(["--set", setting.as_str()]);
+    }
+    let run = Run::of(env.credbroker(&args).env("TEST_AWS_SECRET", inputs.secret).output().unwrap());
+    // The credential lasts 14 minutes from now, whatever the signing time.
+    assert!(run.credential()["status"]["expirationTimestamp"].is_string(), "{}", run.stderr);
+    url_of(&run.token())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Regions of every partition botocore knows (by name and by pattern), the
+/// global endpoint, and custom endpoints written in upper case or with the
+/// default port: our token is the one botocore presigns and the AWS CLI's
+/// `aws eks get-token` prints, byte for byte.
+#[test]
+fn tokens_are_byte_for_byte_what_botocore_and_the_aws_cli_make() {
+    let env = UserEnv::new();
+    let session = Some("FwoGZXIvYXdzEBYaDH/+session/token==");
+    let cases = [
+        presign("us-east-1", None, 1_714_564_800, None),
+        presign("eu-west-1", session, 1_767_225_599, None),
+        presign("ap-southeast-2", None, 1_600_000_000, None),
+        presign("cn-north-1", None, 1_714_564_800, None),
+        presign("cn-northwest-1", session, 1_714_564_800, None),
+        presign("us-gov-west-1", None, 1_714_564_800, None),
+        presign("us-iso-east-1", None, 1_714_564_800, None),
+        presign("us-isob-east-1", session, 1_714_564_800, None),
+        presign("eu-isoe-west-1", None, 1_714_564_800, None),
+        presign("us-isof-south-1", None, 1_714_564_800, None),
+        presign("eusc-de-east-1", None, 1_714_564_800, None),
+        // sts.amazonaws.com, signed for us-east-1.
+        presign("aws-global", None, 1_714_564_800, None),
+        // Partitions by pattern, before botocore lists the region; the default.
+        presign("cn-south-7", None, 1_714_564_800, None),
+        presign("xx-new-1", None, 1_714_564_800, None),
+        // Signed for the host lower-cased, without :443; the URL as written.
+        presign("eu-west-1", None, 1_714_564_800, Some("https://STS.EU-West-1.AmazonAWS.com:443")),
+        presign("eu-west-1", session, 1_714_564_800, Some("https://sts.eu-west-1.amazonaws.com:443/")),
+        presign("us-east-1", None, 1_714_564_800, Some("https://VPCE-0ab.STS.us-east-1.vpce.amazonaws.com")),
+        presign("us-east-1", None, 1_714_564_800, Some("https://Example.COM:8443/")),
+    ];
+    for inputs in cases {
+        let ours = our_url(&env, &inputs);
+        assert_eq!(ours, botocore_presigned_url(&inputs), "botocore: {inputs:?}");
+        assert_eq!(token_of(&ours), aws_cli_token(&inputs), "the AWS CLI: {inputs:?}");
+    }
+}
+
+/// A validator set for a partition takes that partition's tokens, ours and the
+/// AWS CLI's alike, and replays them to that partition's STS (refused here by
+/// the grants, before any connection: none of them is reachable from a test);
+/// a token of another partition is refused as such.
+#[test]
+fn validators_take_the_tokens_of_their_partition() {
+    let env = UserEnv::new();
+    let partitions = [
+        ("china", "aws-cn", "cn-north-1"),
+        ("isob", "aws-iso-b", "us-isob-east-1"),
+        ("gov", "aws-us-gov", "us-gov-west-1"),
+    ];
+    let validators: String = partitions
+        .iter()
+        .map(|(name, partition, _)| {
+            format!(
+                "[[validators]]\nname = \"{name}\"\nplugin = \"aws-iam\"\n[validators.settings]\n\
+                 cluster-id = \"{CLUSTER}\"\npartition = \"{partition}\"\n"
+            )
+        })
+        .collect();
+    let webhook =
+        Webhook::start(&env, &format!("[cache]\npositive-ttl-seconds = 0\nnegative-ttl-seconds = 0\n{validators}"));
+    let signed_at = now();
+    for (name, _, region) in partitions {
+        let inputs = presign(region, None, signed_at, None);
+        let theirs = aws_cli_token(&inputs);
+        let host = url_of(&theirs).trim_start_matches("https://").split('/').next().unwrap().to_string();
+        for token in [token_of(&our_url(&env, &inputs)), theirs.clone()] {
+            let (status, answer) = webhook.review("v1", &token, &[]);
+            assert_eq!(status, 503, "{region}: {answer}");
+            let error = answer["status"]["error"].as_str().unwrap();
+            assert!(error.starts_with(&format!("{name}: ")), "{region}: {error}");
+            assert!(error.contains(&format!("cannot reach STS at {host}: ")), "{region}: {error}");
+            assert!(error.contains(&format!("`https://{host}:443` is not in this plugin's allowlist")), "{error}");
+            assert_eq!(token, theirs, "{region}");
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = Run::of(
-            env.credbroker(&args).env("TEST_AWS_SECRET", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY").output().unwrap(),
-        );
-        let ours = url_of(&run.token());
-        let reference = botocore_presigned_url(
-            "AKIDEXAMPLE",
-            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-            session,
-            region,
-            CLUSTER,
-            time,
-        );
-        assert_eq!(ours, reference, "region {region}");
-        // The credential lasts 14 minutes from now, whatever the signing time.
-        assert!(run.credential()["status"]["expirationTimestamp"].is_string());
+    }
+    let elsewhere = token_of(&our_url(&env, &presign("eu-west-1", None, signed_at, None)));
+    let (status, answer) = webhook.review("v1", &elsewhere, &[]);
+    assert_eq!(status, 200, "{answer}");
+    let error = answer["status"]["error"].as_str().unwrap();
+    for (name, _, _) in partitions {
+        assert!(error.contains(&format!("{name}: unexpected hostname \"sts.eu-west-1.amazonaws.com\"")), "{error}");
     }
 }
 
@@ -219,8 +295,7 @@ fn bad_tokens_are_denied_with_reasons() {
     let mut tampered = url.clone();
     let flipped = if &url[signature_at..signature_at + 1] == "a" { "b" } else { "a" };
     tampered.replace_range(signature_at..signature_at + 1, flipped);
-    let twenty_minutes_ago =
-        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() - 1200).to_string();
+    let twenty_minutes_ago = (now() - 1200).to_string();
     let expired = token(&["--set", &format!("signing-time={twenty_minutes_ago}")]);
     let other_cluster = token(&["--set", "cluster-id=someone-elses"]);
     let cases = [

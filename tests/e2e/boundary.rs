@@ -93,8 +93,7 @@ fn plugin_text_cannot_drive_the_terminal() {
     probe_config(&env, "evil-error", "", "");
     let run = env.run(&["get", "--provider", "p"]);
     let error = run.error();
-    let line = error.lines().find(|l| l.starts_with("credbroker: error:")).unwrap_or_default();
-    assert_terminal_safe("a provider's error", line);
+    assert_terminal_safe("a provider's error", error);
     assert!(error.contains(r"nope\x1b]0;owned\x07\x1b[2J\rcredbroker: all good \u{202e}txt.exe"), "{error}");
 
     // A 16 MiB error is cut to a few KiB.

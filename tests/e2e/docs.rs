@@ -32,3 +32,90 @@ fn every_bundled_plugin_is_documented() {
         assert!(page.exists(), "docs/plugins/{name}.md is missing");
     }
 }
+
+/// Every declaration of the WIT carries a doc comment: interfaces, worlds,
+/// types, functions, and every field and case. The SDK's docs are these (a
+/// plugin author reads them in `cargo doc`), so none may be a guess.
+#[test]
+fn every_declaration_of_the_wit_is_documented() {
+    let wit = std::fs::read_to_string(root().join("wit/credbroker.wit")).unwrap();
+    let mut undocumented = Vec::new();
+    let mut documented = false;
+    for (number, line) in wit.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+        if line.starts_with("///") {
+            documented = true;
+            continue;
+        }
+        if line.starts_with('@') {
+            continue; // `@since` sits between a doc comment and its item
+        }
+        let declares = !(line.is_empty()
+            || line.starts_with("//")
+            || line == "}"
+            || ["package ", "use ", "import ", "export ", "include "].iter().any(|p| line.starts_with(p)));
+        if declares && !documented {
+            undocumented.push(format!("{number}: {line}"));
+        }
+        documented = false;
+    }
+    assert!(undocumented.is_empty(), "wit/credbroker.wit: undocumented declarations:\n{}", undocumented.join("\n"));
+}
+
+/// The plugin guide's complete validator is what `credbroker plugin new`
+/// writes: each code block after a `<!-- plugin new ARGS: FILE -->` marker
+/// appears, as it is, in FILE of the project those arguments make (whose
+/// build and README commands `authoring.rs` runs).
+#[test]
+fn the_guides_examples_are_what_plugin_new_writes() {
+    let guide = std::fs::read_to_string(root().join("docs/plugin-guide.md")).unwrap();
+    let env = crate::harness::UserEnv::new();
+    let mut checked = 0;
+    for (at, _) in guide.match_indices("<!-- plugin new ") {
+        let marker = &guide[at..guide[at..].find("-->").map(|end| at + end).unwrap()];
+        let (args, file) = marker.trim_start_matches("<!-- plugin new ").rsplit_once(": ").unwrap();
+        let block = guide[at..].split("```").nth(1).unwrap();
+        let code = block.split_once('\n').unwrap().1;
+        let dir = env.home().join(args.replace(' ', "_"));
+        if !dir.exists() {
+            let mut command = vec!["plugin", "new"];
+            command.extend(args.split_whitespace());
+            command.extend(["--dir", dir.to_str().unwrap()]);
+            let run = env.run(&command);
+            assert_eq!(run.code, Some(0), "{}", run.stderr);
+        }
+        let written = std::fs::read_to_string(dir.join(file.trim())).unwrap();
+        assert!(written.contains(code), "the guide's block after `{marker}` is not in {file}:\n{code}");
+        checked += 1;
+    }
+    assert_eq!(checked, 3, "the guide's marked examples");
+}
+
+/// Rust examples marked `<!-- compiled: PATH -->` in README.md and the plugin
+/// guide are the SDK's own, which its doctests compile (`cargo test -p
+/// credbroker-sdk --doc`): the block appears in PATH (in a `.rs` file, in its
+/// `//!` documentation).
+#[test]
+fn the_docs_rust_examples_are_the_sdks_compiled_ones() {
+    let mut checked = 0;
+    for doc in ["README.md", "docs/plugin-guide.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).unwrap();
+        for (at, _) in text.match_indices("<!-- compiled: ") {
+            let path = text[at + "<!-- compiled: ".len()..].split(" -->").next().unwrap();
+            let block = text[at..].split("```").nth(1).unwrap();
+            let code = block.split_once('\n').unwrap().1;
+            let source = std::fs::read_to_string(root().join(path)).unwrap();
+            let source = if path.ends_with(".rs") {
+                source
+                    .lines()
+                    .filter_map(|line| line.strip_prefix("//!"))
+                    .map(|line| line.strip_prefix(' ').unwrap_or(line).to_string() + "\n")
+                    .collect()
+            } else {
+                source
+            };
+            assert!(source.contains(code), "{doc}: the example marked `compiled: {path}` is not in {path}:\n{code}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2, "the marked examples");
+}

@@ -5,6 +5,7 @@
 
 mod harness;
 
+mod authoring;
 mod aws;
 mod boundary;
 mod deploy;
@@ -15,6 +16,7 @@ mod jwt;
 mod kubectl;
 mod ldap;
 mod load;
+mod logging;
 mod oidc;
 mod plugins;
 mod python;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde_json::json;
 
-use crate::harness::webhook::{Webhook, client, review_body};
+use crate::harness::webhook::{Webhook, client, plain_client, review_body};
 use crate::harness::{UserEnv, probe};
 
 /// A token-file validator named `tokens` reading `tokens.csv` in the user's home.
@@ -431,4 +431,114 @@ fn validators_assert_only_the_identities_they_are_granted() {
     assert_eq!(webhook.metric(r#"credbroker_identity_refusals_total{validator="rogue",kind="username"}"#), 1.0);
     assert_eq!(webhook.metric(r#"credbroker_identity_refusals_total{validator="sneaky",kind="group"}"#), 1.0);
     assert!(webhook.log().contains("identity refused"), "logged for the operator");
+}
+/// `--insecure-plain-http` stands in for the TLS files, as the operator guide
+/// says: a file without them checks and serves with the flag (and only with it).
+#[test]
+fn the_plain_http_flag_stands_in_for_tls_files() {
+    use std::io::{BufRead, BufReader};
+    let env = UserEnv::new();
+    let config = env.home().join("serve.toml");
+    std::fs::write(&config, token_file_validator(&env, "")).unwrap();
+    let path = config.to_str().unwrap();
+
+    let refused = env.run(&["serve", "--config", path, "--check"]);
+    assert_eq!(refused.code, Some(1), "{}", refused.stdout);
+    assert!(refused.stderr.contains("needs tls-cert-file and tls-key-file"), "{}", refused.stderr);
+    let check = env.run(&["serve", "--config", path, "--check", "--insecure-plain-http"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert!(check.stdout.starts_with(&format!("{path}: OK\n")), "{}", check.stdout);
+
+    let mut server = env
+        .credbroker(&["serve", "--config", path, "--insecure-plain-http", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let url = lines
+        .find_map(|line| {
+            line.split("serving TokenReviews on ").nth(1).map(|r| r.split(' ').next().unwrap().to_string())
+        })
+        .expect("the serving line");
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let answer: serde_json::Value =
+        plain_client().post(&url).body(review_body("v1", "tok-alice", &[])).send().and_then(|r| r.json()).unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(answer["status"]["user"]["username"], "alice", "{answer}");
+}
+
+/// `body` as prometheus_client's parser for `format` (`text` or `openmetrics`)
+/// reads it: its families, or what the parser said.
+fn parse_metrics(format: &str, body: &str) -> Result<Vec<serde_json::Value>, String> {
+    use std::io::Write as _;
+    let mut parser = std::process::Command::new(crate::harness::sts::python())
+        .arg(crate::harness::root().join("tests/fixtures/prometheus/parse.py"))
+        .arg(format)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("parse.py (run scripts/install-test-deps)");
+    parser.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let output = parser.wait_with_output().unwrap();
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(serde_json::from_slice(&output.stdout).expect("parse.py prints JSON"))
+}
+
+/// Prometheus (and its Python client's two parsers) read /metrics in the format
+/// each scraper asks for: every family typed, counters as counters, and a
+/// validator named `we"ird\name` intact.
+#[test]
+fn metrics_parse_in_the_format_asked_for() {
+    const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+    const OPEN_METRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    let env = UserEnv::new();
+    let name = r#"we"ird\name"#;
+    let validator = token_file_validator(&env, "").replace(r#"name = "tokens""#, &format!("name = '{name}'"));
+    let webhook = Webhook::start(&env, &validator);
+    assert_eq!(webhook.review("v1", "tok-alice", &[]).1["status"]["user"]["username"], "alice");
+    let cases = [
+        (None, "text", TEXT),
+        (Some("text/plain;version=0.0.4;q=0.5,*/*;q=0.1"), "text", TEXT),
+        // Prometheus 2.x's default scrape header.
+        (
+            Some(
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,\
+                 text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            ),
+            "openmetrics",
+            OPEN_METRICS,
+        ),
+        (Some("application/openmetrics-text"), "openmetrics", OPEN_METRICS),
+    ];
+    for (accept, parser, content_type) in cases {
+        let mut request = webhook.client().get(format!("{}/metrics", webhook.url));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.headers()["content-type"], content_type, "{accept:?}");
+        let body = response.text().unwrap();
+        let families = parse_metrics(parser, &body).unwrap_or_else(|e| panic!("{accept:?}: {e}\n{body}"));
+        let family = |name: &str| {
+            families.iter().find(|f| f["name"] == name).unwrap_or_else(|| panic!("no {name} in {families:?}"))
+        };
+        let untyped: Vec<_> =
+            families.iter().filter(|f| matches!(f["type"].as_str(), Some("untyped" | "unknown"))).collect();
+        assert!(untyped.is_empty(), "{accept:?}: untyped families {untyped:?}\n{body}");
+        let reviews = family("credbroker_reviews");
+        assert_eq!(reviews["type"], "counter", "{accept:?}");
+        let labels = json!({ "validator": name, "outcome": "authenticated" });
+        let sample = reviews["samples"].as_array().unwrap().iter().find(|s| s["labels"] == labels);
+        assert!(
+            sample.is_some_and(|s| s["name"] == "credbroker_reviews_total" && s["value"].as_f64() == Some(1.0)),
+            "{accept:?}: {reviews}"
+        );
+        assert_eq!(family("credbroker_review_duration_seconds")["type"], "histogram");
+        assert_eq!(family("credbroker_validators")["samples"][0]["value"].as_f64(), Some(1.0));
+    }
 }

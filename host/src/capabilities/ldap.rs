@@ -51,6 +51,10 @@ impl Capability for Ldap {
         LdapPolicy::new(&servers, plaintext, Arc::clone(&plugin.tls))
     }
 
+    fn open_resources(state: &LdapRun) -> usize {
+        usize::from(!state.connections.is_empty())
+    }
+
     fn prepare(policy: &Arc<LdapPolicy>) -> LdapRun {
         let mut connections = ResourceTable::new();
         connections.set_max_capacity(MAX_CONNECTIONS);

@@ -62,6 +62,10 @@ impl Capability for Loopback {
         Ok((policy, Arc::clone(&plugin.terminal)))
     }
 
+    fn open_resources(state: &LoopbackRun) -> usize {
+        usize::from(!state.listeners.is_empty())
+    }
+
     fn prepare(policy: &Arc<Self::Policy>) -> LoopbackRun {
         let mut listeners = ResourceTable::new();
         listeners.set_max_capacity(MAX_LISTENERS);

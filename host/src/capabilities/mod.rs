@@ -63,6 +63,13 @@ pub trait Capability {
     /// The state of one run.
     fn prepare(policy: &Arc<Self::Policy>) -> Self::State;
 
+    /// Host resources (connections, listeners) the plugin holds in `state`:
+    /// a snapshot of an instance holding any would hand every copy a dangling
+    /// handle.
+    fn open_resources(_state: &Self::State) -> usize {
+        0
+    }
+
     /// Add its host functions to `linker`; `view` finds its state in a store.
     ///
     /// # Errors
@@ -227,6 +234,12 @@ impl HostState {
     pub fn boundary(&self) -> &Boundary {
         &self.boundary
     }
+
+    /// Host resources the plugin holds right now (WASI streams and pollables,
+    /// connections, listeners).
+    pub fn open_resources(&self) -> usize {
+        usize::from(!self.wasi_table.is_empty()) + self.caps.open_resources()
+    }
 }
 
 /// A host capability, described (`credbroker plugin inspect`).
@@ -277,6 +290,12 @@ macro_rules! capabilities {
 
             fn prepare(&self) -> CapabilityStates {
                 CapabilityStates { $($field: <$cap as Capability>::prepare(&self.$field),)* }
+            }
+        }
+
+        impl CapabilityStates {
+            fn open_resources(&self) -> usize {
+                0 $(+ <$cap as Capability>::open_resources(&self.$field))*
             }
         }
 

@@ -6,7 +6,10 @@
 //! (`WASMTIME_BACKTRACE_DETAILS`) and would silently change what the
 //! compatibility hash says.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Strategy,
@@ -91,10 +94,14 @@ pub fn new_engine(allocation: Allocation) -> wasmtime::Result<Engine> {
         }
         // Copy-on-write memory images make each of many instantiations cheap,
         // and a long-running server compiles once: optimise the code.
+        // Validators with a setup are recompiled at every reload as the
+        // image of their new state; their functions are unchanged, so the
+        // incremental cache answers for those and only the data is new.
         config
             .cranelift_opt_level(OptLevel::Speed)
             .memory_init_cow(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling));
+        config.enable_incremental_compilation(Arc::new(CompiledFunctions::default()))?;
     } else {
         // One instance per process: copying the data segments is cheaper than
         // building a memory image for it. A provider mostly waits on I/O, and
@@ -109,6 +116,22 @@ pub fn new_engine(allocation: Allocation) -> wasmtime::Result<Engine> {
             .allocation_strategy(InstanceAllocationStrategy::OnDemand);
     }
     Engine::new(&config)
+}
+
+/// Cranelift's incremental compilation cache, in memory: one entry per
+/// function ever compiled by this engine (bounded by the plugins loaded).
+#[derive(Debug, Default)]
+struct CompiledFunctions(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
+
+impl wasmtime::CacheStore for CompiledFunctions {
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(key).map(|v| Cow::Owned(v.clone()))
+    }
+
+    fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_vec(), value);
+        true
+    }
 }
 
 /// A stable fingerprint of everything that makes a precompiled artifact

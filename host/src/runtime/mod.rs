@@ -12,6 +12,7 @@
 
 pub mod artifacts;
 pub mod engine;
+pub mod snapshot;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -303,6 +304,8 @@ impl Runtime {
             provider: None,
             validator: None,
             validator_setup: None,
+            wasm: None,
+            prepared: OnceLock::new(),
             login: None,
         };
         for world in implemented {
@@ -315,6 +318,9 @@ impl Runtime {
                     if loaded.shape.has_validator_setup() {
                         loaded.validator_setup =
                             Some(ValidatorWithSetupPre::new(pre.clone()).map_err(|e| contract(format!("{e:#}")))?);
+                        // Kept to instrument for the snapshot at setup.
+                        let wasm = plugin.wasm().map_err(|e| contract(format!("cannot read it again: {e}")))?;
+                        loaded.wasm = Some(Arc::new(wasm));
                     }
                 }
                 World::Login => {
@@ -362,6 +368,11 @@ pub struct LoadedPlugin {
     validator: Option<ValidatorPre<HostState>>,
     /// The same validator with its `validator-setup` export, when it has one.
     validator_setup: Option<ValidatorWithSetupPre<HostState>>,
+    /// Its component, when it has a setup to snapshot.
+    wasm: Option<Arc<Vec<u8>>>,
+    /// The validator as its last setup left it, which every review
+    /// instantiates (see [`snapshot`]).
+    prepared: OnceLock<ValidatorPre<HostState>>,
     login: Option<LoginPre<HostState>>,
 }
 
@@ -558,23 +569,84 @@ impl LoadedPlugin {
         Ok(credential)
     }
 
-    /// Run a validator's `validator-setup` once, as a load does: an error
-    /// means the configuration cannot serve. A validator without the export
-    /// needs no setup.
+    /// Run a validator's `validator-setup` once, as a load does, and keep
+    /// the instance it leaves as the image every review starts from: an
+    /// error means the configuration cannot serve. A validator without the
+    /// export needs no setup. Where the image cannot be taken (a component
+    /// the pre-initializer does not handle, a setup that leaves a host
+    /// resource open) the load warns and each review runs the setup itself.
     ///
     /// # Errors
     ///
     /// [`RunError`] when setup fails or hits a limit.
-    pub async fn setup(&self, engine: &Engine, sandbox: &Sandbox) -> Result<(), RunError> {
-        let Some(pre) = &self.validator_setup else {
+    pub async fn setup(&self, runtime: &Runtime, sandbox: &Sandbox) -> Result<(), RunError> {
+        let (Some(pre), Some(wasm)) = (&self.validator_setup, &self.wasm) else {
             return if self.validator.is_some() { Ok(()) } else { Err(self.not_a(World::Validator)) };
         };
+        let engine = runtime.engine();
+        let started = std::time::Instant::now();
+        let instrumented = match snapshot::instrument(wasm) {
+            Ok(instrumented) => instrumented,
+            Err(e) => return self.setup_without_snapshot(engine, pre, sandbox, &e).await,
+        };
+        let digest = crate::plugin::sha256_hex(&instrumented.wasm);
+        let component = runtime
+            .artifacts
+            .load_or_compile(engine, &digest, || Ok(instrumented.wasm.clone()))
+            .map_err(|e| self.bad_snapshot(format!("the instrumented component does not compile: {e}")))?;
+        let with_setup = runtime
+            .linker
+            .instantiate_pre(&component)
+            .and_then(ValidatorWithSetupPre::new)
+            .map_err(|e| self.bad_snapshot(format!("{e:#}")))?;
+        let mut call = self.new_call(engine, sandbox, false);
+        let instance = self
+            .run(sandbox, &mut call, async |store| {
+                let instance = with_setup.instance_pre().instantiate_async(&mut *store).await?;
+                let validator = crate::bindings::validator_with_setup::ValidatorWithSetup::new(&mut *store, &instance)?;
+                Ok(validator.credbroker_plugin_validator_setup().call_setup(&mut *store).await?.map(|()| instance))
+            })
+            .await?;
+        match snapshot::take(engine, &instrumented, &mut call.store, instance).await {
+            Ok(image) => {
+                let prepared = runtime
+                    .linker
+                    .instantiate_pre(&image)
+                    .and_then(ValidatorPre::new)
+                    .map_err(|e| self.bad_snapshot(format!("{e:#}")))?;
+                let _ = self.prepared.set(prepared);
+                tracing::debug!(plugin = %self.name, ms = started.elapsed().as_millis() as u64, "set up and snapshotted");
+                Ok(())
+            }
+            Err(e) => self.setup_without_snapshot(engine, pre, sandbox, &e).await,
+        }
+    }
+
+    /// Setup without an image: run it once (an error fails the load), and
+    /// every review runs it again in its own instance.
+    async fn setup_without_snapshot(
+        &self,
+        engine: &Engine,
+        pre: &ValidatorWithSetupPre<HostState>,
+        sandbox: &Sandbox,
+        why: &snapshot::SnapshotError,
+    ) -> Result<(), RunError> {
+        tracing::warn!(plugin = %self.name, "{why}; its setup will run in every review");
         let mut call = self.new_call(engine, sandbox, false);
         self.run(sandbox, &mut call, async |store| {
             let validator = pre.instantiate_async(&mut *store).await?;
             validator.credbroker_plugin_validator_setup().call_setup(&mut *store).await
         })
         .await
+    }
+
+    fn bad_snapshot(&self, detail: String) -> RunError {
+        RunError::BadResult { plugin: self.name.to_string(), detail: format!("cannot snapshot its setup: {detail}") }
+    }
+
+    /// Whether reviews start from the image of its setup.
+    pub fn is_prepared(&self) -> bool {
+        self.prepared.get().is_some()
     }
 
     /// Ask a validator about a token. A validator with `validator-setup` is
@@ -599,6 +671,10 @@ impl LoadedPlugin {
         call.output.mark_secret(&review.token).map_err(|e| self.secret_error(e))?;
         let outcome = self
             .run(sandbox, &mut call, async |store| {
+                if let Some(prepared) = self.prepared.get() {
+                    let validator = prepared.instantiate_async(&mut *store).await?;
+                    return validator.credbroker_plugin_token_validator().call_validate(&mut *store, &review).await;
+                }
                 if let Some(with_setup) = &self.validator_setup {
                     let validator = with_setup.instantiate_async(&mut *store).await?;
                     if let Err(error) = validator.credbroker_plugin_validator_setup().call_setup(&mut *store).await? {

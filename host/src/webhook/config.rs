@@ -202,6 +202,26 @@ impl ValidatorConfig {
     }
 }
 
+/// Command-line flags of `credbroker serve` that take the place of `[server]`
+/// keys: `--listen` and `--insecure-plain-http`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListenerOverrides {
+    /// Replaces `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Sets `insecure-plain-http = true` (it never turns it off).
+    pub insecure_plain_http: bool,
+}
+
+impl ListenerOverrides {
+    /// The one place flags override `[server]`.
+    fn apply(&self, server: &mut ListenerConfig) {
+        server.insecure_plain_http |= self.insecure_plain_http;
+        if let Some(addr) = self.listen {
+            server.listen = addr;
+        }
+    }
+}
+
 impl ServerConfig {
     /// Load and check `path`.
     ///
@@ -209,10 +229,22 @@ impl ServerConfig {
     ///
     /// [`ConfigError`] when the file cannot be read, does not parse, or makes no sense.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, &ListenerOverrides::default())
+    }
+
+    /// Load `path`, apply `overrides` to `[server]`, and check the result: a
+    /// flag counts as the key it stands for (`--insecure-plain-http` in place
+    /// of the TLS files).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the file cannot be read, does not parse, or makes no sense.
+    pub fn load_with(path: &Path, overrides: &ListenerOverrides) -> Result<Self, ConfigError> {
         let text = crate::fsutil::read_text_bounded(path, crate::fsutil::bounds::CONFIG)
             .map_err(|error| ConfigError::Unreadable { path: path.to_path_buf(), error })?;
         let invalid = |message: String| ConfigError::Invalid { path: path.to_path_buf(), message };
         let mut config: Self = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        overrides.apply(&mut config.server);
         let base = path.parent().unwrap_or(Path::new("."));
         if config.validators.is_empty() {
             return Err(invalid("no [[validators]]: nothing could ever authenticate".into()));
@@ -270,7 +302,8 @@ impl ServerConfig {
         }
         if !server.insecure_plain_http && (server.tls_cert_file.is_none() || server.tls_key_file.is_none()) {
             return Err(invalid(
-                "[server] needs tls-cert-file and tls-key-file (or insecure-plain-http = true for local testing)"
+                "[server] needs tls-cert-file and tls-key-file (or insecure-plain-http = true, or \
+                 --insecure-plain-http, for local testing)"
                     .into(),
             ));
         }
@@ -354,5 +387,20 @@ cpu-ms = 50
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let error = ServerConfig::load(&fifo).unwrap_err().to_string();
         assert!(error.ends_with("it is a FIFO, not a regular file"), "{error}");
+    }
+
+    #[test]
+    fn flags_stand_for_their_keys_before_the_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serve.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:1\"\n[[validators]]\nname = \"a\"\nplugin = \"x\"\n")
+            .unwrap();
+        let listen = "127.0.0.1:9443".parse().ok();
+        let plain = ListenerOverrides { listen, insecure_plain_http: true };
+        let config = ServerConfig::load_with(&path, &plain).unwrap();
+        assert!(config.server.insecure_plain_http);
+        assert_eq!(config.server.listen, "127.0.0.1:9443".parse().unwrap());
+        let error = ServerConfig::load_with(&path, &ListenerOverrides { listen, ..Default::default() }).unwrap_err();
+        assert!(error.to_string().contains("--insecure-plain-http"), "{error}");
     }
 }

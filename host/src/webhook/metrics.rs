@@ -1,33 +1,57 @@
-//! Prometheus metrics of the webhook (`GET /metrics`).
+//! Prometheus metrics of the webhook (`GET /metrics`), in the format the
+//! scraper asks for: OpenMetrics 1.0.0 or the Prometheus text format 0.0.4
+//! ([`exposition`]).
 
-use prometheus_client::encoding::EncodeLabelSet;
+mod exposition;
+
+use std::fmt::Write as _;
+
+pub use self::exposition::Format;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// A label value, escaped when it is written (prometheus-client 0.24 writes
+/// label values as they are, and a validator may be named `we"ird\name`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct Label(String);
+
+impl From<&str> for Label {
+    fn from(value: &str) -> Self {
+        Self(value.to_string())
+    }
+}
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&exposition::escape_label_value(&self.0))
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReviewLabels {
-    validator: String,
-    outcome: String,
+    validator: Label,
+    outcome: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FailureLabels {
-    validator: String,
-    kind: String,
+    validator: Label,
+    kind: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
-    result: String,
+    result: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    path: String,
-    code: String,
+    path: Label,
+    code: Label,
 }
 
 /// Every metric the webhook exports.
@@ -93,7 +117,7 @@ impl Metrics {
 
     /// Count a cache lookup.
     pub fn cache(&self, hit: bool) {
-        self.cache.get_or_create(&ResultLabels { result: if hit { "hit" } else { "miss" }.into() }).inc();
+        self.cache.get_or_create(&ResultLabels { result: (if hit { "hit" } else { "miss" }).into() }).inc();
     }
 
     /// Count a plugin failure.
@@ -108,12 +132,14 @@ impl Metrics {
 
     /// Count a reload attempt.
     pub fn reload(&self, success: bool) {
-        self.reloads.get_or_create(&ResultLabels { result: if success { "success" } else { "failure" }.into() }).inc();
+        self.reloads
+            .get_or_create(&ResultLabels { result: (if success { "success" } else { "failure" }).into() })
+            .inc();
     }
 
     /// Count an HTTP request.
     pub fn request(&self, path: &str, code: u16) {
-        self.requests.get_or_create(&RequestLabels { path: path.into(), code: code.to_string() }).inc();
+        self.requests.get_or_create(&RequestLabels { path: path.into(), code: Label(code.to_string()) }).inc();
     }
 
     /// Set the number of active validators.
@@ -121,11 +147,38 @@ impl Metrics {
         self.validators.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut text = String::new();
+    /// The exposition in `format`.
+    pub fn render(&self, format: Format) -> String {
+        let mut open_metrics = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        let _ = prometheus_client::encoding::text::encode(&mut open_metrics, &self.registry);
+        match format {
+            Format::OpenMetrics => open_metrics,
+            Format::PrometheusText => exposition::prometheus_text(&open_metrics),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the two formats say about a counter with an awkward label, and a gauge.
+    #[test]
+    fn both_formats_escape_and_name_counters_their_way() {
+        let metrics = Metrics::new();
+        metrics.plugin_failure("we\"ird\\name\n", "trap");
+        metrics.set_validators(2);
+        let open_metrics = metrics.render(Format::OpenMetrics);
+        let failure = r#"credbroker_plugin_failures_total{validator="we\"ird\\name\n",kind="trap"} 1"#;
+        assert!(open_metrics.contains("# TYPE credbroker_plugin_failures counter\n"), "{open_metrics}");
+        assert!(open_metrics.contains(failure), "{open_metrics}");
+        assert!(open_metrics.ends_with("# EOF\n"), "{open_metrics}");
+        let text = metrics.render(Format::PrometheusText);
+        assert!(text.contains("# HELP credbroker_plugin_failures_total Validator plugin failures"), "{text}");
+        assert!(text.contains("# TYPE credbroker_plugin_failures_total counter\n"), "{text}");
+        assert!(text.contains(failure), "{text}");
+        assert!(text.contains("# TYPE credbroker_validators gauge\ncredbroker_validators 2\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
     }
 }

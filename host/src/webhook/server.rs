@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,9 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use super::cache::{ReviewCache, Source};
-use super::config::ServerConfig;
+use super::config::{ListenerOverrides, ServerConfig};
 use super::login::{FailureLimiter, LoginRequest, RecheckCache};
-use super::metrics::Metrics;
+use super::metrics::{Format as MetricsFormat, Metrics};
 use super::review::{self, TokenReviewResponse, TokenReviewStatus};
 use super::tls::{ReloadingTls, TlsFiles};
 use super::validators::{ValidatorSet, Verdict};
@@ -60,14 +60,11 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// The `[server]` settings in effect: the file's, with these overrides.
-    fn listener(&self, server: &super::config::ListenerConfig) -> super::config::ListenerConfig {
-        let mut effective = server.clone();
-        effective.insecure_plain_http |= self.insecure_plain_http;
-        if let Some(addr) = self.listen {
-            effective.listen = addr;
-        }
-        effective
+    /// The configuration file with `--listen` and `--insecure-plain-http`
+    /// applied to `[server]` before it is checked.
+    fn load_config(&self) -> Result<ServerConfig, ConfigError> {
+        let overrides = ListenerOverrides { listen: self.listen, insecure_plain_http: self.insecure_plain_http };
+        ServerConfig::load_with(&self.config, &overrides)
     }
 }
 
@@ -141,8 +138,8 @@ impl Server {
     pub async fn bind(options: ServeOptions) -> Result<Self, ServeError> {
         // Stamped before reading, so an edit made while loading is seen.
         let config_stamp = stamp(&options.config);
-        let config = ServerConfig::load(&options.config)?;
-        let listener_config = options.listener(&config.server);
+        let config = options.load_config()?;
+        let listener_config = config.server.clone();
         let reviews = listener_config.max_concurrent_reviews;
         let runtime = Arc::new(Runtime::new(RuntimeOptions {
             allocation: Allocation::Pooling {
@@ -216,8 +213,8 @@ impl Server {
     ///
     /// What [`Server::bind`] would fail with, except for binding.
     pub fn check(options: &ServeOptions) -> Result<Vec<String>, ServeError> {
-        let config = ServerConfig::load(&options.config)?;
-        let server = &options.listener(&config.server);
+        let config = options.load_config()?;
+        let server = &config.server;
         // The serving engine (same compiler), so the check warms the artifact cache.
         let runtime = Arc::new(Runtime::new(RuntimeOptions {
             allocation: Allocation::Pooling {
@@ -454,14 +451,12 @@ async fn route(request: Request<Incoming>, peer: Peer, shared: &Shared) -> Respo
                 respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
             },
         ),
-        (&Method::GET, "/metrics") => (
-            "/metrics",
-            respond(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                shared.metrics.render(),
-            ),
-        ),
+        (&Method::GET, "/metrics") => {
+            let format = MetricsFormat::negotiate(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
+            let mut response = respond(StatusCode::OK, format.content_type(), shared.metrics.render(format));
+            response.headers_mut().insert(VARY, HeaderValue::from_static("accept"));
+            ("/metrics", response)
+        }
         (&Method::POST, REVIEW_PATH) if shared.review_needs_client_cert && !peer.verified_client => (
             REVIEW_PATH,
             review_error(
@@ -756,9 +751,9 @@ async fn reload_loop(shared: Arc<Shared>) {
         let reload = Arc::clone(&shared);
         let result = tokio::task::spawn_blocking(move || {
             let config_stamp = stamp(&reload.options.config);
-            let config = ServerConfig::load(&reload.options.config).map_err(|e| e.to_string())?;
-            // Compared with the overrides applied, or `--listen` would look like a change.
-            if reload.options.listener(&config.server) != reload.listener_config {
+            // With the overrides applied, or `--listen` would look like a change.
+            let config = reload.options.load_config().map_err(|e| e.to_string())?;
+            if config.server != reload.listener_config {
                 tracing::warn!("[server] settings changed; they take effect after a restart");
             }
             let set =

@@ -45,7 +45,7 @@ pub struct WasmBackend {
 #[async_trait::async_trait]
 impl Backend for WasmBackend {
     async fn setup(&self) -> Result<(), RunError> {
-        self.plugin.setup(self.runtime.engine(), &self.sandbox).await
+        self.plugin.setup(&self.runtime, &self.sandbox).await
     }
 
     async fn review(&self, token: &str, audiences: &[String]) -> Result<ReviewOutcome, RunError> {
@@ -189,6 +189,11 @@ impl ValidatorSet {
             let loaded =
                 runtime.load_any(&plugin, &[World::Validator, World::Login]).map_err(|e| fail(e.to_string()))?;
             let (validates, logs_in) = (loaded.implements(World::Validator), loaded.implements(World::Login));
+            if loaded.has_setup() {
+                // What setup read is in the image the reviews start from: a
+                // change of a granted file means a new setup, at a reload.
+                watched.extend(sandbox.policy.files.granted().map(std::path::Path::to_path_buf));
+            }
             if logs_in && config.login.is_none() {
                 return Err(fail(
                     "it is a login backend: add a [login] section with signing-key-file so the server can issue tokens"

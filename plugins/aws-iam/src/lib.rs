@@ -4,12 +4,15 @@
 //! **Provider** (`credbroker get --provider aws-iam`): the token is
 //! `k8s-aws-v1.` + base64url(a SigV4-presigned STS GetCallerIdentity URL whose
 //! signed headers include `x-k8s-aws-id: CLUSTER`), valid 15 minutes (the
-//! ExecCredential says 14). Settings: `cluster-id` (required), `region`
+//! ExecCredential says 14); the STS host is the regional endpoint of the
+//! region's partition, as botocore picks it ([`partitions`]). Settings:
+//! `cluster-id` (required), `region`
 //! (default `us-east-1`), credentials as `access-key-id`, `secret-access-key`
 //! and `session-token` (use `env:`/`file:`), or `credentials-file` (a granted
 //! file in the AWS shared-credentials format) with `profile` (default
 //! `default`); `role-arn` to assume first (with `session-name`, default
-//! `credbroker`); `sts-endpoint` to use another STS URL (e.g. a VPC endpoint).
+//! `credbroker`); `sts-endpoint` to use another STS URL (e.g. a VPC endpoint),
+//! signed as botocore signs it (host in lower case, no `:443`).
 //!
 //! **Validator** (`credbroker serve`): checks the token like
 //! aws-iam-authenticator (length, prefix, encoding, https, an STS host of the
@@ -21,6 +24,7 @@
 //! `map-roles`, `map-users`, `map-accounts`.
 
 pub mod mapping;
+pub mod partitions;
 pub mod sigv4;
 pub mod verify;
 
@@ -28,7 +32,7 @@ use credbroker_sdk::{
     Credential, CredentialRequest, Error, Provider, ReviewOutcome, TokenReview, Validator, config, files, http, log,
 };
 
-use self::sigv4::{Credentials, SigningTime};
+use self::sigv4::{Credentials, Endpoint, SigningTime};
 
 /// Tokens are prefixed with this.
 pub const TOKEN_PREFIX: &str = "k8s-aws-v1.";
@@ -85,20 +89,26 @@ pub fn shared_credentials(text: &str, profile: &str) -> Option<Credentials> {
     Some(Credentials { access_key_id: key?, secret_access_key: secret?, session_token: token })
 }
 
-/// The STS host (and port) to sign for, and the URL to POST to.
-fn sts_endpoint(region: &str) -> Result<(String, String), Error> {
+/// The STS endpoint to sign for and the region to sign with: `sts-endpoint`
+/// if set, else the regional endpoint of `region`'s partition (as botocore
+/// picks it).
+fn sts_endpoint(region: &str) -> Result<(Endpoint, String), Error> {
+    if !partitions::valid_region_name(region) {
+        return Err(Error::misconfigured(format!(
+            "region {region:?} is no region name (letters, digits and -, like eu-west-1)"
+        )));
+    }
     match config::get("sts-endpoint").filter(|e| !e.is_empty()) {
         Some(url) => {
-            let host = url
-                .strip_prefix("https://")
-                .ok_or_else(|| Error::misconfigured("sts-endpoint must be an https:// URL"))?
-                .trim_end_matches('/')
-                .to_string();
-            Ok((host, url.trim_end_matches('/').to_string()))
+            let endpoint =
+                Endpoint::parse(&url).map_err(|e| Error::misconfigured(format!("sts-endpoint {url:?}: {e}")))?;
+            Ok((endpoint, region.to_string()))
         }
         None => {
-            let host = format!("sts.{region}.amazonaws.com");
-            Ok((host.clone(), format!("https://{host}")))
+            let (host, signing_region) = partitions::sts_host(region);
+            let endpoint = Endpoint::parse(&format!("https://{host}"))
+                .map_err(|e| Error::misconfigured(format!("region {region:?}: {e}")))?;
+            Ok((endpoint, signing_region.to_string()))
         }
     }
 }
@@ -112,15 +122,15 @@ fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
 
 /// STS AssumeRole over the http capability: temporary credentials for `role_arn`.
 fn assume_role(base: &Credentials, region: &str, role_arn: &str) -> Result<Credentials, Error> {
-    let (host, url) = sts_endpoint(region)?;
+    let (endpoint, signing_region) = sts_endpoint(region)?;
     let session = config::get("session-name").unwrap_or_else(|| "credbroker".into());
     let body = format!(
         "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName={}&DurationSeconds=900",
         sigv4::uri_encode(role_arn),
         sigv4::uri_encode(&session)
     );
-    let headers = sigv4::sign_post(base, &host, region, "sts", &body, &SigningTime::at(now()));
-    let mut request = http::Request::post(&format!("{url}/")).body(body);
+    let headers = sigv4::sign_post(base, &endpoint.host, &signing_region, "sts", &body, &SigningTime::at(now()));
+    let mut request = http::Request::post(&format!("{}/", endpoint.url)).body(body);
     for (name, value) in &headers {
         request = request.header(name, value);
     }
@@ -167,8 +177,15 @@ impl Provider for AwsIam {
         if let Some(role_arn) = config::get("role-arn").filter(|r| !r.is_empty()) {
             credentials = assume_role(&credentials, &region, &role_arn)?;
         }
-        let (host, _) = sts_endpoint(&region)?;
-        let url = sigv4::presign_get_caller_identity(&credentials, &host, &region, &cluster_id, &signing_time()?, 60);
+        let (endpoint, signing_region) = sts_endpoint(&region)?;
+        let url = sigv4::presign_get_caller_identity(
+            &credentials,
+            &endpoint,
+            &signing_region,
+            &cluster_id,
+            &signing_time()?,
+            60,
+        );
         let token = format!("{TOKEN_PREFIX}{}", credbroker_sdk::base64url(url.as_bytes()));
         log::mark_secret(&token);
         // STS accepts a presigned URL for 15 minutes; kubectl renews a minute early.

@@ -71,12 +71,85 @@ fn scope(time: &SigningTime, region: &str, service: &str) -> String {
     format!("{}/{region}/{service}/aws4_request", time.date)
 }
 
+/// An STS endpoint: its URL as the operator (or botocore) wrote it, and the
+/// host SigV4 signs for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `https://AUTHORITY`, as written (no trailing `/`).
+    pub url: String,
+    /// The host botocore signs: lower case, without the default port.
+    pub host: String,
+}
+
+impl Endpoint {
+    /// `https://HOST[:PORT][/]`.
+    ///
+    /// # Errors
+    ///
+    /// Why the URL is no STS endpoint: not https, a path, query or fragment
+    /// (STS answers at `/`), user information, or a malformed host or port.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let authority = url.strip_prefix("https://").ok_or("it must be an https:// URL")?;
+        let authority = authority.strip_suffix('/').unwrap_or(authority);
+        if authority.contains(['/', '?', '#']) {
+            return Err("it must have no path, query or fragment (STS answers at /)".into());
+        }
+        let host = canonical_host(authority)?;
+        Ok(Self { url: format!("https://{authority}"), host })
+    }
+}
+
+/// The `host` header SigV4 signs for the authority of an https URL, as
+/// botocore derives it: the host in lower case, then `:PORT` unless the port
+/// is 443.
+///
+/// # Errors
+///
+/// An authority with user information, an empty or malformed host, or a bad port.
+pub fn canonical_host(authority: &str) -> Result<String, String> {
+    if authority.contains('@') {
+        return Err("it must have no user information".into());
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (address, after) = rest.split_once(']').ok_or("its IPv6 address lacks a ]")?;
+            if address.is_empty() || !address.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                return Err(format!("[{address}] is no IPv6 address"));
+            }
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or("a port must follow the IPv6 address after :")?),
+            };
+            (&authority[..address.len() + 2], port)
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let name_ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+    if host.is_empty() || !(host.starts_with('[') || host.bytes().all(name_ok)) {
+        return Err(format!("{host:?} is no host name"));
+    }
+    let host = host.to_ascii_lowercase();
+    match port {
+        None => Ok(host),
+        // Digits only: Rust's parser would also take a leading `+`.
+        Some(port) => match port.parse::<u16>() {
+            Ok(443) if port.bytes().all(|b| b.is_ascii_digit()) => Ok(host),
+            Ok(number) if port.bytes().all(|b| b.is_ascii_digit()) => Ok(format!("{host}:{number}")),
+            _ => Err(format!("{port:?} is no port")),
+        },
+    }
+}
+
 /// A presigned `GET https://HOST/?Action=GetCallerIdentity...` whose signed
 /// headers include `x-k8s-aws-id: cluster_id`, exactly as botocore presigns it
-/// (parameter order included).
+/// (parameter order included): the URL keeps the endpoint as written, the
+/// signature covers [`Endpoint::host`].
 pub fn presign_get_caller_identity(
     credentials: &Credentials,
-    host: &str,
+    endpoint: &Endpoint,
     region: &str,
     cluster_id: &str,
     time: &SigningTime,
@@ -100,7 +173,8 @@ pub fn presign_get_caller_identity(
     canonical_query.sort();
     let canonical_query = canonical_query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
     let canonical_request = format!(
-        "GET\n/\n{canonical_query}\nhost:{host}\nx-k8s-aws-id:{cluster_id}\n\nhost;x-k8s-aws-id\n{}",
+        "GET\n/\n{canonical_query}\nhost:{}\nx-k8s-aws-id:{cluster_id}\n\nhost;x-k8s-aws-id\n{}",
+        endpoint.host,
         sha256_hex(b"")
     );
     let string_to_sign = format!(
@@ -111,7 +185,7 @@ pub fn presign_get_caller_identity(
     );
     let signature = sign(credentials, time, region, "sts", &string_to_sign);
     let query = params.iter().map(|(k, v)| format!("{k}={}", uri_encode(v))).collect::<Vec<_>>().join("&");
-    format!("https://{host}/?{query}&X-Amz-Signature={signature}")
+    format!("{}/?{query}&X-Amz-Signature={signature}", endpoint.url)
 }
 
 /// Headers for a SigV4-signed `POST https://HOST/` with a form `body`.
@@ -178,9 +252,10 @@ mod tests {
     /// The URL botocore presigns for these inputs (tests/fixtures/sts/README.md).
     #[test]
     fn presigned_urls_match_botocore() {
+        let endpoint = Endpoint::parse("https://sts.eu-west-1.amazonaws.com").unwrap();
         let url = presign_get_caller_identity(
             &example(),
-            "sts.eu-west-1.amazonaws.com",
+            &endpoint,
             "eu-west-1",
             "test-cluster",
             &SigningTime::at(1_714_564_800),
@@ -190,6 +265,48 @@ mod tests {
             url,
             "https://sts.eu-west-1.amazonaws.com/?Action=GetCallerIdentity&Version=2011-06-15&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20240501%2Feu-west-1%2Fsts%2Faws4_request&X-Amz-Date=20240501T120000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host%3Bx-k8s-aws-id&X-Amz-Signature=8f902b005062748e81b471cbff40c37f438bc088b8a71ee54c3016b40e5c0dfe"
         );
+    }
+
+    /// botocore keeps the URL as written and signs `_host_from_url` of it.
+    #[test]
+    fn endpoints_are_signed_for_their_canonical_host() {
+        let cases = [
+            (
+                "https://STS.EU-West-1.AmazonAWS.com:443",
+                "https://STS.EU-West-1.AmazonAWS.com:443",
+                "sts.eu-west-1.amazonaws.com",
+            ),
+            (
+                "https://sts.eu-west-1.amazonaws.com/",
+                "https://sts.eu-west-1.amazonaws.com",
+                "sts.eu-west-1.amazonaws.com",
+            ),
+            ("https://Example.COM:8443/", "https://Example.COM:8443", "example.com:8443"),
+            ("https://127.0.0.1:08443", "https://127.0.0.1:08443", "127.0.0.1:8443"),
+            ("https://[::1]:443", "https://[::1]:443", "[::1]"),
+            ("https://[FE80::1]:8443", "https://[FE80::1]:8443", "[fe80::1]:8443"),
+        ];
+        for (written, url, host) in cases {
+            assert_eq!(Endpoint::parse(written), Ok(Endpoint { url: url.into(), host: host.into() }), "{written}");
+        }
+        let refused = [
+            ("http://sts.amazonaws.com", "https://"),
+            ("https://sts.amazonaws.com/prefix", "no path"),
+            ("https://sts.amazonaws.com?x=1", "no path, query"),
+            ("https://user@sts.amazonaws.com", "user information"),
+            ("https://", "no host"),
+            ("https://sts.amazonaws.com:", "no port"),
+            ("https://sts.amazonaws.com:99999", "no port"),
+            ("https://sts.amazonaws.com:-1", "no port"),
+            ("https://sts.amazonaws.com:+443", "no port"),
+            ("https://[::1", "lacks a ]"),
+            ("https://[::1]x", "after :"),
+            ("https://st s.example", "no host"),
+        ];
+        for (written, reason) in refused {
+            let error = Endpoint::parse(written).unwrap_err();
+            assert!(error.contains(reason), "{written}: {error}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use credbroker_sdk::{Error, config, http};
 use serde_json::Value;
 
-use super::TOKEN_PREFIX;
+use super::{TOKEN_PREFIX, partitions, sigv4};
 
 /// Longest token accepted.
 const MAX_TOKEN: usize = 4096;
@@ -40,41 +40,13 @@ pub struct Identity {
     pub access_key_id: String,
 }
 
-/// The domain of STS hosts in `partition`.
-fn partition_domain(partition: &str) -> Option<&'static str> {
-    match partition {
-        "aws" | "aws-us-gov" => Some("amazonaws.com"),
-        "aws-cn" => Some("amazonaws.com.cn"),
-        "aws-iso" => Some("c2s.ic.gov"),
-        "aws-iso-b" => Some("sc2s.sgov.gov"),
-        _ => None,
-    }
-}
-
-/// Whether `host` is an STS endpoint of `partition` (`sts.amazonaws.com`,
-/// `sts.REGION.amazonaws.com`, FIPS and dual-stack variants), or one the
-/// operator added.
+/// Whether `host` (canonical: lower case, no default port) is an STS endpoint
+/// of `partition` (see [`partitions::is_sts_host`]), or one the operator added.
 fn host_allowed(host: &str, partition: &str, extra: &[String]) -> bool {
-    if extra.iter().any(|h| h == host) {
+    if extra.iter().any(|h| sigv4::canonical_host(h).as_deref().unwrap_or(h) == host) {
         return true;
     }
-    let Some(domain) = partition_domain(partition) else { return false };
-    let region_ok =
-        |r: &str| !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if host == format!("sts.{domain}") {
-        return true;
-    }
-    for prefix in ["sts.", "sts-fips."] {
-        if let Some(rest) = host.strip_prefix(prefix) {
-            if let Some(region) = rest.strip_suffix(&format!(".{domain}")) {
-                return region_ok(region);
-            }
-            if let Some(region) = rest.strip_suffix(".api.aws") {
-                return partition == "aws" && region_ok(region);
-            }
-        }
-    }
-    false
+    partitions::named(partition).is_some_and(|p| partitions::is_sts_host(host, p))
 }
 
 /// Check `token` and ask STS who made it. `Ok(Err(reason))` is a rejection.
@@ -144,10 +116,12 @@ pub fn check(token: &str, partition: &str, extra_hosts: &[String], now: i64) -> 
         .map_err(|e| format!("the token is not base64url: {e}"))?;
     let url = String::from_utf8(bytes).map_err(|_| "the token is not a URL".to_string())?;
     let rest = url.strip_prefix("https://").ok_or("the presigned URL is not https")?;
-    let (host, path_and_query) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-    if !host_allowed(host, partition, extra_hosts) {
-        return Err(format!("unexpected hostname {host:?} in the presigned URL"));
-    }
+    let (authority, path_and_query) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    // As STS sees it (and as the client signed it): `STS.example:443` is `sts.example`.
+    let host = sigv4::canonical_host(authority)
+        .ok()
+        .filter(|host| host_allowed(host, partition, extra_hosts))
+        .ok_or_else(|| format!("unexpected hostname {authority:?} in the presigned URL"))?;
     let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
     if path != "/" {
         return Err("unexpected path in the presigned URL".into());
@@ -179,7 +153,6 @@ pub fn check(token: &str, partition: &str, extra_hosts: &[String], now: i64) -> 
         return Err("the token has expired (X-Amz-Date is over 15 minutes old)".into());
     }
     let access_key_id = seen.get("x-amz-credential").and_then(|c| c.split('/').next()).unwrap_or_default().to_string();
-    let host = host.to_string();
     Ok(Checked { url, host, access_key_id })
 }
 
@@ -318,10 +291,51 @@ mod tests {
         assert!(host_allowed("sts.us-west-2.amazonaws.com", "aws", &[]));
         assert!(host_allowed("sts-fips.us-east-1.amazonaws.com", "aws", &[]));
         assert!(host_allowed("sts.cn-north-1.amazonaws.com.cn", "aws-cn", &[]));
+        assert!(host_allowed("sts.us-isob-east-1.sc2s.sgov.gov", "aws-iso-b", &[]));
         assert!(!host_allowed("sts.cn-north-1.amazonaws.com.cn", "aws", &[]));
         assert!(!host_allowed("sts.us-east-1.amazonaws.com.evil.example", "aws", &[]));
+        assert!(!host_allowed("sts.us-east-1.amazonaws.com", "no-such-partition", &[]));
         assert!(!host_allowed("127.0.0.1:8443", "aws", &[]));
         assert!(host_allowed("127.0.0.1:8443", "aws", &["127.0.0.1:8443".into()]));
+        assert!(host_allowed("sts.example", "aws", &["STS.Example:443".into()]));
+    }
+
+    /// What botocore writes for a region of each partition passes; the same
+    /// URL is refused by a validator of another partition.
+    #[test]
+    fn every_partition_accepts_its_own_tokens() {
+        for (region, partition) in [
+            ("cn-north-1", "aws-cn"),
+            ("cn-northwest-1", "aws-cn"),
+            ("us-iso-east-1", "aws-iso"),
+            ("us-isob-east-1", "aws-iso-b"),
+            ("eu-isoe-west-1", "aws-iso-e"),
+            ("us-isof-south-1", "aws-iso-f"),
+            ("eusc-de-east-1", "aws-eusc"),
+            ("us-gov-west-1", "aws-us-gov"),
+            ("aws-global", "aws"),
+        ] {
+            let (host, _) = partitions::sts_host(region);
+            let url = GOOD.replace("sts.eu-west-1.amazonaws.com", &host);
+            assert_eq!(check(&token_for(&url), partition, &[], SIGNED_AT + 60).map(|c| c.host), Ok(host), "{region}");
+            let other = if partition == "aws" { "aws-cn" } else { "aws" };
+            let error = check(&token_for(&url), other, &[], SIGNED_AT + 60).unwrap_err();
+            assert!(error.contains("unexpected hostname"), "{region} in {other}: {error}");
+        }
+    }
+
+    /// botocore signs `STS.EU-WEST-1.AMAZONAWS.COM:443` as `sts.eu-west-1.amazonaws.com`.
+    #[test]
+    fn hosts_are_compared_as_signed() {
+        let url = GOOD.replace("sts.eu-west-1.amazonaws.com", "STS.EU-West-1.AmazonAWS.com:443");
+        let checked = check(&token_for(&url), "aws", &[], SIGNED_AT + 60).unwrap();
+        assert_eq!(checked.host, "sts.eu-west-1.amazonaws.com");
+        assert!(checked.url.starts_with("https://STS.EU-West-1.AmazonAWS.com:443/?"), "replayed as written");
+        for bad in ["user@sts.amazonaws.com", "sts.amazonaws.com:444", "sts.amazonaws.com:x"] {
+            let url = GOOD.replace("sts.eu-west-1.amazonaws.com", bad);
+            let error = check(&token_for(&url), "aws", &[], SIGNED_AT + 60).unwrap_err();
+            assert!(error.contains("unexpected hostname"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Provider for Ldap {
             }
         };
         log::mark_secret(&password);
-        let body = serde_json::json!({ "username": username, "password": password }).to_string();
+        let body = serde_json::json!({ "username": username, "password": password });
         let response = http::Request::post(&url).json(&body).header("accept", "application/json").send()?;
         let answer: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
         let message = answer["error"].as_str().unwrap_or("no reason given").to_string();

@@ -241,9 +241,7 @@ fn auth_code(settings: &Settings, endpoints: &Endpoints) -> Result<Credential, E
     if let Some(resource) = &settings.resource {
         params.push(("resource", resource));
     }
-    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", http::form_encode(v))).collect();
-    let separator = if authorization.contains('?') { '&' } else { '?' };
-    let url = format!("{authorization}{separator}{}", query.join("&"));
+    let url = http::with_query(authorization, &params);
     let redirect = listener.wait(&url, settings.timeout_ms)?;
     if query_value(&redirect, "state").as_deref() != Some(state_value.as_str()) {
         return Err(Error::denied("the redirect's state does not match the login request (possible CSRF)"));

@@ -247,6 +247,25 @@ pub struct HttpStub {
     /// Its port.
     pub port: u16,
     hits: Arc<Mutex<HashMap<String, usize>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+/// A request the stub received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The path, with its query.
+    pub path: String,
+    /// Header lines, names in lower case: `name: value`.
+    pub headers: Vec<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    /// The value of header `name` (lower case), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find_map(|h| h.strip_prefix(name)?.strip_prefix(':').map(str::trim))
+    }
 }
 
 /// One canned answer.
@@ -291,15 +310,21 @@ impl HttpStub {
         let port = listener.local_addr().expect("addr").port();
         let routes: Vec<(String, Answer)> = routes.into_iter().map(|(p, a)| (p.to_string(), a)).collect();
         let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let counter = Arc::clone(&hits);
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let (counter, log) = (Arc::clone(&hits), Arc::clone(&seen));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let routes = routes.clone();
-                let counter = Arc::clone(&counter);
-                std::thread::spawn(move || serve_one(stream, &routes, &counter));
+                let (counter, log) = (Arc::clone(&counter), Arc::clone(&log));
+                std::thread::spawn(move || serve_one(stream, &routes, &counter, &log));
             }
         });
-        Self { port, hits }
+        Self { port, hits, seen }
+    }
+
+    /// The requests that reached `path` so far.
+    pub fn requests(&self, path: &str) -> Vec<Seen> {
+        self.seen.lock().unwrap().iter().filter(|s| s.path == path).cloned().collect()
     }
 
     /// How many requests reached `path`.
@@ -313,25 +338,35 @@ impl HttpStub {
     }
 }
 
-fn serve_one(stream: TcpStream, routes: &[(String, Answer)], hits: &Mutex<HashMap<String, usize>>) {
+fn serve_one(
+    stream: TcpStream,
+    routes: &[(String, Answer)],
+    hits: &Mutex<HashMap<String, usize>>,
+    seen: &Mutex<Vec<Seen>>,
+) {
     let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
         return;
     }
     let mut content_length = 0usize;
+    let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
             break;
         }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+        let (name, value) = line.split_once(':').unwrap_or((&line, ""));
+        let header = format!("{}:{}", name.to_ascii_lowercase(), value.trim_end());
+        if let Some(v) = header.strip_prefix("content-length:") {
             content_length = v.trim().parse().unwrap_or(0);
         }
+        headers.push(header);
     }
     let mut body = vec![0; content_length];
     let _ = reader.read_exact(&mut body);
     let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    seen.lock().unwrap().push(Seen { path: path.clone(), headers, body });
     let count = {
         let mut hits = hits.lock().unwrap();
         let count = hits.entry(path.clone()).or_insert(0);

@@ -116,25 +116,70 @@ impl Drop for Sts {
     }
 }
 
-/// botocore's presigned URL for these inputs.
-pub fn botocore_presigned_url(
-    access_key_id: &str,
-    secret: &str,
-    session_token: Option<&str>,
-    region: &str,
-    cluster_id: &str,
-    unix_time: u64,
-) -> String {
+/// What a reference signer is asked to presign.
+#[derive(Debug, Clone, Copy)]
+pub struct Presign<'a> {
+    /// The access key id.
+    pub access_key_id: &'a str,
+    /// Its secret.
+    pub secret: &'a str,
+    /// A session token, for temporary credentials.
+    pub session_token: Option<&'a str>,
+    /// The region (its partition picks the STS host).
+    pub region: &'a str,
+    /// The `x-k8s-aws-id` header.
+    pub cluster_id: &'a str,
+    /// The signing time.
+    pub unix_time: u64,
+    /// Another STS URL than the region's.
+    pub endpoint: Option<&'a str>,
+}
+
+/// botocore's presigned URL for these inputs (`presign.py`).
+pub fn botocore_presigned_url(inputs: &Presign<'_>) -> String {
     let mut command = Command::new(python());
     command
         .arg(root().join("tests/fixtures/sts/presign.py"))
-        .args(["--access-key-id", access_key_id, "--secret-access-key", secret, "--region", region])
-        .args(["--cluster-id", cluster_id, "--time", &unix_time.to_string()])
+        .args(["--access-key-id", inputs.access_key_id, "--secret-access-key", inputs.secret])
+        .args(["--region", inputs.region, "--cluster-id", inputs.cluster_id])
+        .args(["--time", &inputs.unix_time.to_string()])
         .env_remove("AWS_SESSION_TOKEN");
-    if let Some(token) = session_token {
+    if let Some(token) = inputs.session_token {
         command.args(["--session-token", token]);
+    }
+    if let Some(endpoint) = inputs.endpoint {
+        command.args(["--endpoint", endpoint]);
     }
     let output = command.output().expect("presign.py");
     assert!(output.status.success(), "presign.py: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("utf-8").trim().to_string()
+}
+
+/// The token `aws eks get-token` prints for these inputs: the AWS CLI itself,
+/// its clock frozen at the signing time (`aws_cli.py`), with nothing from this
+/// machine's environment or `~/.aws`; `AWS_ENDPOINT_URL_STS` for an endpoint.
+pub fn aws_cli_token(inputs: &Presign<'_>) -> String {
+    let home = tempfile::tempdir().expect("home for the AWS CLI");
+    let mut command = Command::new(python());
+    command
+        .arg(root().join("tests/fixtures/sts/aws_cli.py"))
+        .args(["--time", &inputs.unix_time.to_string()])
+        .args(["eks", "get-token", "--cluster-name", inputs.cluster_id, "--region", inputs.region])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .env("AWS_ACCESS_KEY_ID", inputs.access_key_id)
+        .env("AWS_SECRET_ACCESS_KEY", inputs.secret);
+    if let Some(token) = inputs.session_token {
+        command.env("AWS_SESSION_TOKEN", token);
+    }
+    if let Some(endpoint) = inputs.endpoint {
+        command.env("AWS_ENDPOINT_URL_STS", endpoint);
+    }
+    let output = command.output().expect("aws_cli.py");
+    assert!(output.status.success(), "aws eks get-token: {}", String::from_utf8_lossy(&output.stderr));
+    let credential: Value = serde_json::from_slice(&output.stdout).expect("the AWS CLI prints an ExecCredential");
+    credential["status"]["token"].as_str().expect("status.token").to_string()
 }

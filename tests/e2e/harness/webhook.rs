@@ -221,6 +221,11 @@ pub fn client(ca_pem: &str, identity: Option<&Issued>) -> reqwest::blocking::Cli
         .expect("client")
 }
 
+/// A client for plain-HTTP endpoints (it trusts no certificate).
+pub fn plain_client() -> reqwest::blocking::Client {
+    client("", None)
+}
+
 /// TLS for a client trusting `ca_pem`, presenting `identity` if given.
 pub fn tls_config(ca_pem: &str, identity: Option<&Issued>) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject;
