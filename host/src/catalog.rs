@@ -77,14 +77,17 @@ impl PluginInfo {
         versions.into_iter().map(|v| (v.clone(), contract::compatibility(&v))).collect()
     }
 
-    /// The host capabilities it imports.
+    /// The host capabilities it imports: contract interfaces, and the WASI
+    /// interfaces a capability decides about (`wasi:cli/environment`).
     pub fn capabilities(&self) -> Vec<Capability> {
         let Ok(shape) = &self.shape else { return Vec::new() };
-        std::iter::once(&TYPES)
-            .chain(crate::capabilities::ALL)
-            .filter(|c| shape.imports.iter().filter_map(|i| contract_item(i)).any(|(name, _)| name == c.interface))
-            .copied()
-            .collect()
+        let imported = |interface: &str| {
+            shape.imports.iter().any(|import| match contract_item(import) {
+                Some((name, _)) => name == interface,
+                None => import.split('@').next() == Some(interface),
+            })
+        };
+        std::iter::once(&TYPES).chain(crate::capabilities::ALL).filter(|c| imported(c.interface)).copied().collect()
     }
 
     /// Its imports that are neither WASI nor the contract: a host cannot
@@ -94,7 +97,7 @@ impl PluginInfo {
         shape.imports.iter().filter(|i| contract_item(i).is_none() && !i.starts_with("wasi:")).cloned().collect()
     }
 
-    /// Its WASI imports (answered by the sandbox: no environment, files or sockets).
+    /// Its WASI imports (answered by the sandbox: no files or sockets, only the granted environment).
     pub fn wasi_imports(&self) -> Vec<String> {
         let Ok(shape) = &self.shape else { return Vec::new() };
         shape.imports.iter().filter(|i| i.starts_with("wasi:")).cloned().collect()
@@ -269,6 +272,8 @@ mod tests {
         assert_eq!(token_file.contract(), [(contract::VERSION.to_string(), Compatibility::Same)]);
         let caps: Vec<&str> = token_file.capabilities().iter().map(|c| c.interface).collect();
         assert!(caps.contains(&"files"), "{caps:?}");
+        // Rust's std imports WASI's environment, which only grants.env fills.
+        assert!(caps.contains(&"wasi:cli/environment"), "{caps:?}");
         assert!(token_file.foreign_imports().is_empty());
     }
 

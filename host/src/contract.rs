@@ -101,10 +101,136 @@ pub fn interface_name(interface: &str) -> String {
     format!("{PACKAGE}/{interface}@{VERSION}")
 }
 
-/// A file that is not a WebAssembly component.
+/// A file that is not a usable WebAssembly component.
 #[derive(Debug, thiserror::Error)]
-#[error("not a WebAssembly component: {0}")]
-pub struct NotAComponent(String);
+pub enum NotAComponent {
+    /// It does not parse as a component.
+    #[error("not a WebAssembly component: {0}")]
+    Malformed(String),
+    /// It is over a size or complexity limit.
+    #[error(transparent)]
+    TooComplex(#[from] TooComplex),
+}
+
+/// The largest component file accepted (the Python plugin is 18 MB).
+pub const MAX_COMPONENT_BYTES: usize = 64 * 1024 * 1024;
+/// How deep modules and components may nest inside the component.
+pub const MAX_NESTING: u64 = 16;
+/// Most modules and components in one component, nested ones included.
+pub const MAX_UNITS: u64 = 1_000;
+/// Most core functions defined, over all modules.
+pub const MAX_CORE_FUNCTIONS: u64 = 100_000;
+/// Most core imports and exports, over all modules.
+pub const MAX_CORE_IMPORTS_EXPORTS: u64 = 50_000;
+/// Most component imports and exports, over all (nested) components.
+pub const MAX_COMPONENT_IMPORTS_EXPORTS: u64 = 1_000;
+/// Most other definitions (types, tables, memories, globals, element and data
+/// segments, instances, aliases, canonical functions), over everything.
+pub const MAX_OTHER_DEFINITIONS: u64 = 50_000;
+
+/// A component over one of the limits above.
+#[derive(Debug, thiserror::Error)]
+pub enum TooComplex {
+    /// The file is too large.
+    #[error("the component is {0} bytes; the limit is {MAX_COMPONENT_BYTES} bytes (64 MiB)")]
+    Bytes(usize),
+    /// Too many of one kind of item.
+    #[error("the component has more than {limit} {what}; a plugin may have at most {limit}")]
+    Count {
+        /// What was counted.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+}
+
+/// Check `wasm` against the size and complexity limits of a plugin, reading
+/// only section headers (no validation, nothing compiled): wasmtime's compile
+/// time and memory grow with these counts, and a small file could otherwise
+/// cost minutes and gigabytes. A file that does not parse passes here; the
+/// compiler then says what is wrong with it.
+///
+/// # Errors
+///
+/// [`TooComplex`] naming the first limit exceeded.
+pub fn check_bounds(wasm: &[u8]) -> Result<(), TooComplex> {
+    use wasmparser::{Parser, Payload};
+    if wasm.len() > MAX_COMPONENT_BYTES {
+        return Err(TooComplex::Bytes(wasm.len()));
+    }
+    let (mut depth, mut units, mut functions, mut core_io, mut component_io, mut other) = (0u64, 0, 0, 0, 0, 0);
+    for payload in Parser::new(0).parse_all(wasm) {
+        let Ok(payload) = payload else { break };
+        let (counter, added) = match &payload {
+            Payload::Version { .. } => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(TooComplex::Count {
+                        what: "levels of nested modules and components",
+                        limit: MAX_NESTING,
+                    });
+                }
+                (&mut units, 1)
+            }
+            Payload::End(_) => {
+                depth = depth.saturating_sub(1);
+                continue;
+            }
+            Payload::FunctionSection(r) => (&mut functions, r.count()),
+            Payload::ImportSection(r) => (&mut core_io, r.count()),
+            Payload::ExportSection(r) => (&mut core_io, r.count()),
+            Payload::ComponentImportSection(r) => (&mut component_io, r.count()),
+            Payload::ComponentExportSection(r) => (&mut component_io, r.count()),
+            Payload::TypeSection(r) => (&mut other, r.count()),
+            Payload::TableSection(r) => (&mut other, r.count()),
+            Payload::MemorySection(r) => (&mut other, r.count()),
+            Payload::TagSection(r) => (&mut other, r.count()),
+            Payload::GlobalSection(r) => (&mut other, r.count()),
+            Payload::ElementSection(r) => (&mut other, r.count()),
+            Payload::DataSection(r) => (&mut other, r.count()),
+            Payload::InstanceSection(r) => (&mut other, r.count()),
+            Payload::CoreTypeSection(r) => (&mut other, r.count()),
+            Payload::ComponentInstanceSection(r) => (&mut other, r.count()),
+            Payload::ComponentAliasSection(r) => (&mut other, r.count()),
+            Payload::ComponentTypeSection(r) => (&mut other, r.count()),
+            Payload::ComponentCanonicalSection(r) => (&mut other, r.count()),
+            _ => continue,
+        };
+        *counter += u64::from(added);
+        for (count, limit, what) in [
+            (units, MAX_UNITS, "modules and components"),
+            (functions, MAX_CORE_FUNCTIONS, "core functions"),
+            (core_io, MAX_CORE_IMPORTS_EXPORTS, "core imports and exports"),
+            (component_io, MAX_COMPONENT_IMPORTS_EXPORTS, "component imports and exports"),
+            (other, MAX_OTHER_DEFINITIONS, "other definitions (types, instances, aliases, segments...)"),
+        ] {
+            if count > limit {
+                return Err(TooComplex::Count { what, limit });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names listed in an error before the rest are only counted.
+const LISTED_NAMES: usize = 8;
+/// Bytes of one name shown in an error.
+const SHOWN_NAME_BYTES: usize = 100;
+
+/// `name` as an error may show it: unsafe characters escaped, at most
+/// [`SHOWN_NAME_BYTES`] bytes of it.
+fn shown(name: &str) -> String {
+    crate::boundary::text::one_line(&crate::boundary::text::truncate(name, SHOWN_NAME_BYTES)).into_owned()
+}
+
+/// The first [`LISTED_NAMES`] of `names`, shown, and how many more there are.
+fn listed(names: &[String]) -> String {
+    let mut text = names.iter().take(LISTED_NAMES).map(|n| shown(n)).collect::<Vec<_>>().join(", ");
+    if names.len() > LISTED_NAMES {
+        text.push_str(&format!(" and {} more", names.len() - LISTED_NAMES));
+    }
+    text
+}
 
 /// What a component imports and exports, by name.
 #[derive(Debug, Clone, Default)]
@@ -129,19 +255,21 @@ impl ComponentShape {
     ///
     /// # Errors
     ///
-    /// [`NotAComponent`] for a core module, a truncated file or anything else.
+    /// [`NotAComponent`] for a core module, a truncated file, one over the
+    /// [size and complexity limits](check_bounds) or anything else.
     pub fn parse(wasm: &[u8]) -> Result<Self, NotAComponent> {
         use wasmparser::{Encoding, Parser, Payload};
+        check_bounds(wasm)?;
         let mut shape = Self::default();
         // Nested modules and components have their own imports and exports;
         // only the outermost component's are the plugin's.
         let mut depth = 0usize;
         for payload in Parser::new(0).parse_all(wasm) {
-            let payload = payload.map_err(|e| NotAComponent(e.to_string()))?;
+            let payload = payload.map_err(|e| NotAComponent::Malformed(e.to_string()))?;
             match payload {
                 Payload::Version { encoding, .. } => {
                     if depth == 0 && encoding != Encoding::Component {
-                        return Err(NotAComponent(
+                        return Err(NotAComponent::Malformed(
                             "it is a core module; build it as a component (cargo build --target wasm32-wasip2)".into(),
                         ));
                     }
@@ -150,13 +278,13 @@ impl ComponentShape {
                 Payload::End(_) => depth = depth.saturating_sub(1),
                 Payload::ComponentImportSection(reader) if depth == 1 => {
                     for import in reader {
-                        let import = import.map_err(|e| NotAComponent(e.to_string()))?;
+                        let import = import.map_err(|e| NotAComponent::Malformed(e.to_string()))?;
                         shape.imports.push(import.name.name.to_string());
                     }
                 }
                 Payload::ComponentExportSection(reader) if depth == 1 => {
                     for export in reader {
-                        let export = export.map_err(|e| NotAComponent(e.to_string()))?;
+                        let export = export.map_err(|e| NotAComponent::Malformed(e.to_string()))?;
                         shape.exports.push(export.name.name.to_string());
                     }
                 }
@@ -164,7 +292,7 @@ impl ComponentShape {
             }
         }
         if depth != 0 {
-            return Err(NotAComponent("the file ends in the middle of the component (truncated?)".into()));
+            return Err(NotAComponent::Malformed("the file ends in the middle of the component (truncated?)".into()));
         }
         Ok(shape)
     }
@@ -229,13 +357,15 @@ impl ComponentShape {
                     Compatibility::Newer => {
                         return Err(format!(
                             "it was built against {PACKAGE}@{version}, newer than this credbroker's {VERSION}; \
-                             upgrade credbroker"
+                             upgrade credbroker",
+                            version = shown(&version)
                         ));
                     }
                     Compatibility::Incompatible => {
                         return Err(format!(
                             "it was built against {PACKAGE}@{version}, which this credbroker ({CONTRACT}) cannot run; \
-                             rebuild it against {CONTRACT}"
+                             rebuild it against {CONTRACT}",
+                            version = shown(&version)
                         ));
                     }
                     Compatibility::Same | Compatibility::Older => {}
@@ -245,7 +375,7 @@ impl ComponentShape {
                 worlds.iter().map(|w| format!("`{}`", interface_name(w.export()))).collect::<Vec<_>>().join(" or ");
             let names = worlds.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(" or ");
             let found = self.exports.iter().filter(|e| !e.starts_with("wasi:")).cloned().collect::<Vec<_>>();
-            let found = if found.is_empty() { "nothing".to_string() } else { found.join(", ") };
+            let found = if found.is_empty() { "nothing".to_string() } else { listed(&found) };
             return Err(format!(
                 "it does not implement the {names} world: it must export {wanted} but exports {found} \
                  (this credbroker speaks {CONTRACT})"
@@ -256,7 +386,8 @@ impl ComponentShape {
                 let compatible = matches!(compatibility(version), Compatibility::Same | Compatibility::Older);
                 if !provides(interface) || !compatible {
                     return Err(format!(
-                        "it imports `{import}`, which this credbroker does not provide (it speaks {CONTRACT})"
+                        "it imports `{}`, which this credbroker does not provide (it speaks {CONTRACT})",
+                        shown(import)
                     ));
                 }
             }

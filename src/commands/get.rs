@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use credbroker_host::exec::credential::ApiVersion;
+use credbroker_host::exec::credential::{ApiVersion, ExecInfoError};
 use credbroker_host::exec::{self, GetRequest, Selection};
 use credbroker_host::settings::parse_key_value;
 
@@ -56,12 +56,19 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         ),
     };
     let set = args.set.iter().map(|arg| parse_key_value(arg)).collect::<Result<Vec<_>, _>>().context("--set")?;
+    // Unreadable is not absent: answering a v1 client in v1beta1 would only
+    // move the error into kubectl.
+    let exec_info = match std::env::var("KUBERNETES_EXEC_INFO") {
+        Ok(info) => Some(info),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => return Err(ExecInfoError::NotUtf8.into()),
+    };
     let request = GetRequest {
         selection,
         set,
         config: args.config,
         api_version: args.api_version,
-        exec_info: std::env::var("KUBERNETES_EXEC_INFO").ok(),
+        exec_info,
         no_cache: args.no_cache,
         allow_http: args.allow_http,
         allow_file: args.allow_file,

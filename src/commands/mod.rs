@@ -7,6 +7,7 @@ mod get;
 mod kubeconfig;
 mod plugin;
 mod serve;
+mod setup;
 mod webhook_kubeconfig;
 
 use std::process::ExitCode;
@@ -94,6 +95,8 @@ pub enum Command {
     Kubeconfig(kubeconfig::KubeconfigArgs),
     /// Check the set-up end to end and say what to fix.
     Doctor(doctor::DoctorArgs),
+    /// Log in to an OpenID Connect provider once and print its token's claims and the configuration that maps them.
+    Setup(setup::SetupArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "bash: credbroker completions bash > ~/.local/share/bash-completion/completions/credbroker\n\
@@ -122,6 +125,7 @@ impl Command {
             | Self::Plugin(_)
             | Self::Kubeconfig(_)
             | Self::Doctor(_)
+            | Self::Setup(_)
             | Self::Completions { .. } => Level::WARN,
             Self::Serve(_) => Level::INFO,
         }
@@ -144,6 +148,7 @@ impl Command {
             Self::Certs(command) => certs::run(command),
             Self::Kubeconfig(args) => kubeconfig::run(args),
             Self::Doctor(args) => doctor::run(args),
+            Self::Setup(args) => setup::run(args),
             Self::Completions { shell } => {
                 use clap::CommandFactory;
                 clap_complete::generate(shell, &mut Cli::command(), "credbroker", &mut std::io::stdout());

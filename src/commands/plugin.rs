@@ -370,7 +370,9 @@ fn inspect(args: &InspectArgs, plugin_dirs: &[PathBuf]) -> anyhow::Result<ExitCo
     }
     let wasi = info.wasi_imports();
     if !wasi.is_empty() {
-        println!("WASI imports (answered by the sandbox: no environment, files, sockets or stdout):");
+        println!(
+            "WASI imports (answered by the sandbox: no files, sockets or stdout; an environment of what grants.env names):"
+        );
         for import in wasi {
             println!("  {import}");
         }

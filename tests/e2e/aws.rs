@@ -364,3 +364,268 @@ fn a_hung_sts_fails_reviews_transiently_and_they_recover() {
     assert_eq!(status, 200, "back: {answer}");
     assert_eq!(answer["status"]["user"]["username"], "alice");
 }
+
+/// The AWS variables a test sets, removed from what it inherits.
+const AWS_VARIABLES: &[&str] = &[
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_ROLE_SESSION_NAME",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_STS",
+    "AWS_ENDPOINT_URL_SSO",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+];
+
+/// A profile `aws` whose credentials come from the chain (no key settings),
+/// signing for the test STS, with `settings` and `grants` TOML lines.
+fn chain_profile(env: &UserEnv, sts: &Sts, settings: &str, grants: &str) {
+    env.write_config(&format!(
+        "[profiles.aws]\nplugin = \"aws-iam\"\n[profiles.aws.settings]\ncluster-id = \"{CLUSTER}\"\nsts-endpoint = {url:?}\n{settings}\n\
+         [profiles.aws.grants]\nhttp = [{url:?}]\nca-file = {ca:?}\n{grants}\n",
+        url = sts.url,
+        ca = sts.ca_file().display().to_string(),
+    ));
+}
+
+/// kubectl (through the `aws` profile) with exactly the AWS variables `vars`.
+fn kubectl_with(env: &UserEnv, apiserver: &ApiServer, vars: &[(&str, &str)]) -> Run {
+    let config = kubectl::kubeconfig(env, apiserver, &Exec::v1beta1(&["get", "--provider", "aws"]));
+    let mut command = kubectl::command(env, "1.33", &config, &["get", "--raw", "/version"]);
+    for name in AWS_VARIABLES {
+        command.env_remove(name);
+    }
+    command.envs(vars.iter().copied());
+    Run::of(command.output().unwrap())
+}
+
+/// `credbroker get --provider aws` with exactly the AWS variables `vars`.
+fn get_with(env: &UserEnv, vars: &[(&str, &str)]) -> Run {
+    let mut command = env.credbroker(&["get", "--provider", "aws", "--no-cache"]);
+    for name in AWS_VARIABLES {
+        command.env_remove(name);
+    }
+    Run::of(command.envs(vars.iter().copied()).output().unwrap())
+}
+
+#[test]
+fn the_environment_reaches_the_chain_only_through_the_env_grant() {
+    let sts = seeded_sts();
+    let env = UserEnv::new();
+    let webhook = webhook(&env, &sts);
+    let (apiserver, users) = ApiServer::with_webhook(&webhook);
+    let (key, secret) = sts.keys("alice");
+    let keys = [("AWS_ACCESS_KEY_ID", key.as_str()), ("AWS_SECRET_ACCESS_KEY", secret.as_str())];
+
+    chain_profile(&env, &sts, "", "");
+    let refused = get_with(&env, &keys);
+    let error = refused.error();
+    assert!(error.contains("no AWS credentials found, in the AWS CLI's order"), "{error}");
+    assert!(
+        error.contains("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not in the plugin's environment"),
+        "{error}"
+    );
+
+    chain_profile(&env, &sts, "", "env = [\"AWS_*\"]");
+    let run = kubectl_with(&env, &apiserver, &keys);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, webhook.log());
+    assert_eq!(users.lock().unwrap().as_slice(), ["alice"]);
+}
+
+#[test]
+fn web_identity_like_irsa_assumes_the_role_with_the_granted_token_file() {
+    let sts = Sts::start(&json!({
+        "account": "123456789012",
+        "users": ["alice"],
+        "roles": [{ "name": "k8s-admins", "path": "/teams/" }],
+        "web_identity_tokens": ["eyJ.pod-token.sig"],
+    }));
+    let env = UserEnv::new();
+    let webhook = webhook(&env, &sts);
+    let (apiserver, users) = ApiServer::with_webhook(&webhook);
+    let token_file = env.home().join("serviceaccount-token");
+    std::fs::write(&token_file, "eyJ.pod-token.sig\n").unwrap();
+    crate::harness::audit::secret("eyJ.pod-token.sig");
+    let role = sts.out["roles"]["k8s-admins"]["arn"].as_str().unwrap().to_string();
+    let file = token_file.display().to_string();
+    let irsa = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", file.as_str()),
+        ("AWS_ROLE_ARN", role.as_str()),
+        ("AWS_ROLE_SESSION_NAME", "pod-7"),
+    ];
+
+    chain_profile(&env, &sts, "", "env = [\"AWS_*\"]");
+    let denied = get_with(&env, &irsa);
+    assert!(
+        denied.error().contains(
+            "the web identity token file $AWS_WEB_IDENTITY_TOKEN_FILE is not granted: add it to grants.files"
+        ),
+        "{}",
+        denied.stderr
+    );
+
+    chain_profile(&env, &sts, "", &format!("env = [\"AWS_*\"]\nfiles = [{file:?}]"));
+    let run = kubectl_with(&env, &apiserver, &irsa);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, webhook.log());
+    assert_eq!(users.lock().unwrap().as_slice(), ["admin:pod-7"]);
+
+    // A token STS does not take is STS's refusal, said as such.
+    std::fs::write(&token_file, "eyJ.someone-elses.sig\n").unwrap();
+    let refused = get_with(&env, &irsa);
+    assert!(refused.error().contains("denied: AssumeRoleWithWebIdentity"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("InvalidIdentityToken"), "{}", refused.stderr);
+}
+
+/// The SHA-1 (hex) the AWS CLI names an SSO cache file by.
+fn sha1_hex(text: &str) -> String {
+    let mut child = std::process::Command::new("sha1sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha1sum");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8(output.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn an_sso_profile_uses_the_cached_login_of_its_session() {
+    let sts = Sts::start(&json!({
+        "account": "123456789012",
+        "users": ["alice"],
+        "roles": [{ "name": "k8s-admins", "path": "/teams/" }],
+        "sso": [{ "access_token": "aoa-cached-sso-token", "user": "alice@corp.example", "roles": ["k8s-admins"] }],
+    }));
+    crate::harness::audit::secret("aoa-cached-sso-token");
+    let env = UserEnv::new();
+    let webhook = webhook(&env, &sts);
+    let (apiserver, users) = ApiServer::with_webhook(&webhook);
+    let aws = env.home().join(".aws");
+    std::fs::create_dir_all(aws.join("sso/cache")).unwrap();
+    std::fs::write(
+        aws.join("config"),
+        "[profile corp-admin]\nsso_session = corp\nsso_account_id = 123456789012\nsso_role_name = k8s-admins\n\
+         region = eu-west-1\n\n[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\nsso_region = us-east-1\n",
+    )
+    .unwrap();
+    let cache = aws.join(format!("sso/cache/{}.json", sha1_hex("corp")));
+    let login = |expires: &str| {
+        std::fs::write(
+            &cache,
+            json!({ "startUrl": "https://corp.awsapps.com/start", "region": "us-east-1",
+                    "accessToken": "aoa-cached-sso-token", "expiresAt": expires })
+            .to_string(),
+        )
+        .unwrap();
+    };
+    login("2099-01-01T00:00:00Z");
+    let home = env.home().display().to_string();
+    let grants = format!("env = [\"HOME\", \"AWS_PROFILE\"]\nfiles = [\"{home}/.aws/\"]");
+    chain_profile(&env, &sts, &format!("sso-endpoint = {:?}", sts.url), &grants);
+    let run = kubectl_with(&env, &apiserver, &[("AWS_PROFILE", "corp-admin")]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, webhook.log());
+    assert_eq!(users.lock().unwrap().as_slice(), ["admin:alice-corp.example"]);
+    let (_, answer) = webhook.review("v1", &apiserver.tokens_seen()[0], &[]);
+    assert_eq!(answer["status"]["user"]["extra"]["sessionName"], json!(["alice@corp.example"]));
+
+    login("2020-01-01T00:00:00Z");
+    let expired = get_with(&env, &[("AWS_PROFILE", "corp-admin")]);
+    assert!(
+        expired
+            .error()
+            .contains("profile $AWS_PROFILE: the SSO session has expired; run `aws sso login --sso-session corp`"),
+        "{}",
+        expired.stderr
+    );
+    // The cache not granted: what to grant.
+    chain_profile(
+        &env,
+        &sts,
+        &format!("sso-endpoint = {:?}", sts.url),
+        &format!("env = [\"HOME\", \"AWS_PROFILE\"]\nfiles = [\"{home}/.aws/config\"]"),
+    );
+    let ungranted = get_with(&env, &[("AWS_PROFILE", "corp-admin")]);
+    assert!(
+        ungranted
+            .error()
+            .contains("is not granted: add the directory (the absolute path of ~/.aws/sso/cache/) to grants.files"),
+        "{}",
+        ungranted.stderr
+    );
+}
+
+#[test]
+fn a_shared_profile_assumes_its_role_from_its_source_profile() {
+    let sts = seeded_sts();
+    let env = UserEnv::new();
+    let webhook = webhook(&env, &sts);
+    let (apiserver, users) = ApiServer::with_webhook(&webhook);
+    let (key, secret) = sts.keys("alice");
+    let role = sts.out["roles"]["k8s-admins"]["arn"].as_str().unwrap().to_string();
+    let aws = env.home().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        format!("[base]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        aws.join("config"),
+        format!("[profile admin]\nrole_arn = {role}\nsource_profile = base\nrole_session_name = alice-chained\n\n[profile tool]\ncredential_process = /usr/local/bin/aws-vault export\n"),
+    )
+    .unwrap();
+    let home = env.home().display().to_string();
+    chain_profile(&env, &sts, "profile = \"admin\"", &format!("env = [\"HOME\"]\nfiles = [\"{home}/.aws/\"]"));
+    let run = kubectl_with(&env, &apiserver, &[]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, webhook.log());
+    assert_eq!(users.lock().unwrap().as_slice(), ["admin:alice-chained"]);
+
+    chain_profile(&env, &sts, "profile = \"tool\"", &format!("env = [\"HOME\"]\nfiles = [\"{home}/.aws/\"]"));
+    let process = get_with(&env, &[]);
+    assert!(
+        process.error().contains(
+            "profile `tool` uses credential_process, which credbroker does not run: a plugin cannot start processes"
+        ),
+        "{}",
+        process.stderr
+    );
+}
+
+#[test]
+fn the_container_endpoint_like_eks_pod_identity_comes_last_in_the_chain() {
+    let sts = Sts::start(&json!({
+        "account": "123456789012",
+        "users": ["alice"],
+        "roles": [{ "name": "k8s-admins", "path": "/teams/" }],
+        "container": { "token": "pod-identity-token-123", "role": "k8s-admins" },
+    }));
+    crate::harness::audit::secret("pod-identity-token-123");
+    let env = UserEnv::new();
+    let webhook = webhook(&env, &sts);
+    let (apiserver, users) = ApiServer::with_webhook(&webhook);
+    let token_file = env.home().join("eks-pod-identity-token");
+    std::fs::write(&token_file, "pod-identity-token-123\n").unwrap();
+    let file = token_file.display().to_string();
+    let endpoint = format!("{}/__test/container-credentials", sts.url);
+    chain_profile(&env, &sts, "", &format!("env = [\"AWS_*\"]\nfiles = [{file:?}]"));
+    let pod = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", endpoint.as_str()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", file.as_str()),
+    ];
+    let run = kubectl_with(&env, &apiserver, &pod);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, webhook.log());
+    assert_eq!(users.lock().unwrap().as_slice(), ["admin:eks-pod-identity"]);
+
+    // Plain http to anything but loopback or the ECS/EKS addresses is refused, as by the CLI.
+    let refused = get_with(&env, &[("AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://10.1.2.3/creds")]);
+    assert!(refused.error().contains("must be a loopback address or the ECS/EKS endpoint"), "{}", refused.stderr);
+}

@@ -119,3 +119,41 @@ fn the_docs_rust_examples_are_the_sdks_compiled_ones() {
     }
     assert_eq!(checked, 2, "the marked examples");
 }
+
+/// Every setting a bundled plugin reads by name is on its page (as `key` or
+/// in a `key = ...` example).
+#[test]
+fn every_setting_a_plugin_reads_is_documented() {
+    let readers = [
+        "config::get(",
+        "config::require(",
+        "config::parse_or(",
+        "config::flag(",
+        "non_empty(",
+        "non_empty_setting(",
+        "flow_setting(",
+        "token_kind(",
+        "setting(",
+    ];
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root().join("plugins")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let page = std::fs::read_to_string(root().join(format!("docs/plugins/{name}.md"))).unwrap();
+        for source in std::fs::read_dir(entry.path().join("src")).unwrap().flatten() {
+            let code = std::fs::read_to_string(source.path()).unwrap();
+            for reader in readers {
+                for rest in code.split(&format!("{reader}\"")).skip(1) {
+                    let key = rest.split('"').next().unwrap_or_default();
+                    let is_name = !key.is_empty()
+                        && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                    if is_name && !page.contains(&format!("`{key}`")) && !page.contains(&format!("\n{key} = ")) {
+                        missing.push(format!("{name}: {key}"));
+                    }
+                }
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(missing.is_empty(), "settings not on their plugin's page: {missing:?}");
+}

@@ -122,6 +122,28 @@ fn malformed_exec_info_is_a_clear_error() {
 }
 
 #[test]
+fn exec_info_that_is_not_utf8_is_an_error_not_v1beta1() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = UserEnv::new();
+    // A v1 request with one byte that is not UTF-8 in a string: unreadable,
+    // not absent, so no v1beta1 answer for a client that asked for v1.
+    let mut info = V1_EXEC_INFO.as_bytes().to_vec();
+    let at = info.windows(4).position(|w| w == b"prod").unwrap();
+    info[at] = 0xff;
+    let run = env
+        .credbroker(&["get", "--provider", "static", "--set", "token=abc"])
+        .env("KUBERNETES_EXEC_INFO", std::ffi::OsStr::from_bytes(&info))
+        .output()
+        .map(Run::of)
+        .unwrap();
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(
+        run.error().trim(),
+        "credbroker: error: KUBERNETES_EXEC_INFO is not valid UTF-8, so not an ExecCredential"
+    );
+}
+
+#[test]
 fn huge_or_deeply_nested_exec_info_is_handled() {
     let env = UserEnv::new();
     // The kernel caps one environment variable at 128 KiB: fill most of it

@@ -14,7 +14,9 @@ const LIMITS: &str = "cpu-ms = 300\nmemory-mib = 24\ntimeout-ms = 1500\n";
 /// (behavior, extra settings, what the error says, whether it must end by the deadline)
 fn attacks(stub: &HttpStub) -> Vec<(&'static str, String, &'static str, bool)> {
     vec![
-        ("loop", String::new(), "exceeded its CPU time limit of 300 ms", true),
+        // 300 ms of the thread's own CPU; on a machine too busy to give the
+        // loop that much within the wall-clock limit, that limit ends it.
+        ("loop", String::new(), "CPU time limit of 300 ms|time limit of 1500 ms", true),
         ("grow", String::new(), "exceeded its memory limit of 24 MiB", false),
         ("recurse", String::new(), "exhausted its stack", false),
         ("recurse-shadow", String::new(), "out-of-bounds memory access", false),
@@ -50,7 +52,7 @@ fn attacks_through_credbroker_get_end_in_clear_errors() {
         let elapsed = started.elapsed();
         let error = run.error();
         assert!(error.contains(&format!("plugin `{plugin}`")), "{behavior}: names the plugin: {error}");
-        assert!(error.contains(reason), "{behavior}: {error}");
+        assert!(reason.split('|').any(|r| error.contains(r)), "{behavior}: {error}");
         if bounded {
             assert!(elapsed < Duration::from_millis(1500 + 1000 + 2000), "{behavior} took {elapsed:?}");
         }
@@ -94,7 +96,7 @@ fn attacks_through_credbroker_serve_leave_everyone_else_served() {
                     assert_eq!(answer["status"]["authenticated"], false, "{behavior}: {answer}");
                     let error = answer["status"]["error"].as_str().unwrap_or_default();
                     assert!(error.contains(&format!("attack{i}:")), "{behavior}: names the validator: {error}");
-                    assert!(error.contains(reason), "{behavior}: {error}");
+                    assert!(reason.split('|').any(|r| error.contains(r)), "{behavior}: {error}");
                     if bounded {
                         assert!(elapsed < Duration::from_millis(1500 + 1000 + 2000), "{behavior} took {elapsed:?}");
                     }

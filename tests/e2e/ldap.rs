@@ -27,13 +27,24 @@ fn signing_key() -> String {
 /// slapd, and credbroker serve with an `ldap` login backend named `corp-ldap`
 /// reaching `url` (one of slapd's) with `grants`.
 fn setup_with(url: impl Fn(&Slapd) -> String, grants: impl Fn(&Slapd) -> String, login: &str) -> Setup {
+    setup_serving(url, grants, login, "")
+}
+
+/// As [`setup_with`], with `server` lines added to `[server]`.
+fn setup_serving(
+    url: impl Fn(&Slapd) -> String,
+    grants: impl Fn(&Slapd) -> String,
+    login: &str,
+    server: &str,
+) -> Setup {
     let slapd = Slapd::start();
     let env = UserEnv::new();
     let dir = env.home();
     std::fs::write(dir.join("signing.pem"), signing_key()).unwrap();
     std::fs::write(dir.join("broker-password"), format!("{}\n", slapd::BROKER_PASSWORD)).unwrap();
     let config = format!(
-        r#"[cache]
+        r#"{server}
+[cache]
 positive-ttl-seconds = 0
 negative-ttl-seconds = 0
 
@@ -246,6 +257,55 @@ fn repeated_failures_are_rate_limited() {
 }
 
 #[test]
+fn concurrent_wrong_passwords_reach_the_directory_at_most_the_limit() {
+    let setup = setup_with(
+        |s| s.ldaps_url.clone(),
+        |s| format!("ldap = [{:?}]", s.ldaps_url),
+        "max-failures-per-user = 5\nfailure-window-seconds = 300",
+    );
+    // slapd's own count of searches: each login the backend runs looks the
+    // user up once; reading the count is a search too, so measure that first.
+    let (first, second) = (setup.slapd.operations("Search"), setup.slapd.operations("Search"));
+    let reading = second - first;
+    let before = setup.slapd.operations("Search");
+
+    let start = std::sync::Arc::new(std::sync::Barrier::new(100));
+    let attempts: Vec<_> = (0..100)
+        .map(|i| {
+            let (start, ca, url) =
+                (std::sync::Arc::clone(&start), setup.webhook.server_ca.cert_pem.clone(), setup.webhook.url.clone());
+            let password = format!("guess-{i}");
+            crate::harness::audit::secret(&password);
+            std::thread::spawn(move || {
+                let http = client(&ca, None);
+                start.wait();
+                let response = http
+                    .post(format!("{url}/v1/login/corp-ldap"))
+                    .json(&json!({ "username": "alice", "password": password }))
+                    .send()
+                    .expect("login");
+                (response.status().as_u16(), response.text().unwrap())
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = attempts.into_iter().map(|t| t.join().unwrap()).collect();
+    let reached = setup.slapd.operations("Search") - before - reading;
+
+    let rejected = answers.iter().filter(|(status, _)| *status == 401).count();
+    let refused: Vec<_> = answers.iter().filter(|(status, _)| *status == 429).collect();
+    assert_eq!(rejected, 5, "{answers:?}");
+    assert_eq!(refused.len(), 95, "{answers:?}");
+    for (_, body) in &refused {
+        assert!(body.contains("too many failed logins; try again in"), "{body}");
+    }
+    assert_eq!(reached, 5, "slapd saw {reached} logins of 100 with max-failures-per-user = 5");
+    assert_eq!(setup.webhook.log().matches("login failed").count(), 5, "{}", setup.webhook.log());
+    // And alice stays locked out, even with her password.
+    assert_eq!(setup.login("alice", "alice-pw").0, 429);
+    assert_eq!(setup.login("bob", "bob-pw").0, 200, "other users are not affected");
+}
+
+#[test]
 fn review_needs_the_apiserver_certificate_but_login_does_not() {
     let setup = setup();
     let anonymous = client(&setup.webhook.server_ca.cert_pem, None);
@@ -255,4 +315,43 @@ fn review_needs_the_apiserver_certificate_but_login_does_not() {
     let answer: Value = serde_json::from_str(&response.text().unwrap()).unwrap();
     assert_eq!(answer["status"]["error"], "TokenReviews need a client certificate signed by the configured client CA");
     assert_eq!(setup.login("bob", "bob-pw").0, 200);
+}
+
+/// A directory that answers a search with an endless stream of 64 KiB
+/// entries: the host stops reading as soon as they pass `max-call-bytes`,
+/// closes the connection, and its memory never follows the stream.
+#[test]
+fn a_directory_streaming_entries_cannot_make_the_host_hold_them() {
+    let flood = crate::harness::ldap_flood::LdapFlood::start();
+    let env = UserEnv::new();
+    std::fs::write(env.home().join("signing.pem"), signing_key()).unwrap();
+    let config = format!(
+        "[login]\nsigning-key-file = {signing:?}\n\n[[validators]]\nname = \"corp-ldap\"\nplugin = \"ldap\"\n\
+         [validators.settings]\nurl = {url:?}\nbind-dn = \"cn=broker,dc=flood\"\nbind-password = \"broker-pw-1\"\nuser-base = \"dc=flood\"\n\
+         [validators.grants]\nldap = [{url:?}]\nldap-allow-plaintext = true\n[validators.limits]\nmemory-mib = 32\n",
+        signing = env.home().join("signing.pem").display().to_string(),
+        url = flood.url,
+    );
+    let webhook = Webhook::start(&env, &config);
+    let before = webhook.peak_rss_kib();
+    crate::harness::audit::secret("flood-pw-123");
+    let response = client(&webhook.server_ca.cert_pem, None)
+        .post(format!("{}/v1/login/corp-ldap", webhook.url))
+        .json(&json!({ "username": "flood", "password": "flood-pw-123" }))
+        .send()
+        .expect("login");
+    assert!(matches!(response.status().as_u16(), 500 | 503), "{}", response.status());
+    webhook.wait_for("the log line", || webhook.log().contains("exceed the per-call limit"));
+    assert!(webhook.log().contains("the search was stopped"), "{}", webhook.log());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let sent = flood.sent();
+    let peak = webhook.peak_rss_kib();
+    assert!(
+        peak < before + 100 * 1024,
+        "the server went from {} to {} MiB while the directory sent {} MiB",
+        before / 1024,
+        peak / 1024,
+        sent >> 20
+    );
+    assert!(sent < 256 << 20, "the host stopped reading: the directory got {} MiB out", sent >> 20);
 }

@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 use crate::harness::apiserver::ApiServer;
 use crate::harness::kubectl::{self, Exec};
 use crate::harness::oidc::OidcProvider;
+use crate::harness::terminal::on_terminal;
 use crate::harness::webhook::Webhook;
-use crate::harness::{Run, UserEnv};
+use crate::harness::{Run, UserEnv, audit};
 
 /// A `jwt` validator named `idp` for `provider`, with `extra` TOML settings.
 fn jwt_validator(provider: &OidcProvider, issuer: &str, extra: &str) -> String {
@@ -28,7 +29,7 @@ name = "idp"
 plugin = "jwt"
 [validators.settings]
 issuer = {issuer:?}
-audiences = "public,confidential,https://kubernetes.example"
+audiences = "public,confidential,keyboard,https://kubernetes.example"
 username-prefix = "oidc:"
 groups-prefix = "oidc:"
 jwks-min-refresh-seconds = "0"
@@ -372,4 +373,381 @@ fn a_provider_outage_is_a_transient_error_and_recovers() {
     provider.restart();
     let back = get(&env);
     assert_eq!(back.code, Some(0), "{}", back.stderr);
+}
+
+/// The claims of a JWT (unverified: the validator verified it).
+fn claims_of(jwt: &str) -> Value {
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// The login URL of `issuer` when `line` (in the plugin's message frame) is it.
+fn shown_login_url(line: &str, issuer: &str) -> Option<String> {
+    let line = line.trim().trim_start_matches('\u{2502}').trim();
+    line.starts_with(&format!("{issuer}/auth?")).then(|| line.to_string())
+}
+
+/// A person at the terminal for the keyboard flow: opens the URL the plugin
+/// shows in a browser (as the URL's `login_hint`, else alice), and types what
+/// `paste` makes of the out-of-band address and the code its page shows.
+fn keyboard_user(
+    provider: &OidcProvider,
+    paste: fn(address: &str, code: &str) -> String,
+) -> impl FnMut(&str, bool) -> Option<String> + Send + 'static {
+    let (issuer, port, ca) = (provider.issuer.clone(), provider.port, provider.ca.cert_pem.clone());
+    move |line, complete| {
+        let url = shown_login_url(line, &issuer).filter(|_| complete)?;
+        let browser = OidcProvider::attach(&issuer, port, &ca);
+        let address = browser.follow_authorization(&url);
+        let code = browser.out_of_band_code(&address);
+        Some(paste(&address, &code))
+    }
+}
+
+#[test]
+fn the_keyboard_flow_on_a_terminal_takes_the_pasted_code_with_pkce_state_and_extra_parameters() {
+    let provider = OidcProvider::start(&[]);
+    let keyboard_profile = |env: &UserEnv| {
+        oidc_profile(
+            env,
+            &provider,
+            &format!(
+                "client-id = \"keyboard\"\nflow = \"auth-code-keyboard\"\nredirect-uri = \"{}/oob\"\n\
+                 auth-params = \"prompt=consent,acr_values=urn:credbroker:test:silver\"",
+                provider.issuer
+            ),
+            "",
+        )
+    };
+    let env = UserEnv::new();
+    let cluster = cluster(&env, &provider);
+    keyboard_profile(&env);
+    let config = kubectl::kubeconfig(&env, &cluster.apiserver, &Exec::v1(&["get", "--provider", "idp"]));
+    let kubectl = kubectl::command(&env, "1.33", &config, &["get", "--raw", "/version"]);
+    let screen = on_terminal(&kubectl, keyboard_user(&provider, |_, code| code.to_string()));
+    assert_eq!(screen.code, Some(0), "{}\n{}", screen.stderr, cluster.webhook.log());
+    assert!(screen.stderr.contains("Open this URL in a browser (on any machine) to log in"), "{}", screen.stderr);
+    assert!(screen.stderr.contains("[credbroker: plugin `oidc` asks] Code:"), "{}", screen.stderr);
+    assert!(
+        screen.stderr.contains("&prompt=consent&acr_values=urn%3Acredbroker%3Atest%3Asilver"),
+        "the extra parameters are in the URL shown: {}",
+        screen.stderr
+    );
+    assert!(screen.stderr.contains("code_challenge_method=S256"), "{}", screen.stderr);
+    assert_eq!(cluster.users.lock().unwrap().as_slice(), ["oidc:alice"]);
+    let claims = claims_of(&cluster.apiserver.tokens_seen()[0]);
+    assert_eq!(claims["aud"], "keyboard");
+    assert_eq!(claims["acr"], "urn:credbroker:test:silver", "the provider honoured acr_values: {claims}");
+
+    // Pasting the whole address works too; one carrying another login's
+    // state is refused (and nothing is stored: the next run logs in again).
+    let env = UserEnv::new();
+    keyboard_profile(&env);
+    let config = kubectl::kubeconfig(&env, &cluster.apiserver, &Exec::v1(&["get", "--provider", "idp"]));
+    let kubectl = kubectl::command(&env, "1.33", &config, &["get", "--raw", "/version"]);
+    let forged = on_terminal(&kubectl, keyboard_user(&provider, |address, _| address.replace("state=", "state=x")));
+    assert_ne!(forged.code, Some(0));
+    assert!(forged.stderr.contains("the pasted address carries the state of another login"), "{}", forged.stderr);
+    let pasted = on_terminal(&kubectl, keyboard_user(&provider, |address, _| address.to_string()));
+    assert_eq!(pasted.code, Some(0), "{}", pasted.stderr);
+
+    // Without a terminal there is nobody to paste the code: said at once.
+    let env = UserEnv::new();
+    keyboard_profile(&env);
+    let config = kubectl::kubeconfig(&env, &cluster.apiserver, &Exec::v1(&["get", "--provider", "idp"]));
+    let run = kubectl::run(&env, "1.33", &config, &["get", "--raw", "/version"]);
+    assert_ne!(run.code, Some(0));
+    assert!(run.stderr.contains("flow = auth-code-keyboard needs a terminal to paste the code into"), "{}", run.stderr);
+}
+
+#[test]
+fn the_password_flow_from_settings_or_prompts_and_either_token() {
+    let provider = OidcProvider::start(&[]);
+    let env = UserEnv::new();
+    let cluster = cluster(&env, &provider);
+    let password_profile = |env: &UserEnv, extra: &str| {
+        oidc_profile(env, &provider, &format!("client-id = \"public\"\nflow = \"password\"\n{extra}"), "")
+    };
+    password_profile(&env, "username = \"bob\"\npassword = \"env:OIDC_PASSWORD\"");
+    let config = kubectl::kubeconfig(&env, &cluster.apiserver, &Exec::v1(&["get", "--provider", "idp"]));
+    let kubectl_with = |env: &UserEnv, password: &str| {
+        Run::of(
+            kubectl::command(env, "1.27", &config, &["get", "--raw", "/version"])
+                .env("OIDC_PASSWORD", password)
+                .output()
+                .unwrap(),
+        )
+    };
+    let run = kubectl_with(&env, "bob-password");
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, cluster.webhook.log());
+    assert_eq!(cluster.users.lock().unwrap().as_slice(), ["oidc:bob"]);
+    assert_eq!(claims_of(&cluster.apiserver.tokens_seen()[0])["aud"], "public", "the ID token by default");
+
+    let wrong = UserEnv::new();
+    password_profile(&wrong, "username = \"bob\"\npassword = \"env:OIDC_PASSWORD\"");
+    let config = kubectl::kubeconfig(&wrong, &cluster.apiserver, &Exec::v1(&["get", "--provider", "idp"]));
+    let run = Run::of(
+        kubectl::command(&wrong, "1.27", &config, &["get", "--raw", "/version"])
+            .env("OIDC_PASSWORD", "not-bobs-password")
+            .output()
+            .unwrap(),
+    );
+    assert_ne!(run.code, Some(0));
+    assert!(run.stderr.contains("denied: the token endpoint answered 400 invalid_grant"), "{}", run.stderr);
+
+    // Nothing configured and no terminal: what to set. On a terminal: asked,
+    // the password without echo (the audit fails the test if it shows).
+    let asked = UserEnv::new();
+    password_profile(&asked, "token = \"access-token\"");
+    let not_set = asked.run(&["get", "--provider", "idp"]);
+    assert!(not_set.error().contains("flow = password needs a username: set `username`"), "{}", not_set.stderr);
+    let mut typed_password = false;
+    let screen = on_terminal(&asked.credbroker(&["get", "--provider", "idp"]), move |line, _| {
+        if line.ends_with("asks] Username: ") {
+            return Some("alice".into());
+        }
+        if line.ends_with("asks (hidden input)] Password for alice: ") && !typed_password {
+            typed_password = true;
+            // The host turns echo off right after showing the question.
+            std::thread::sleep(Duration::from_millis(500));
+            return Some("alice-password".into());
+        }
+        None
+    });
+    assert_eq!(screen.code, Some(0), "{}", screen.stderr);
+    let token = screen.stderr.split("\"token\":\"").nth(1).and_then(|t| t.split('"').next()).expect("a token");
+    let claims = claims_of(token);
+    assert_eq!((&claims["sub"], &claims["aud"]), (&json!("alice"), &json!("https://kubernetes.example")), "{claims}");
+}
+
+/// A `jwt` validator for the tokens exchanged for `audience`.
+fn exchanged_validator(provider: &OidcProvider, audience: &str) -> String {
+    jwt_validator(provider, &provider.issuer, "").replace(
+        "audiences = \"public,confidential,keyboard,https://kubernetes.example\"",
+        &format!("audiences = {audience:?}"),
+    )
+}
+
+#[test]
+fn token_exchange_logs_in_once_and_gives_each_cluster_its_audience() {
+    let provider = OidcProvider::start(&[]);
+    let env = UserEnv::new();
+    const AUDIENCES: [&str; 2] = ["https://cluster-a.example", "https://cluster-b.example"];
+    let clusters: Vec<(Cluster, std::path::PathBuf)> = AUDIENCES
+        .into_iter()
+        .map(|audience| {
+            // Each webhook has a PKI of its own (a UserEnv of its own).
+            let webhook = Webhook::start(&UserEnv::new(), &exchanged_validator(&provider, audience));
+            let (apiserver, users) = ApiServer::with_webhook(&webhook);
+            // Each cluster's kubeconfig entry says which audience it wants.
+            let exec = Exec {
+                extension_config: Some(json!({ "audience": audience })),
+                ..Exec::v1(&["get", "--provider", "idp"])
+            };
+            let config = kubectl::kubeconfig(&env, &apiserver, &exec);
+            (Cluster { webhook, apiserver, users }, config)
+        })
+        .collect();
+    oidc_profile(&env, &provider, "client-id = \"public\"\nflow = \"token-exchange\"\nsubject-flow = \"device\"", "");
+
+    let first = kubectl_acting(&env, &clusters[0].1, device_approver(&provider, "alice"));
+    assert_eq!(first.code, Some(0), "{}\n{}", first.stderr, clusters[0].0.webhook.log());
+    assert!(first.stderr.contains("To log in, open"), "{}", first.stderr);
+    let second = kubectl_acting(&env, &clusters[1].1, |_| {});
+    assert_eq!(second.code, Some(0), "{}\n{}", second.stderr, clusters[1].0.webhook.log());
+    assert!(!second.stderr.contains("To log in"), "one login for both clusters: {}", second.stderr);
+
+    let mut tokens = Vec::new();
+    for ((cluster, _), audience) in clusters.iter().zip(AUDIENCES) {
+        assert_eq!(cluster.users.lock().unwrap().as_slice(), ["oidc:alice"]);
+        let token = cluster.apiserver.tokens_seen()[0].clone();
+        assert_eq!(claims_of(&token)["aud"], audience);
+        let (_, answer) = cluster.webhook.review("v1", &token, &[]);
+        assert_eq!(answer["status"]["user"]["groups"], json!(["oidc:devs", "oidc:ops"]), "{answer}");
+        tokens.push(token);
+    }
+    // A cluster's token is no good at the other cluster.
+    let (_, answer) = clusters[0].0.webhook.review("v1", &tokens[1], &[]);
+    assert_eq!(answer["status"]["authenticated"], false, "{answer}");
+}
+
+#[test]
+fn token_exchange_of_a_subject_token_file_needs_its_grant() {
+    let provider = OidcProvider::start(&[]);
+    let env = UserEnv::new();
+    let subject = provider.client_credentials_token();
+    audit::secret(subject.clone());
+    let file = env.home().join("subject.jwt");
+    std::fs::write(&file, format!("{subject}\n")).unwrap();
+    let settings = format!(
+        "client-id = \"confidential\"\nclient-secret = \"env:CLIENT_SECRET\"\nflow = \"token-exchange\"\n\
+         subject-file = {file:?}\naudience = \"https://cluster-b.example\"",
+        file = file.display().to_string()
+    );
+    let get = |env: &UserEnv| {
+        Run::of(
+            env.credbroker(&["get", "--provider", "idp", "--no-cache"])
+                .env("CLIENT_SECRET", "confidential-secret")
+                .output()
+                .unwrap(),
+        )
+    };
+    oidc_profile(&env, &provider, &settings, "");
+    let denied = get(&env);
+    let error = denied.error();
+    assert!(error.contains(&format!("subject-file {}", file.display())), "{error}");
+    assert!(error.contains("is not granted to this plugin (grants.files)"), "{error}");
+
+    oidc_profile(&env, &provider, &settings, &format!("files = [{:?}]", file.display().to_string()));
+    let claims = claims_of(&get(&env).token());
+    assert_eq!((&claims["sub"], &claims["aud"]), (&json!("confidential"), &json!("https://cluster-b.example")));
+
+    // An audience the provider does not serve is a configuration error.
+    oidc_profile(
+        &env,
+        &provider,
+        &settings.replace("cluster-b", "cluster-z"),
+        &format!("files = [{:?}]", file.display().to_string()),
+    );
+    let refused = get(&env);
+    assert!(
+        refused.error().contains("misconfigured: the token endpoint answered 400 invalid_target"),
+        "{}",
+        refused.stderr
+    );
+}
+
+/// A browser the operator names in `browser-command`: a script that hands
+/// the URL it is opened at to the test, through `$HOME/opened-url`.
+fn recording_browser(env: &UserEnv) -> std::path::PathBuf {
+    let script = env.home().join("browser");
+    std::fs::write(&script, "#!/bin/sh\nprintf '%s' \"$1\" > \"$HOME/opened-url.tmp\" && mv \"$HOME/opened-url.tmp\" \"$HOME/opened-url\"\n")
+        .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    script
+}
+
+/// Wait for the recording browser to be opened; complete that login.
+fn complete_opened_login(env: &UserEnv, provider: &OidcProvider) -> std::thread::JoinHandle<String> {
+    let opened = env.home().join("opened-url");
+    let (issuer, port, ca) = (provider.issuer.clone(), provider.port, provider.ca.cert_pem.clone());
+    std::thread::spawn(move || {
+        for _ in 0..600 {
+            if let Ok(url) = std::fs::read_to_string(&opened) {
+                std::fs::remove_file(&opened).unwrap();
+                OidcProvider::attach(&issuer, port, &ca).complete_authorization(&url);
+                return url;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the browser was never opened");
+    })
+}
+
+#[test]
+fn the_operators_browser_command_opens_the_login_and_pkce_plain_is_only_sent_when_asked() {
+    let provider = OidcProvider::start(&[]);
+    let env = UserEnv::new();
+    let browser = recording_browser(&env);
+    let grants = format!("redirect-listener = true\nbrowser-command = [{:?}]", browser.display().to_string());
+    oidc_profile(&env, &provider, "client-id = \"public\"", &grants);
+    let opened = complete_opened_login(&env, &provider);
+    let run = env.run(&["get", "--provider", "idp", "--no-cache"]);
+    let url = opened.join().unwrap();
+    assert!(url.contains("&code_challenge_method=S256"), "{url}");
+    assert_eq!(claims_of(&run.token())["sub"], "alice");
+
+    // plain, when asked: this provider supports S256 only and says so.
+    let env = UserEnv::new();
+    let browser = recording_browser(&env);
+    let grants = format!("redirect-listener = true\nbrowser-command = [{:?}]", browser.display().to_string());
+    oidc_profile(&env, &provider, "client-id = \"public\"\npkce-method = \"plain\"", &grants);
+    let opened = complete_opened_login(&env, &provider);
+    let run = env.run(&["get", "--provider", "idp", "--no-cache"]);
+    let url = opened.join().unwrap();
+    assert!(url.contains("&code_challenge_method=plain"), "{url}");
+    assert!(
+        run.error().contains("the login was refused: invalid_request not supported value of code_challenge_method"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// The text of section `title` (`## title...` up to the next `## `) of setup's output.
+fn section<'a>(output: &'a str, title: &str) -> &'a str {
+    let start = output.find(&format!("## {title}")).unwrap_or_else(|| panic!("no section {title:?} in:\n{output}"));
+    let body = &output[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body.split("\n## ").next().unwrap()
+}
+
+#[test]
+fn setup_logs_in_once_and_prints_configuration_that_works_as_printed() {
+    let provider = OidcProvider::start(&[]);
+    let env = UserEnv::new();
+    let ca = provider.ca_file().display().to_string();
+    let args = ["setup", "--issuer", &provider.issuer, "--client-id", "public", "--flow", "device", "--ca-file", &ca];
+    let mut child = env
+        .credbroker(&[&args[..], &["--set", "login-hint=bob"]].concat())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let approve = device_approver(&provider, "bob");
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            approve(&line);
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let output = child.wait_with_output().unwrap();
+    let run = Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into(),
+        stderr: reader.join().unwrap(),
+    };
+    audit::check("credbroker setup", &run.stdout);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("To log in, open"), "the login talks on stderr: {}", run.stderr);
+    let claims: Value = serde_json::from_str(section(&run.stdout, "The token's claims")).unwrap();
+    assert_eq!(
+        (&claims["sub"], &claims["aud"], &claims["iss"]),
+        (&json!("bob"), &json!("public"), &json!(provider.issuer))
+    );
+    assert!(
+        section(&run.stdout, "The kubeconfig user").contains("credbroker kubeconfig --provider oidc --context CONTEXT")
+    );
+    let who = section(&run.stdout, "Who the API server will see");
+    assert!(who.contains("user oidc:bob@corp.example, groups oidc:devs"), "{who}");
+    assert!(who.contains("kubectl create clusterrolebinding oidc-bob-corp-example-view --clusterrole=view --user=oidc:bob@corp.example"), "{who}");
+    let state = env.home().join(".local/share/credbroker/state");
+    assert!(std::fs::read_dir(&state).map_or(true, |mut d| d.next().is_none()), "setup keeps no refresh token");
+
+    // The printed profile and validator, used as printed: kubectl gets in as
+    // the user setup said the API server would see.
+    env.write_config(section(&run.stdout, "The profile"));
+    let validator = section(&run.stdout, "The validator");
+    let webhook = Webhook::start(&UserEnv::new(), &format!("[cache]\npositive-ttl-seconds = 0\n\n{validator}"));
+    let (apiserver, users) = ApiServer::with_webhook(&webhook);
+    let config = kubectl::kubeconfig(&env, &apiserver, &Exec::v1(&["get", "--provider", "oidc"]));
+    let run = kubectl_acting(&env, &config, device_approver(&provider, "bob"));
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, webhook.log());
+    assert_eq!(users.lock().unwrap().as_slice(), ["oidc:bob@corp.example"]);
+    let (_, answer) = webhook.review("v1", &apiserver.tokens_seen()[0], &[]);
+    assert_eq!(answer["status"]["user"]["groups"], json!(["oidc:devs"]));
+
+    let literal = env.run(&[
+        "setup",
+        "--issuer",
+        &provider.issuer,
+        "--client-id",
+        "confidential",
+        "--client-secret",
+        "confidential-secret",
+    ]);
+    assert!(literal.error().contains("--client-secret takes env:NAME or file:PATH"), "{}", literal.stderr);
 }

@@ -105,6 +105,69 @@ fn plugins_get_no_ambient_authority() {
 }
 
 #[test]
+fn the_env_grant_passes_only_named_variables_as_secrets() {
+    let env = UserEnv::new();
+    probe_profile(&env, "env", "[profiles.p.grants]\nenv = [\"PROBE_*\", \"HOME\"]");
+    let run = env
+        .credbroker(&["get", "--provider", "p", "--no-cache", "-v"])
+        .env("PROBE_KEY", "probe-key-value")
+        .env("PROBE_REGION", "eu-west-1")
+        .env("PROBEX", "not-granted")
+        .env("OTHER_SECRET", "not-granted-either")
+        .output()
+        .map(Run::of)
+        .unwrap();
+    let home = env.home().display().to_string();
+    assert_eq!(run.token(), format!("HOME={home},PROBE_KEY=probe-key-value,PROBE_REGION=eu-west-1"));
+    // Every value is a secret of the run: the plugin's log shows none of them.
+    assert!(
+        run.stderr.contains("my environment: HOME=[REDACTED] PROBE_KEY=[REDACTED] PROBE_REGION=[REDACTED]"),
+        "{}",
+        run.stderr
+    );
+
+    for (grant, error) in [
+        ("[\"*\"]", "grants.env: `*` would pass the whole environment"),
+        ("[\"AWS-KEY\"]", "grants.env: `AWS-KEY` is not a variable name or a prefix ending in `*`"),
+    ] {
+        probe_profile(&env, "env", &format!("[profiles.p.grants]\nenv = {grant}"));
+        let refused = env.run(&["get", "--provider", "p", "--no-cache"]);
+        assert!(refused.error().contains(error), "{grant}: {}", refused.stderr);
+    }
+    probe_profile(&env, "env", "[profiles.p.grants]\nenv = [\"PROBE_*\"]\n[profiles.p.limits]\nmax-call-bytes = 20");
+    let over = env.credbroker(&["get", "--provider", "p", "--no-cache"]).env("PROBE_KEY", "a-value-too-long").output();
+    let over = Run::of(over.unwrap());
+    assert!(
+        over.error().contains(
+            "grants.env: the granted variables hold 25 bytes, over the per-call limit (max-call-bytes) of 20 bytes"
+        ),
+        "{}",
+        over.stderr
+    );
+}
+
+#[test]
+fn a_question_nobody_answers_ends_at_the_time_limit() {
+    let env = UserEnv::new();
+    probe_profile(&env, "prompt", "[profiles.p.limits]\ntimeout-ms = 1500");
+    let get = env.credbroker(&["get", "--provider", "p", "--no-cache"]);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(crate::harness::terminal::on_terminal(&get, |_, _| None));
+    });
+    // The user walked away: the run ends with its limit, the process with it.
+    let screen = finished.recv_timeout(std::time::Duration::from_secs(30)).expect("credbroker get hung on the prompt");
+    assert_ne!(screen.code, Some(0));
+    assert!(screen.stderr.contains("Your name?"), "{}", screen.stderr);
+    assert!(
+        screen.stderr.contains("nobody answered the question in time")
+            || screen.stderr.contains("time limit of 1500 ms"),
+        "{}",
+        screen.stderr
+    );
+}
+
+#[test]
 fn plugin_stdout_never_reaches_kubectl() {
     let env = UserEnv::new();
     probe_profile(&env, "stdout", "");
@@ -333,7 +396,8 @@ fn compiled_plugins_are_cached_privately_and_verified() {
     let run = env.run(&["get", "--provider", "static", "--no-cache", "--set", "token=c"]);
     assert_eq!(run.token(), "c");
     assert!(
-        run.stderr.contains("checksum mismatch (truncated, corrupted or tampered with); recompiling"),
+        run.stderr
+            .contains("checksum mismatch (truncated, corrupted, tampered with, or another plugin's); recompiling"),
         "{}",
         run.stderr
     );
@@ -344,4 +408,136 @@ fn compiled_plugins_are_cached_privately_and_verified() {
     let run = env.run(&["get", "--provider", "static", "--no-cache", "--set", "token=d"]);
     assert_eq!(run.token(), "d");
     assert!(run.stderr.contains("not a private regular file of the current user"), "{}", run.stderr);
+}
+
+/// The compiled artifacts in `env`'s cache.
+fn cached_artifacts(env: &UserEnv) -> Vec<std::path::PathBuf> {
+    let dir = env.cache_dir().join("artifacts");
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "cwasm")).collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+#[test]
+fn an_artifact_copied_under_another_plugins_name_is_recompiled_not_run() {
+    let env = UserEnv::new();
+    assert_eq!(env.run(&["get", "--provider", "static", "--no-cache", "--set", "token=from-a"]).token(), "from-a");
+    let a = cached_artifacts(&env);
+    assert_eq!(a.len(), 1, "{a:?}");
+    probe_profile(&env, "echo", "");
+    let b_run = || env.run(&["get", "--provider", "p", "--no-cache", "--set", "value=from-b"]);
+    assert_eq!(b_run().token(), "from-b");
+    let b: Vec<_> = cached_artifacts(&env).into_iter().filter(|p| !a.contains(p)).collect();
+    assert_eq!(b.len(), 1, "{b:?}");
+    let (a, b) = (&a[0], &b[0]);
+    let sum = |p: &std::path::Path| p.with_file_name(format!("{}.sum", p.file_name().unwrap().to_str().unwrap()));
+
+    // Plugin A's artifact and checksum under plugin B's name: the pin and
+    // signature were checked against B's .wasm, so B's code must be what runs.
+    std::fs::copy(a, b).unwrap();
+    std::fs::copy(sum(a), sum(b)).unwrap();
+    let run = b_run();
+    assert_eq!(run.token(), "from-b", "{}", run.stderr);
+    assert!(
+        run.stderr.contains("checksum mismatch (truncated, corrupted, tampered with, or another plugin's)"),
+        "{}",
+        run.stderr
+    );
+    assert_ne!(std::fs::read(b).unwrap(), std::fs::read(a).unwrap(), "B's artifact is compiled anew");
+    let run = b_run();
+    assert_eq!(run.token(), "from-b");
+    assert!(!run.stderr.contains("recompiling"), "and then used: {}", run.stderr);
+}
+
+/// A valid component exporting one (lifted, empty) function under `exports`
+/// names, so implementing no world, with `padding` bytes of custom section.
+fn component_exporting(exports: u32, padding: usize) -> Vec<u8> {
+    use wasm_encoder::{
+        Alias, CanonicalFunctionSection, CanonicalOption, CodeSection, Component, ComponentAliasSection,
+        ComponentExportKind, ComponentExportSection, ComponentTypeSection, ComponentValType, CustomSection, ExportKind,
+        ExportSection, Function, FunctionSection, InstanceSection, Module, ModuleArg, ModuleSection, TypeSection,
+        ValType,
+    };
+    let mut module = Module::new();
+    let mut types = TypeSection::new();
+    types.ty().function([] as [ValType; 0], [] as [ValType; 0]);
+    module.section(&types);
+    let mut functions = FunctionSection::new();
+    functions.function(0);
+    module.section(&functions);
+    let mut module_exports = ExportSection::new();
+    module_exports.export("f", ExportKind::Func, 0);
+    module.section(&module_exports);
+    let mut code = CodeSection::new();
+    let mut body = Function::new([]);
+    body.instructions().end();
+    code.function(&body);
+    module.section(&code);
+
+    let mut component = Component::new();
+    component.section(&ModuleSection(&module));
+    let mut instances = InstanceSection::new();
+    instances.instantiate(0, [] as [(&str, ModuleArg); 0]);
+    component.section(&instances);
+    let mut aliases = ComponentAliasSection::new();
+    aliases.alias(Alias::CoreInstanceExport { instance: 0, kind: ExportKind::Func, name: "f" });
+    component.section(&aliases);
+    let mut component_types = ComponentTypeSection::new();
+    component_types.function().params([] as [(&str, ComponentValType); 0]).result(None);
+    component.section(&component_types);
+    let mut lifted = CanonicalFunctionSection::new();
+    lifted.lift(0, 0, [] as [CanonicalOption; 0]);
+    component.section(&lifted);
+    let mut section = ComponentExportSection::new();
+    for i in 0..exports {
+        section.export(format!("e{i}"), ComponentExportKind::Func, 0, None);
+    }
+    component.section(&section);
+    if padding > 0 {
+        component.section(&CustomSection { name: "padding".into(), data: vec![0u8; padding].into() });
+    }
+    component.finish()
+}
+
+#[test]
+fn oversized_components_are_refused_before_compiling_and_errors_stay_short() {
+    let env = UserEnv::new();
+    let dir = env.home();
+    let write = |name: &str, wasm: Vec<u8>| {
+        let path = dir.join(name);
+        std::fs::write(&path, wasm).unwrap();
+        path.display().to_string()
+    };
+
+    // 100,000 exports: refused from the section headers, nothing compiled.
+    let exports = write("exports.wasm", component_exporting(100_000, 0));
+    let run = env.run(&["get", "--plugin", &exports]);
+    let error = run.error();
+    assert!(
+        error
+            .contains("the component has more than 1000 component imports and exports; a plugin may have at most 1000"),
+        "{error}"
+    );
+    assert!(error.len() < 1024, "{} bytes of error", error.len());
+    assert!(cached_artifacts(&env).is_empty(), "nothing was compiled");
+    let inspect = env.run(&["plugin", "inspect", &exports]);
+    assert_eq!(inspect.code, Some(1));
+    assert!(inspect.stdout.contains("more than 1000 component imports and exports"), "{}", inspect.stdout);
+    assert!(inspect.stdout.len() + inspect.stderr.len() < 2048, "{}", inspect.stdout);
+
+    // Over 64 MiB.
+    let large = write("large.wasm", component_exporting(1, 65 * 1024 * 1024));
+    let error = env.run(&["get", "--plugin", &large]).error().to_string();
+    assert!(error.contains("bytes; the limit is 67108864 bytes (64 MiB)"), "{error}");
+
+    // Within the limits but implementing no world: a few exports are named, not all.
+    let many = write("many.wasm", component_exporting(900, 0));
+    let error = env.run(&["get", "--plugin", &many]).error().to_string();
+    assert!(error.contains("does not implement the `provider` world"), "{error}");
+    assert!(error.contains("exports e0, e1, e2, e3, e4, e5, e6, e7 and 892 more"), "{error}");
+    assert!(error.len() < 1024, "{} bytes of error", error.len());
 }

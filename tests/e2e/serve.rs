@@ -354,6 +354,21 @@ fn every_review_starts_from_what_setup_left_and_nothing_else() {
 }
 
 #[test]
+fn a_setup_that_leaves_a_stream_open_still_serves_and_says_why_it_is_slower() {
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &probe_with_setup("printing", "print", "printed"));
+    for token in ["one-token", "two-token"] {
+        let (_, answer) = webhook.review("v1", token, &[]);
+        assert_eq!(answer["status"]["user"]["username"], "setup-printed.previous-none", "{answer}");
+    }
+    assert!(
+        webhook.log().contains("which a snapshot cannot keep; its setup will run in every review"),
+        "{}",
+        webhook.log()
+    );
+}
+
+#[test]
 fn a_failing_setup_is_a_load_error_in_check_start_up_and_reload() {
     let env = UserEnv::new();
     let dir = env.home().join("setup");
@@ -540,5 +555,169 @@ fn metrics_parse_in_the_format_asked_for() {
         );
         assert_eq!(family("credbroker_review_duration_seconds")["type"], "histogram");
         assert_eq!(family("credbroker_validators")["samples"][0]["value"].as_f64(), Some(1.0));
+    }
+}
+
+/// A token file of `lines` generated users (`tok-N,userN,uidN,"teamM"`).
+fn generated_tokens(path: &std::path::Path, lines: usize) {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for i in 0..lines {
+        writeln!(file, "tok-{i:07}-{:x},user{i},uid{i},\"team{}\"", i * 7919, i % 13).unwrap();
+    }
+}
+
+/// The token-file validator over `path`, with room for a large file.
+fn big_token_file_validator(path: &std::path::Path) -> String {
+    format!(
+        "[[validators]]\nname = \"tokens\"\nplugin = \"token-file\"\n[validators.settings]\npath = {p:?}\n[validators.grants]\nfiles = [{p:?}]\n[validators.limits]\nmax-call-bytes = 16777216\nmemory-mib = 128\ncpu-ms = 20000\n",
+        p = path.display().to_string()
+    )
+}
+
+#[test]
+fn a_large_token_file_is_indexed_once_and_changes_reload_without_dropping_a_review() {
+    let env = UserEnv::new();
+    let csv = env.home().join("many.csv");
+    generated_tokens(&csv, 100_000);
+    let webhook = Arc::new(Webhook::start(
+        &env,
+        &format!("[cache]\npositive-ttl-seconds = 0\nnegative-ttl-seconds = 0\n{}", big_token_file_validator(&csv)),
+    ));
+    for i in [0usize, 1, 54_321, 99_999] {
+        let (status, answer) = webhook.review("v1", &format!("tok-{i:07}-{:x}", i * 7919), &[]);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["status"]["user"]["username"], format!("user{i}"), "{answer}");
+        assert_eq!(answer["status"]["user"]["groups"], json!([format!("team{}", i % 13)]));
+    }
+    assert_eq!(webhook.review("v1", "tok-0000000-1", &[]).1["status"]["authenticated"], false);
+
+    // Reviews keep flowing while the file changes: each sees the old or the new file.
+    let running = Arc::new(AtomicBool::new(true));
+    let load: Vec<_> = (0..3)
+        .map(|_| {
+            let (webhook, running) = (Arc::clone(&webhook), Arc::clone(&running));
+            std::thread::spawn(move || {
+                let mut answered = 0;
+                while running.load(Ordering::SeqCst) {
+                    let (status, answer) = webhook.review("v1", &format!("tok-0000001-{:x}", 7919), &[]);
+                    assert_eq!(status, 200, "{answer}");
+                    assert_eq!(answer["status"]["user"]["username"], "user1", "{answer}");
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    text.push_str("tok-new-line,newcomer,n1\n");
+    let replacement = env.home().join("many.csv.new");
+    std::fs::write(&replacement, &text).unwrap();
+    std::fs::rename(&replacement, &csv).unwrap();
+    webhook.wait_for("the reload", || webhook.metric(r#"credbroker_reloads_total{result="success"}"#) >= 1.0);
+    assert_eq!(webhook.review("v1", "tok-new-line", &[]).1["status"]["user"]["username"], "newcomer");
+
+    // A file grown past the bound is refused at the reload, naming the size
+    // and the limit, and the old one keeps serving.
+    generated_tokens(&replacement, 400_000);
+    std::fs::rename(&replacement, &csv).unwrap();
+    webhook.wait_for("the failed reload", || webhook.metric(r#"credbroker_reloads_total{result="failure"}"#) >= 1.0);
+    assert!(webhook.log().contains("over the per-call limit (max-call-bytes) of 16777216 bytes"), "{}", webhook.log());
+    assert_eq!(webhook.review("v1", "tok-new-line", &[]).1["status"]["user"]["username"], "newcomer");
+    running.store(false, Ordering::SeqCst);
+    let answered: usize = load.into_iter().map(|t| t.join().expect("no review failed")).sum();
+    assert!(answered > 10, "{answered}");
+}
+
+#[test]
+fn a_token_file_over_the_bound_or_broken_fails_the_check() {
+    let env = UserEnv::new();
+    let dir = env.home().join("check");
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("tokens.csv");
+    let config = dir.join("serve.toml");
+    let plain = "[server]\ninsecure-plain-http = true\nlisten = \"127.0.0.1:0\"\n";
+    std::fs::write(&config, format!("{plain}{}", token_file_at(&csv))).unwrap();
+    std::fs::write(&csv, "x".repeat(2 * 1024 * 1024)).unwrap();
+    let check = env.run(&["serve", "--config", config.to_str().unwrap(), "--check"]);
+    let error = check.error();
+    assert!(error.contains("validator `tokens`") && error.contains("2097152 bytes"), "{error}");
+    assert!(error.contains("per-call limit (max-call-bytes) of 1048576 bytes"), "{error}");
+    std::fs::write(&csv, "t1,alice,1\nbroken\n").unwrap();
+    let error = env.run(&["serve", "--config", config.to_str().unwrap(), "--check"]).error().to_string();
+    assert!(error.contains("line 2: needs at least token,user,uid"), "{error}");
+    std::fs::remove_file(&csv).unwrap();
+    let error = env.run(&["serve", "--config", config.to_str().unwrap(), "--check"]).error().to_string();
+    assert!(error.contains("cannot read") && error.contains("tokens.csv"), "{error}");
+}
+
+/// The token-file validator over `path` with the default limits.
+fn token_file_at(path: &std::path::Path) -> String {
+    format!(
+        "[[validators]]\nname = \"tokens\"\nplugin = \"token-file\"\n[validators.settings]\npath = {p:?}\n[validators.grants]\nfiles = [{p:?}]\n",
+        p = path.display().to_string()
+    )
+}
+
+#[test]
+fn http2_reviews_work_and_a_silent_http2_peer_is_closed() {
+    use std::io::Read;
+    let env = UserEnv::new();
+    let webhook = Webhook::start(&env, &format!("request-head-timeout-ms = 1000\n{}", token_file_validator(&env, "")));
+    let files = |name: &str, pem: &str| {
+        let path = webhook.dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path.display().to_string()
+    };
+    let (ca, cert, key) = (
+        files("curl-ca.pem", &webhook.server_ca.cert_pem),
+        files("curl-cert.pem", &webhook.apiserver_cert.cert_pem),
+        files("curl-key.pem", &webhook.apiserver_cert.key_pem),
+    );
+    // kube-apiserver speaks HTTP/2 to webhooks: so does curl, by ALPN.
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "--http2", "--cacert", &ca, "--cert", &cert, "--key", &key, "-w", "\n%{http_version}"])
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(String::from_utf8(review_body("v1", "tok-alice", &[])).unwrap())
+        .arg(format!("{}/authenticate", webhook.url))
+        .output()
+        .expect("curl");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let (body, version) = stdout.rsplit_once('\n').unwrap();
+    assert_eq!(version, "2", "{stdout} {}", String::from_utf8_lossy(&output.stderr));
+    let answer: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(answer["status"]["user"]["username"], "alice");
+
+    // Peers that negotiate HTTP/2 and then say nothing, or only the preface,
+    // are closed after the request head timeout like HTTP/1.1 ones; one that
+    // spoke HTTP/2 gets a GOAWAY first (as an idle kube-apiserver connection
+    // does, so it knows to open a new one).
+    let mut tls = crate::harness::webhook::tls_config(&webhook.server_ca.cert_pem, Some(&webhook.apiserver_cert));
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = Arc::new(tls);
+    for preface in [&b""[..], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0"] {
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let connection = rustls::ClientConnection::new(Arc::clone(&tls), name).unwrap();
+        let tcp = std::net::TcpStream::connect(webhook.addr()).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let mut stream = rustls::StreamOwned::new(connection, tcp);
+        std::io::Write::write_all(&mut stream, preface).unwrap();
+        let mut rest = Vec::new();
+        let ended = stream.read_to_end(&mut rest);
+        assert_eq!(stream.conn.alpn_protocol(), Some(&b"h2"[..]));
+        assert!(
+            !matches!(&ended, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "a silent HTTP/2 connection was kept open"
+        );
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at + 9 <= rest.len() {
+            let length = u32::from_be_bytes([0, rest[at], rest[at + 1], rest[at + 2]]) as usize;
+            frames.push(rest[at + 3]);
+            at += 9 + length;
+        }
+        if !preface.is_empty() {
+            assert!(frames.contains(&0x7), "no GOAWAY among the server's frames {frames:?}");
+        }
     }
 }

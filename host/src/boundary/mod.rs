@@ -145,10 +145,11 @@ impl Boundary {
         self.deadline.saturating_duration_since(Instant::now())
     }
 
-    /// The timeout of one network operation: `network-timeout-ms`, and never
-    /// past the run's deadline.
+    /// The timeout of one network operation: `network-timeout-ms`. (The
+    /// run's own deadline cancels the call when it comes first, and the run
+    /// then ends with the time-limit error.)
     pub fn network_timeout(&self) -> Duration {
-        Duration::from_millis(self.limits.network_timeout_ms).min(self.time_left())
+        Duration::from_millis(self.limits.network_timeout_ms)
     }
 
     /// For long host loops: stop once the run is over its CPU budget or past

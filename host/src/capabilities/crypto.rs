@@ -220,6 +220,18 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn arguments_count_against_the_call_limit() {
+        let mut run = crate::capabilities::testing::Run::builder().build();
+        let key = PublicKey::Rsa(crate::bindings::crypto::RsaPublicKey {
+            modulus: vec![0xc5; 40 * 1024 * 1024],
+            exponent: vec![1, 0, 1],
+        });
+        let refused =
+            run.view::<Crypto>().verify_signature("RS256".into(), key, b"m".to_vec(), vec![0; 256]).await.unwrap();
+        assert!(matches!(refused, Err(HostError::Invalid(m)) if m.contains("`crypto.verify-signature`")));
+    }
+
     #[test]
     fn unusable_keys_are_invalid_not_forged_signatures() {
         let rsa = |modulus: Vec<u8>, exponent: Vec<u8>| {

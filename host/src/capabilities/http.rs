@@ -733,6 +733,12 @@ mod tests {
             let head = read_head(&mut stream);
             if head.starts_with("GET /continue") {
                 while stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_ok() {}
+            } else if head.starts_with("GET /headers") {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n");
+                for i in 0..2000 {
+                    let _ = stream.write_all(format!("x-filler-{i}: {}\r\n", "h".repeat(40)).as_bytes());
+                }
+                let _ = stream.write_all(b"\r\n");
             } else {
                 let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n");
                 let _ = stream.write_all(&[b'x'; 100_000]);
@@ -750,6 +756,9 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2), "cut off at once: {:?}", started.elapsed());
         let huge = view.send(get(&format!("{origin}/big"))).await.unwrap().unwrap_err();
         assert!(matches!(&huge, HostError::Invalid(m) if m.contains("max-call-bytes")), "{huge:?}");
+        // 100 KB of response headers against a 10 KB call limit.
+        let headers = view.send(get(&format!("{origin}/headers"))).await.unwrap().unwrap_err();
+        assert!(matches!(&headers, HostError::Invalid(_) | HostError::Unreachable(_)), "{headers:?}");
     }
 
     #[tokio::test]

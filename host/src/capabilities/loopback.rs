@@ -3,6 +3,13 @@
 //! a browser if the operator allows), answers the browser with a short page,
 //! and hands the plugin the redirect's query.
 //!
+//! Which browser runs is the operator's choice, never the plugin's: the
+//! system's opener with `open-browser = true`, or the command
+//! `browser-command` names, started by the host without a shell, with the
+//! URL (an `http(s)` URL the host parsed) as its last argument and its
+//! stdin and stdout closed, so it cannot read the user's answers or write to
+//! the stdout kubectl reads.
+//!
 //! Any local process can connect to the port, so the host accepts only the
 //! redirect that carries the `state` of the authorization URL it was asked to
 //! show (anything else gets 400 and the wait goes on), reads several
@@ -37,13 +44,40 @@ const MAX_LISTENERS: usize = 2;
 /// The `loopback` capability.
 pub struct Loopback;
 
-/// What the operator granted: whether to listen, on which port, and whether
-/// to open a browser.
+/// What the operator granted: whether to listen, on which port, and which
+/// browser to open, if any.
 #[derive(Debug, Default)]
 pub struct LoopbackPolicy {
     redirect_listener: bool,
     redirect_port: u16,
-    open_browser: bool,
+    browser: Option<Vec<String>>,
+}
+
+/// The system's opener of URLs (`open-browser = true`).
+fn system_opener() -> Vec<String> {
+    vec![if cfg!(target_os = "macos") { "open" } else { "xdg-open" }.to_string()]
+}
+
+/// The browser to open: `browser-command` (program and leading arguments),
+/// else the system's opener when `open-browser`, else none.
+fn browser(open_browser: bool, command: Option<Vec<String>>) -> Result<Option<Vec<String>>, GrantError> {
+    let invalid = |message: &str| GrantError::Invalid { key: "browser-command", message: message.to_string() };
+    match command {
+        Some(command) => {
+            let Some(program) = command.first() else {
+                return Err(invalid("name the program, e.g. [\"firefox\", \"--new-window\"]; the URL is added last"));
+            };
+            if program.trim().is_empty() {
+                return Err(invalid("the program is empty"));
+            }
+            if command.iter().any(|arg| arg.contains('\0')) {
+                return Err(invalid("an argument holds a NUL character"));
+            }
+            Ok(Some(command))
+        }
+        None if open_browser => Ok(Some(system_opener())),
+        None => Ok(None),
+    }
 }
 
 impl Capability for Loopback {
@@ -54,10 +88,11 @@ impl Capability for Loopback {
     type State = LoopbackRun;
 
     fn configure(grants: &mut GrantTable, plugin: &PluginSetup) -> Result<Self::Policy, GrantError> {
+        let open_browser = grants.take("open-browser")?;
         let policy = LoopbackPolicy {
             redirect_listener: grants.take("redirect-listener")?,
             redirect_port: grants.take("redirect-port")?,
-            open_browser: grants.take("open-browser")?,
+            browser: browser(open_browser, grants.take("browser-command")?)?,
         };
         Ok((policy, Arc::clone(&plugin.terminal)))
     }
@@ -125,19 +160,26 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 impl LoopbackRun {
-    fn open_browser(&self, url: &str) {
-        if !self.policy.0.open_browser {
+    fn open_browser(&self, url: &Url) {
+        let Some((program, arguments)) = self.policy.0.browser.as_ref().and_then(|c| c.split_first()) else {
             return;
-        }
-        let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
-        let spawned = std::process::Command::new(opener)
-            .arg(url)
+        };
+        let spawned = std::process::Command::new(program)
+            .args(arguments)
+            .arg(url.as_str())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn();
-        if let Err(e) = spawned {
-            tracing::debug!("cannot open a browser with {opener}: {e}");
+        match spawned {
+            // Reaped in the background: a browser may outlive the login.
+            Ok(mut child) => {
+                std::thread::spawn(move || child.wait());
+            }
+            Err(e) => tracing::warn!(
+                "cannot open a browser with `{}`: {e}; open the URL shown yourself",
+                crate::boundary::text::name(program)
+            ),
         }
     }
 
@@ -183,9 +225,8 @@ impl LoopbackRun {
                 return Ok(Err(HostError::Unreachable(format!("cannot show the URL: {e}"))));
             }
         }
-        self.open_browser(parsed.as_str());
-        let wait = Duration::from_millis(u64::from(timeout_ms)).min(boundary.time_left());
-        let deadline = Instant::now() + wait;
+        self.open_browser(&parsed);
+        let deadline = Instant::now() + Duration::from_millis(u64::from(timeout_ms));
         let listener = self.listeners.get_mut(listener)?;
         let mut pending: JoinSet<Option<(TcpStream, String)>> = JoinSet::new();
         loop {
@@ -306,6 +347,61 @@ mod tests {
 
         let no_state = view.wait(Resource::new_borrow(listener.rep()), "https://idp/a".into(), 100).await.unwrap();
         assert!(matches!(no_state, Err(HostError::Invalid(m)) if m.contains("no `state`")));
+    }
+
+    #[tokio::test]
+    async fn the_operators_browser_command_gets_the_url_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("browser");
+        let seen = dir.path().join("seen");
+        std::fs::write(&script, format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\n", seen.display())).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let grants = format!(
+            "redirect-listener = true\nbrowser-command = [{:?}, \"--new-window\"]",
+            script.display().to_string()
+        );
+        let mut run = Run::builder().grants(&grants).build();
+        let mut view = run.view::<Loopback>();
+        let listener = view.listen().await.unwrap().unwrap();
+        let uri = view.redirect_uri(Resource::new_borrow(listener.rep())).await.unwrap();
+        let port = port_of(&uri);
+        let url = "https://idp.example/authorize?client_id=k&state=st8&x=$(id)".to_string();
+        let waiting = view.wait(Resource::new_borrow(listener.rep()), url, 5000);
+        let browser = async {
+            // The "browser" saw the URL as one argument, after the operator's own.
+            for _ in 0..100 {
+                if let Ok(args) = std::fs::read_to_string(&seen)
+                    && args.ends_with('\n')
+                {
+                    assert_eq!(args, "--new-window\nhttps://idp.example/authorize?client_id=k&state=st8&x=$(id)\n");
+                    let mut real = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                    real.write_all(b"GET /callback?code=c&state=st8 HTTP/1.1\r\n\r\n").await.unwrap();
+                    let mut answer = Vec::new();
+                    let _ = real.read_to_end(&mut answer).await;
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the browser command never ran");
+        };
+        let (query, ()) = tokio::join!(waiting, browser);
+        assert_eq!(query.unwrap().unwrap(), "code=c&state=st8");
+    }
+
+    #[test]
+    fn a_browser_command_must_name_a_program() {
+        let policy = |grants: &str| {
+            let mut table = GrantTable::new(&crate::capabilities::Grants::from_table(toml::from_str(grants).unwrap()));
+            let open = table.take("open-browser").unwrap();
+            browser(open, table.take("browser-command").unwrap())
+        };
+        assert_eq!(policy("").unwrap(), None);
+        assert_eq!(policy("open-browser = true").unwrap(), Some(system_opener()));
+        assert_eq!(policy("open-browser = false\nbrowser-command = [\"w3m\"]").unwrap(), Some(vec!["w3m".into()]));
+        for bad in ["browser-command = []", "browser-command = [\" \"]", "browser-command = [\"a\", \"b\\u0000\"]"] {
+            let refused = policy(bad).unwrap_err().to_string();
+            assert!(refused.starts_with("grants.browser-command: "), "{bad}: {refused}");
+        }
     }
 
     #[tokio::test]

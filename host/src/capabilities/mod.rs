@@ -9,10 +9,13 @@
 //! one line there.
 //!
 //! Nothing is granted by default except `config` (the plugin's own settings),
-//! `log`, `state` and `crypto`, which reach nothing outside the host.
+//! `log`, `state` and `crypto`, which reach nothing outside the host. WASI
+//! itself ([`wasi`]) answers with nothing ambient: its environment holds only
+//! what [`env`] grants.
 
 pub mod config;
 pub mod crypto;
+pub mod env;
 pub mod files;
 pub mod http;
 pub mod ldap;
@@ -31,8 +34,9 @@ use serde::de::DeserializeOwned;
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::boundary::memory::ResourceGuard;
+use crate::boundary::memory::{Held, ResourceGuard};
 use crate::boundary::{Boundary, CapView};
+use crate::limits::LimitExceeded;
 use crate::settings::ResolvedSettings;
 
 pub use self::prompt::{NoTerminal, StdioTerminal, Terminal};
@@ -214,6 +218,8 @@ pub struct HostState {
     /// The run's host-call boundary.
     pub(crate) boundary: Boundary,
     caps: CapabilityStates,
+    /// The run's copy of its granted environment, charged to its memory.
+    _environment: Held,
 }
 
 impl WasiView for HostState {
@@ -224,10 +230,23 @@ impl WasiView for HostState {
 
 impl HostState {
     /// The store data of one run under `policy`.
-    pub fn new(policy: &CapabilityPolicy, boundary: Boundary, guard: ResourceGuard) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`LimitExceeded::Memory`] when the run's memory cannot hold its
+    /// granted environment.
+    pub fn new(policy: &CapabilityPolicy, boundary: Boundary, guard: ResourceGuard) -> Result<Self, LimitExceeded> {
         let mut wasi_table = ResourceTable::new();
         wasi_table.set_max_capacity(wasi::MAX_WASI_RESOURCES);
-        Self { wasi: wasi::context(&boundary), wasi_table, guard, caps: policy.prepare(), boundary }
+        let environment = boundary.memory().hold(policy.env.bytes())?;
+        Ok(Self {
+            wasi: wasi::context(&boundary, policy.env.variables()),
+            wasi_table,
+            guard,
+            caps: policy.prepare(),
+            boundary,
+            _environment: environment,
+        })
     }
 
     /// The run's boundary.
@@ -288,6 +307,12 @@ macro_rules! capabilities {
                 Ok(Self { $($field,)* })
             }
 
+            /// Values the grants hand the plugin that are secrets of every
+            /// run (the granted environment).
+            pub fn secrets(&self) -> impl Iterator<Item = &str> {
+                self.env.values()
+            }
+
             fn prepare(&self) -> CapabilityStates {
                 CapabilityStates { $($field: <$cap as Capability>::prepare(&self.$field),)* }
             }
@@ -337,6 +362,7 @@ capabilities! {
     state: state::State,
     loopback: loopback::Loopback,
     crypto: crypto::Crypto,
+    env: env::Env,
 }
 
 /// Runs of single capabilities in-process, for their tests: a store's data
@@ -419,6 +445,9 @@ pub(crate) mod testing {
                 },
             )
             .expect("grants accepted");
+            for secret in policy.secrets() {
+                redactor.add(secret).expect("few secrets");
+            }
             let memory = MemoryAccount::new(&self.limits);
             let meter = CpuMeter::new(self.limits.cpu_time());
             let output =
@@ -432,7 +461,7 @@ pub(crate) mod testing {
                 meter,
             );
             let guard = ResourceGuard::new(&self.limits, memory.clone());
-            Run { host: HostState::new(&policy, boundary, guard), memory }
+            Run { host: HostState::new(&policy, boundary, guard).expect("memory for the environment"), memory }
         }
     }
 

@@ -182,13 +182,23 @@ impl Prompting {
         };
         let question = question(boundary.plugin(), &shown, secret);
         let terminal = Arc::clone(&self.terminal);
-        // Waiting for the user is waiting: off the async workers.
-        let answer = tokio::task::spawn_blocking(move || {
-            if secret { terminal.read_secret(&question) } else { terminal.read_line(&question) }
-        })
-        .await
-        .map_err(|e| HostError::Unreachable(format!("prompt failed: {e}")))?
-        .map_err(|e| HostError::Unreachable(format!("cannot read the answer: {e}")))?;
+        // Waiting for the user is waiting: off the async workers, on a thread
+        // of its own and not the runtime's blocking pool, whose shutdown
+        // would wait for a read nobody answers (the user walked away) and
+        // keep the process alive past the run's time limit.
+        let (answered, answer) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("credbroker-prompt".into())
+            .spawn(move || {
+                let read = if secret { terminal.read_secret(&question) } else { terminal.read_line(&question) };
+                let _ = answered.send(read);
+            })
+            .map_err(|e| HostError::Unreachable(format!("prompt failed: {e}")))?;
+        let answer = match tokio::time::timeout(boundary.time_left(), answer).await {
+            Err(_) => return Err(HostError::Timeout("nobody answered the question in time".into())),
+            Ok(Err(_)) => return Err(HostError::Unreachable("prompt failed: the terminal reader stopped".into())),
+            Ok(Ok(read)) => read.map_err(|e| HostError::Unreachable(format!("cannot read the answer: {e}")))?,
+        };
         if answer.len() > MAX_ANSWER {
             return Err(HostError::Invalid(format!("the answer is longer than {MAX_ANSWER} bytes")));
         }

@@ -1,6 +1,7 @@
 //! The WASI imports a plugin gets: nothing ambient. No preopened
-//! directories, environment, arguments, stdin, sockets or name lookups;
-//! clocks and randomness only, and randomness bounded by `max-call-bytes`.
+//! directories, arguments, stdin, sockets or name lookups, and an environment
+//! holding only the variables `grants.env` names ([`super::env`]); clocks and
+//! randomness, and randomness bounded by `max-call-bytes`.
 //! Its stdout and stderr are captured line by line into its log (the run's
 //! output channel), never the host's own stdout, the channel kubectl reads
 //! the credential from.
@@ -23,10 +24,11 @@ use crate::boundary::output::{MAX_LINE, PluginOutput};
 /// Most WASI resources (streams, pollables) a run may hold at once.
 pub const MAX_WASI_RESOURCES: usize = 4096;
 
-/// The WASI context of one run.
-pub fn context(boundary: &Boundary) -> WasiCtx {
+/// The WASI context of one run, whose environment is `environment`.
+pub fn context(boundary: &Boundary, environment: &[(String, String)]) -> WasiCtx {
     let output = boundary.output().clone();
     WasiCtxBuilder::new()
+        .envs(environment)
         .stdout(GuestOutput::new(output.clone(), "stdout"))
         .stderr(GuestOutput::new(output, "stderr"))
         .allow_tcp(false)

@@ -137,6 +137,9 @@ pub enum ExecInfoError {
     /// An apiVersion credbroker does not speak.
     #[error("KUBERNETES_EXEC_INFO has apiVersion `{0}`; credbroker speaks {V1} and {V1BETA1}")]
     UnknownVersion(String),
+    /// Not UTF-8 text (so not JSON).
+    #[error("KUBERNETES_EXEC_INFO is not valid UTF-8, so not an ExecCredential")]
+    NotUtf8,
     /// Too large to be real.
     #[error("KUBERNETES_EXEC_INFO is {0} bytes; refusing anything over 1 MiB")]
     TooLarge(usize),

@@ -4,10 +4,14 @@
 //! takes well under one. An artifact is filed under the sha256 of its `.wasm`
 //! and the engine's compatibility fingerprint, so a changed plugin or a
 //! different credbroker build never picks up a stale one. Each artifact has a
-//! checksum of its whole content beside it, checked before wasmtime maps the
-//! file: a truncated, corrupted or tampered artifact is recompiled, never
-//! executed. (The checksum is xxh3-128, not a cryptographic hash: anyone who
-//! can rewrite both files already runs code as this user, so a key would buy
+//! checksum beside it, checked before wasmtime maps the file: a truncated,
+//! corrupted or tampered artifact is recompiled, never executed. The checksum
+//! covers the plugin digest and engine fingerprint the artifact is filed
+//! under as well as its whole content, so an artifact and checksum copied
+//! under another plugin's name (or another engine's) do not match either: the
+//! pin and signature checked against a `.wasm` always describe the code that
+//! runs. (The checksum is xxh3-128, not a cryptographic hash: anyone who can
+//! rewrite both files already runs code as this user, so a key would buy
 //! nothing, and start-up time matters on every kubectl command.)
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -19,10 +23,22 @@ use wasmtime::component::Component;
 use crate::fsutil;
 
 /// Prefix of the checksum file's content.
-const SUM_PREFIX: &str = "xxh3-128:";
+const SUM_PREFIX: &str = "xxh3-128-bound:";
+/// The prefix of checksums written before they covered the digest and
+/// fingerprint: such an artifact is recompiled without a warning.
+const UNBOUND_SUM_PREFIX: &str = "xxh3-128:";
 
-fn checksum(bytes: &[u8]) -> String {
-    format!("{SUM_PREFIX}{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))
+/// The checksum of `artifact` as the compiled form of the plugin whose `.wasm`
+/// has sha256 `digest`, for the engine with compatibility `fingerprint`.
+fn checksum(digest: &str, fingerprint: &str, artifact: &[u8]) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3Default::new();
+    // Lengths first, so no two (digest, fingerprint) pairs hash alike.
+    for part in [digest.as_bytes(), fingerprint.as_bytes()] {
+        hasher.update(&(part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher.update(artifact);
+    format!("{SUM_PREFIX}{:032x}", hasher.digest128())
 }
 
 /// Why a cached artifact was not used (it is then recompiled).
@@ -32,8 +48,10 @@ enum Rejected {
     Missing,
     #[error("not a private regular file of the current user")]
     NotPrivate,
-    #[error("checksum mismatch (truncated, corrupted or tampered with)")]
+    #[error("checksum mismatch (truncated, corrupted, tampered with, or another plugin's)")]
     Checksum,
+    #[error("its checksum is of an older format")]
+    UnboundChecksum,
     #[error("its checksum file is missing or unreadable")]
     NoChecksum,
     #[error("{0}")]
@@ -82,14 +100,19 @@ impl ArtifactCache {
     ) -> Result<Component, CompileError> {
         let path = self.path_for(digest);
         if let Some(path) = &path {
-            match load(engine, path) {
+            match load(engine, path, digest, &self.fingerprint) {
                 Ok(component) => return Ok(component),
                 Err(Rejected::Missing) => {}
+                Err(Rejected::UnboundChecksum) => {
+                    tracing::debug!("recompiling `{}`: old checksum format", path.display())
+                }
                 Err(reason) => tracing::warn!("ignoring cached artifact `{}`: {reason}; recompiling", path.display()),
             }
         }
         let wasm = wasm().map_err(CompileError::Read)?;
         check_header(&wasm)?;
+        // Before the compiler sees it: a small file must not cost minutes and gigabytes.
+        crate::contract::check_bounds(&wasm).map_err(CompileError::TooComplex)?;
         let started = std::time::Instant::now();
         let artifact = engine.precompile_component(&wasm).map_err(CompileError::Invalid)?;
         tracing::debug!("compiled plugin {digest} ({} bytes) in {} ms", wasm.len(), started.elapsed().as_millis());
@@ -97,8 +120,13 @@ impl ArtifactCache {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             // The artifact first, then its checksum: a reader in between sees a
             // mismatch and compiles for itself, which is merely slower.
-            let written = fsutil::write_private_atomic(dir, name, &artifact)
-                .and_then(|()| fsutil::write_private_atomic(dir, &sum_name(name), checksum(&artifact).as_bytes()));
+            let written = fsutil::write_private_atomic(dir, name, &artifact).and_then(|()| {
+                fsutil::write_private_atomic(
+                    dir,
+                    &sum_name(name),
+                    checksum(digest, &self.fingerprint, &artifact).as_bytes(),
+                )
+            });
             if let Err(e) = written {
                 tracing::warn!("cannot cache the compiled plugin in `{}`: {e}", dir.display());
             }
@@ -113,7 +141,7 @@ fn sum_name(artifact_name: &str) -> String {
     format!("{artifact_name}.sum")
 }
 
-fn load(engine: &Engine, path: &Path) -> Result<Component, Rejected> {
+fn load(engine: &Engine, path: &Path, digest: &str, fingerprint: &str) -> Result<Component, Rejected> {
     let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Rejected::Missing),
@@ -125,11 +153,15 @@ fn load(engine: &Engine, path: &Path) -> Result<Component, Rejected> {
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let sum_path = path.with_file_name(sum_name(name));
-    let expected = crate::fsutil::read_text_bounded(&sum_path, 256).map_err(|_| Rejected::NoChecksum)?;
+    // A few dozen bytes: anything longer (or not a regular file) is not one.
+    let expected = fsutil::read_text_bounded(&sum_path, 256).map_err(|_| Rejected::NoChecksum)?;
+    if expected.starts_with(UNBOUND_SUM_PREFIX) {
+        return Err(Rejected::UnboundChecksum);
+    }
     // SAFETY: a read-only private mapping of a file only this user can write;
     // if it changed under us the checksum fails and the artifact is recompiled.
     let mapped = unsafe { memmap2::Mmap::map(&file) }?;
-    if checksum(&mapped) != expected.trim() {
+    if checksum(digest, fingerprint, &mapped) != expected.trim() {
         return Err(Rejected::Checksum);
     }
     drop(mapped);
@@ -166,6 +198,9 @@ pub enum CompileError {
     /// It is a core module, not a component.
     #[error("a core WebAssembly module, not a component; build plugins with `cargo build --target wasm32-wasip2`")]
     CoreModule,
+    /// It is over one of the size or complexity limits of a component.
+    #[error("{0}")]
+    TooComplex(crate::contract::TooComplex),
     /// It is not a valid WebAssembly component.
     #[error("not a valid WebAssembly component: {0:#}")]
     Invalid(wasmtime::Error),

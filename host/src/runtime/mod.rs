@@ -195,7 +195,8 @@ impl Sandbox {
     ///
     /// # Errors
     ///
-    /// The first grant that is malformed or unknown.
+    /// The first grant that is malformed or unknown, or a granted
+    /// environment over `max-call-bytes` or with too many secrets to redact.
     pub fn new(spec: SandboxSpec<'_>) -> Result<Self, GrantError> {
         let mut secrets = Redactor::new();
         for secret in spec.settings.secrets() {
@@ -211,6 +212,23 @@ impl Sandbox {
             tls: Arc::default(),
         };
         let policy = CapabilityPolicy::new(spec.grants, setup)?;
+        for secret in policy.secrets() {
+            secrets.add(secret).map_err(|e| GrantError::Invalid {
+                key: "env",
+                message: format!("the granted variables hold too many secrets to redact: {e}"),
+            })?;
+        }
+        // WASI hands the environment over in one call: it is bounded like one.
+        let environment = policy.env.bytes();
+        if environment as u64 > spec.limits.max_call_bytes {
+            return Err(GrantError::Invalid {
+                key: "env",
+                message: format!(
+                    "the granted variables hold {environment} bytes, over the per-call limit (max-call-bytes) of {} bytes",
+                    spec.limits.max_call_bytes
+                ),
+            });
+        }
         Ok(Self { policy: Arc::new(policy), limits: spec.limits, secrets })
     }
 }
@@ -413,7 +431,7 @@ impl LoadedPlugin {
         self.validator_setup.is_some()
     }
 
-    fn new_call(&self, engine: &Engine, sandbox: &Sandbox, interactive: bool) -> Call {
+    fn new_call(&self, engine: &Engine, sandbox: &Sandbox, interactive: bool) -> Result<Call, RunError> {
         let limits = &sandbox.limits;
         let memory = MemoryAccount::new(limits);
         let meter = CpuMeter::new(limits.cpu_time());
@@ -428,7 +446,9 @@ impl LoadedPlugin {
             Arc::clone(&meter),
         );
         let guard = ResourceGuard::new(limits, memory);
-        let mut store = Store::new(engine, HostState::new(&sandbox.policy, boundary, guard));
+        let state = HostState::new(&sandbox.policy, boundary, guard)
+            .map_err(|limit| RunError::Limit { plugin: self.name.to_string(), limit })?;
+        let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.guard);
         let cpu_ms = limits.cpu_ms;
         let checked = Arc::clone(&meter);
@@ -444,7 +464,7 @@ impl LoadedPlugin {
                 Ok(UpdateDeadline::Yield(1))
             }
         });
-        Call { store, output, meter }
+        Ok(Call { store, output, meter })
     }
 
     /// Run `work` (instantiate and call) in `call`, metered and under the
@@ -553,7 +573,7 @@ impl LoadedPlugin {
         let Some(pre) = &self.provider else {
             return Err(self.not_a(World::Provider));
         };
-        let mut call = self.new_call(engine, sandbox, request.interactive);
+        let mut call = self.new_call(engine, sandbox, request.interactive)?;
         let credential = self
             .run(sandbox, &mut call, async |store| {
                 let provider = pre.instantiate_async(&mut *store).await?;
@@ -599,7 +619,7 @@ impl LoadedPlugin {
             .instantiate_pre(&component)
             .and_then(ValidatorWithSetupPre::new)
             .map_err(|e| self.bad_snapshot(format!("{e:#}")))?;
-        let mut call = self.new_call(engine, sandbox, false);
+        let mut call = self.new_call(engine, sandbox, false)?;
         let instance = self
             .run(sandbox, &mut call, async |store| {
                 let instance = with_setup.instance_pre().instantiate_async(&mut *store).await?;
@@ -632,7 +652,7 @@ impl LoadedPlugin {
         why: &snapshot::SnapshotError,
     ) -> Result<(), RunError> {
         tracing::warn!(plugin = %self.name, "{why}; its setup will run in every review");
-        let mut call = self.new_call(engine, sandbox, false);
+        let mut call = self.new_call(engine, sandbox, false)?;
         self.run(sandbox, &mut call, async |store| {
             let validator = pre.instantiate_async(&mut *store).await?;
             validator.credbroker_plugin_validator_setup().call_setup(&mut *store).await
@@ -665,7 +685,7 @@ impl LoadedPlugin {
         let Some(pre) = &self.validator else {
             return Err(self.not_a(World::Validator));
         };
-        let mut call = self.new_call(engine, sandbox, false);
+        let mut call = self.new_call(engine, sandbox, false)?;
         // The token under review is a secret of this run like any other: it
         // must not come back in a log line or a rejection reason.
         call.output.mark_secret(&review.token).map_err(|e| self.secret_error(e))?;
@@ -708,7 +728,7 @@ impl LoadedPlugin {
         let Some(pre) = &self.login else {
             return Err(self.not_a(World::Login));
         };
-        let mut call = self.new_call(engine, sandbox, false);
+        let mut call = self.new_call(engine, sandbox, false)?;
         call.output.mark_secret(password).map_err(|e| self.secret_error(e))?;
         let outcome = self
             .run(sandbox, &mut call, async |store| {
@@ -737,7 +757,7 @@ impl LoadedPlugin {
         let Some(pre) = &self.login else {
             return Err(self.not_a(World::Login));
         };
-        let mut call = self.new_call(engine, sandbox, false);
+        let mut call = self.new_call(engine, sandbox, false)?;
         let user = self
             .run(sandbox, &mut call, async |store| {
                 let login = pre.instantiate_async(&mut *store).await?;

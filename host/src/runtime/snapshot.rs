@@ -29,8 +29,11 @@ pub enum SnapshotError {
     /// The component has a shape the pre-initializer does not handle.
     #[error("the component cannot be instrumented for a snapshot: {0}")]
     Instrument(String),
-    /// Setup left host resources open.
-    #[error("its setup left {0} host resources open (a stream from writing to stdout or stderr, a connection)")]
+    /// Setup left host resources open (how many kinds of them).
+    #[error(
+        "its setup left host resources open (a stream it wrote stdout or stderr with, a connection, a listener), \
+         which a snapshot cannot keep"
+    )]
     OpenResources(usize),
     /// Reading the state or building the new component failed.
     #[error("taking the snapshot failed: {0}")]

@@ -77,9 +77,37 @@ pub struct ListenerConfig {
     /// Reviews running plugins at once; more wait, then get 429.
     #[serde(default = "default_concurrency")]
     pub max_concurrent_reviews: u32,
-    /// Open connections at once; more wait in the accept queue.
+    /// How long a review (or login) waits for a plugin slot before the answer
+    /// is 429, in milliseconds.
+    #[serde(default = "default_queue_timeout")]
+    pub review_queue_timeout_ms: u64,
+    /// Open connections with a verified client certificate (all connections
+    /// when there is no client CA); more wait for one to close.
     #[serde(default = "default_connections")]
     pub max_connections: u32,
+    /// Open TLS connections without a client certificate (password logins);
+    /// when full, the oldest idle one is closed for a new one.
+    #[serde(default = "default_login_connections")]
+    pub max_login_connections: u32,
+    /// TLS handshakes in progress; when full, the oldest handshake of the
+    /// source address with the most of them is cut off for a new one.
+    #[serde(default = "default_handshakes")]
+    pub max_handshakes: u32,
+    /// Open connections on `health-listen`; when full, the oldest idle one is
+    /// closed for a new one.
+    #[serde(default = "default_health_connections")]
+    pub max_health_connections: u32,
+    /// Time allowed for a TLS handshake, in milliseconds.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake_timeout_ms: u64,
+    /// Time allowed for a request's head (line and headers), from the
+    /// connection's start or the end of the previous request; a connection
+    /// idle this long is closed. In milliseconds.
+    #[serde(default = "default_request_head_timeout")]
+    pub request_head_timeout_ms: u64,
+    /// Time allowed for a request's whole body, in milliseconds.
+    #[serde(default = "default_request_body_timeout")]
+    pub request_body_timeout_ms: u64,
     /// Largest linear memory any validator may get, in MiB (the size of each
     /// slot of the instance pool).
     #[serde(default = "default_pool_memory")]
@@ -95,6 +123,29 @@ fn default_concurrency() -> u32 {
 fn default_connections() -> u32 {
     1024
 }
+fn default_queue_timeout() -> u64 {
+    // As long as reviews waited before there were shares: on a saturated
+    // machine a fair queue of a few seconds is still an answer, not a 429.
+    5000
+}
+fn default_login_connections() -> u32 {
+    128
+}
+fn default_handshakes() -> u32 {
+    256
+}
+fn default_health_connections() -> u32 {
+    32
+}
+fn default_handshake_timeout() -> u64 {
+    3000
+}
+fn default_request_head_timeout() -> u64 {
+    5000
+}
+fn default_request_body_timeout() -> u64 {
+    10000
+}
 fn default_pool_memory() -> u64 {
     128
 }
@@ -109,7 +160,14 @@ impl Default for ListenerConfig {
             client_ca_file: None,
             insecure_plain_http: false,
             max_concurrent_reviews: default_concurrency(),
+            review_queue_timeout_ms: default_queue_timeout(),
             max_connections: default_connections(),
+            max_login_connections: default_login_connections(),
+            max_handshakes: default_handshakes(),
+            max_health_connections: default_health_connections(),
+            handshake_timeout_ms: default_handshake_timeout(),
+            request_head_timeout_ms: default_request_head_timeout(),
+            request_body_timeout_ms: default_request_body_timeout(),
             max_plugin_memory_mib: default_pool_memory(),
         }
     }
@@ -175,6 +233,11 @@ pub struct ValidatorConfig {
     /// Audiences this validator's tokens are valid for.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// This validator's share of `[server] max-concurrent-reviews`: its
+    /// reviews beyond it wait in its own queue (default: an equal share, at
+    /// least 4).
+    #[serde(default)]
+    pub max_concurrent_reviews: Option<u32>,
     /// Settings handed to the plugin; values may be `env:NAME` or `file:PATH`.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
@@ -262,6 +325,16 @@ impl ServerConfig {
                     validator.name, validator.limits.memory_mib, config.server.max_plugin_memory_mib
                 )));
             }
+            if let Some(share) = validator.max_concurrent_reviews {
+                let total = config.server.max_concurrent_reviews;
+                if !(1..=total).contains(&share) {
+                    return Err(invalid(format!(
+                        "validator `{}`: max-concurrent-reviews is {share}; it must be 1 to the server's \
+                         max-concurrent-reviews ({total})",
+                        validator.name
+                    )));
+                }
+            }
             validator.plugin = relative_to(base, &validator.plugin);
         }
         config.plugins.resolve_paths(base);
@@ -276,6 +349,7 @@ impl ServerConfig {
                 ("recheck-seconds", login.recheck_seconds, 0, 86_400),
                 ("max-failures-per-user", u64::from(login.max_failures_per_user), 1, 1_000_000),
                 ("max-failures-per-client", u64::from(login.max_failures_per_client), 1, 1_000_000),
+                ("max-failures-per-network", u64::from(login.max_failures_per_network), 1, 1_000_000),
                 ("failure-window-seconds", login.failure_window_seconds, 1, 86_400),
             ]
             .into_iter()
@@ -311,6 +385,13 @@ impl ServerConfig {
             ("max-concurrent-reviews", u64::from(server.max_concurrent_reviews), 1, 10_000),
             ("max-connections", u64::from(server.max_connections), 1, 1_000_000),
             ("max-plugin-memory-mib", server.max_plugin_memory_mib, 1, 4096),
+            ("review-queue-timeout-ms", server.review_queue_timeout_ms, 1, 60_000),
+            ("max-login-connections", u64::from(server.max_login_connections), 1, 1_000_000),
+            ("max-handshakes", u64::from(server.max_handshakes), 1, 1_000_000),
+            ("max-health-connections", u64::from(server.max_health_connections), 1, 4096),
+            ("handshake-timeout-ms", server.handshake_timeout_ms, 100, 60_000),
+            ("request-head-timeout-ms", server.request_head_timeout_ms, 100, 300_000),
+            ("request-body-timeout-ms", server.request_body_timeout_ms, 100, 300_000),
         ]
         .into_iter()
         .try_for_each(|(name, value, min, max)| check_range(name, value, min, max))
@@ -387,6 +468,17 @@ cpu-ms = 50
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let error = ServerConfig::load(&fifo).unwrap_err().to_string();
         assert!(error.ends_with("it is a FIFO, not a regular file"), "{error}");
+        for (setting, error) in [
+            ("max-connections = 0", "[server] `max-connections` must be between 1 and 1000000, not 0"),
+            ("max-handshakes = 2000000", "[server] `max-handshakes` must be between 1 and 1000000, not 2000000"),
+            ("handshake-timeout-ms = 10", "[server] `handshake-timeout-ms` must be between 100 and 60000, not 10"),
+            ("request-body-timeout-ms = 0", "[server] `request-body-timeout-ms` must be between 100 and 300000, not 0"),
+        ] {
+            let got = load(&format!("{plain}{setting}\n{one}")).unwrap_err();
+            assert!(got.ends_with(error), "{setting}: {got}");
+        }
+        let share = load(&format!("{plain}max-concurrent-reviews = 8\n{one}max-concurrent-reviews = 9\n")).unwrap_err();
+        assert!(share.contains("validator `a`: max-concurrent-reviews is 9; it must be 1 to the server's"), "{share}");
     }
 
     #[test]

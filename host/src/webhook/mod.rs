@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod connections;
 pub mod identity;
 pub mod login;
 pub mod metrics;

@@ -14,23 +14,22 @@ use hyper::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, VARY};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::cache::{ReviewCache, Source};
 use super::config::{ListenerOverrides, ServerConfig};
+use super::connections::{Activity, Budget, Place};
 use super::login::{FailureLimiter, LoginRequest, RecheckCache};
 use super::metrics::{Format as MetricsFormat, Metrics};
 use super::review::{self, TokenReviewResponse, TokenReviewStatus};
 use super::tls::{ReloadingTls, TlsFiles};
-use super::validators::{ValidatorSet, Verdict};
+use super::validators::{PluginSlots, ValidatorSet, Verdict};
 use crate::config::ConfigError;
 use crate::runtime::{Allocation, Runtime, RuntimeOptions};
 
 /// Largest request body accepted; a TokenReview is a few kilobytes.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Time allowed for the TLS handshake and for a request's headers.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to answer one request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often files are checked for changes.
@@ -99,7 +98,7 @@ struct Shared {
     metrics: Metrics,
     cache: ReviewCache,
     runtime: Arc<Runtime>,
-    slots: Arc<Semaphore>,
+    slots: PluginSlots,
     validators: RwLock<Arc<ValidatorSet>>,
     listener_config: super::config::ListenerConfig,
     ready: AtomicBool,
@@ -150,7 +149,7 @@ impl Server {
             },
             artifact_dir: options.artifact_dir.clone(),
         })?);
-        let slots = Arc::new(Semaphore::new(reviews as usize));
+        let slots = PluginSlots::new(reviews, Duration::from_millis(listener_config.review_queue_timeout_ms));
         let validators = load_validators(&options, &config, &runtime, &slots)?;
         validators.setup().await?;
         let loaded_stamps = std::sync::Mutex::new(stamps_after_load(&validators, &options.config, config_stamp));
@@ -223,7 +222,8 @@ impl Server {
             },
             artifact_dir: options.artifact_dir.clone(),
         })?);
-        let slots = Arc::new(Semaphore::new(1));
+        let slots =
+            PluginSlots::new(server.max_concurrent_reviews, Duration::from_millis(server.review_queue_timeout_ms));
         let validators = load_validators(options, &config, &runtime, &slots)?;
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -254,8 +254,8 @@ impl Server {
     /// Replace the validators loaded from the configuration with a set built in
     /// code (for embedding and benchmarks); `build` gets the server's plugin
     /// slots. A later change of the configuration file reloads from it again.
-    pub fn replace_validators(&self, build: impl FnOnce(Arc<Semaphore>) -> ValidatorSet) {
-        let set = build(Arc::clone(&self.shared.slots));
+    pub fn replace_validators(&self, build: impl FnOnce(PluginSlots) -> ValidatorSet) {
+        let set = build(self.shared.slots.clone());
         self.shared.metrics.set_validators(set.len());
         *self.shared.validators.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
         self.shared.cache.clear();
@@ -271,23 +271,26 @@ impl Server {
             shared.validators().len()
         );
         let reloader = tokio::spawn(reload_loop(Arc::clone(&shared)));
-        let connections = Arc::new(Semaphore::new(shared.listener_config.max_connections as usize));
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let config = &shared.listener_config;
+        let budgets = Arc::new(Budgets {
+            handshakes: Budget::new("TLS handshakes in progress", config.max_handshakes),
+            logins: Budget::new("connections without a client certificate", config.max_login_connections),
+            health: Budget::new("health listener connections", config.max_health_connections),
+            authenticated: Arc::new(Semaphore::new(config.max_connections as usize)),
+        });
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
         let health = health.map(|listener| {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("serving /healthz, /readyz and /metrics on http://{addr}");
             }
-            tokio::spawn(health_loop(listener, Arc::clone(&shared), Arc::clone(&connections)))
+            tokio::spawn(health_loop(listener, Arc::clone(&shared), Arc::clone(&budgets.health)))
         });
         tokio::pin!(shutdown);
         loop {
-            let permit = tokio::select! {
-                permit = Arc::clone(&connections).acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                () = &mut shutdown => break,
-            };
+            // Accept at once, whatever the budgets say: each stage after this
+            // is bounded on its own, and a connection left in the kernel's
+            // queue would wait behind whoever holds the slots.
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -301,41 +304,22 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let shared = Arc::clone(&shared);
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let _permit = permit;
-                match &shared.tls {
-                    Some(tls) => {
-                        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(stream)) => {
-                                let verified_client =
-                                    stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-                                serve_connection(
-                                    stream,
-                                    Peer { addr: peer, verified_client, health_only: false },
-                                    shared,
-                                    watcher,
-                                )
-                                .await
-                            }
-                            Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                        }
-                    }
-                    None => {
-                        let peer = Peer { addr: peer, verified_client: false, health_only: false };
-                        serve_connection(stream, peer, shared, watcher).await
-                    }
-                }
-            });
+            tokio::spawn(accept_connection(
+                stream,
+                peer,
+                Arc::clone(&shared),
+                Arc::clone(&budgets),
+                Drain { stopping: Some(stopping.clone()), _open: Some(open.clone()) },
+            ));
         }
         shared.ready.store(false, Ordering::SeqCst);
         drop(listener);
         reloader.abort();
         tracing::info!("shutting down: draining in-flight requests");
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        let _ = stop.send(true);
+        drop(open);
+        // Every connection holds a sender: none is left once all have closed.
+        if tokio::time::timeout(DRAIN_TIMEOUT, all_closed.recv()).await.is_err() {
             tracing::warn!("some connections did not finish within {} s", DRAIN_TIMEOUT.as_secs());
         }
         // Probes were answered (not ready) while draining.
@@ -345,12 +329,93 @@ impl Server {
     }
 }
 
-/// Accept plain-HTTP probe connections; they share the connection limit.
-async fn health_loop(listener: TcpListener, shared: Arc<Shared>, connections: Arc<Semaphore>) {
-    // Not watched by the graceful shutdown: a probe must not hold up a drain.
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+/// A connection's part in a graceful shutdown.
+struct Drain {
+    /// Turns true when the server stops: finish the requests in progress,
+    /// then close (HTTP/2: GOAWAY). None for connections a drain does not
+    /// wait for (probes are answered, not ready, until the end).
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Held while the connection is open; the drain waits for every one.
+    _open: Option<tokio::sync::mpsc::Sender<()>>,
+}
+
+/// The connection budgets of the listeners (`[server]`).
+struct Budgets {
+    /// TLS handshakes in progress.
+    handshakes: Arc<Budget>,
+    /// TLS connections without a client certificate (password logins).
+    logins: Arc<Budget>,
+    /// Connections to the plain-HTTP health listener.
+    health: Arc<Budget>,
+    /// Connections with a verified client certificate (every connection
+    /// when no client CA is configured): the API server's.
+    authenticated: Arc<Semaphore>,
+}
+
+/// Take a connection of the main listener through its stages: the TLS
+/// handshake (its own budget and deadline), then the budget of what the
+/// handshake showed: a verified client (the API server) or a password login.
+async fn accept_connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    budgets: Arc<Budgets>,
+    drain: Drain,
+) {
+    let activity = Arc::new(Activity::default());
+    let config = &shared.listener_config;
+    let Some(tls) = &shared.tls else {
+        // Plain HTTP, for local testing: nobody to tell apart.
+        let Some(_permit) = authenticated_place(&budgets, config).await else {
+            tracing::debug!(peer = %addr, "no connection slot within the request head timeout; closing");
+            return;
+        };
+        let peer = Peer { addr, verified_client: false, health_only: false };
+        return serve_connection(stream, peer, Protocol::Http1, Arc::clone(&shared), drain, activity, None).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
+    let mut handshaking = budgets.handshakes.admit(addr.ip(), Arc::clone(&activity));
+    let deadline = Duration::from_millis(config.handshake_timeout_ms);
+    let stream = tokio::select! {
+        done = tokio::time::timeout(deadline, acceptor.accept(stream)) => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return tracing::debug!(peer = %addr, "TLS handshake failed: {e}"),
+            Err(_) => return tracing::debug!(peer = %addr, "TLS handshake timed out"),
+        },
+        () = handshaking.cut_off() => return tracing::debug!(peer = %addr, "TLS handshake cut off for a newer one"),
+    };
+    drop(handshaking);
+    let (_, connection) = stream.get_ref();
+    let verified_client = connection.peer_certificates().is_some_and(|c| !c.is_empty());
+    // ALPN said which protocol follows: hyper need not sniff the first bytes
+    // (which it does without a deadline).
+    let protocol = if connection.alpn_protocol() == Some(b"h2") { Protocol::Http2 } else { Protocol::Http1 };
+    let peer = Peer { addr, verified_client, health_only: false };
+    if verified_client || !shared.review_needs_client_cert {
+        let Some(_permit) = authenticated_place(&budgets, config).await else {
+            tracing::debug!(peer = %addr, "no connection slot within the request head timeout; closing");
+            return;
+        };
+        serve_connection(stream, peer, protocol, Arc::clone(&shared), drain, activity, None).await
+    } else {
+        let place = budgets.logins.admit(addr.ip(), Arc::clone(&activity));
+        serve_connection(stream, peer, protocol, Arc::clone(&shared), drain, activity, Some(place)).await
+    }
+}
+
+/// A slot among the authenticated connections: they wait for one (they are
+/// the API server's), at most the request head timeout.
+async fn authenticated_place(
+    budgets: &Budgets,
+    config: &super::config::ListenerConfig,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let wait = Duration::from_millis(config.request_head_timeout_ms);
+    tokio::time::timeout(wait, Arc::clone(&budgets.authenticated).acquire_owned()).await.ok()?.ok()
+}
+
+/// Accept plain-HTTP probe connections, within their own budget.
+async fn health_loop(listener: TcpListener, shared: Arc<Shared>, budget: Arc<Budget>) {
     loop {
-        let Ok(permit) = Arc::clone(&connections).acquire_owned().await else { return };
         let (stream, addr) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -359,13 +424,20 @@ async fn health_loop(listener: TcpListener, shared: Arc<Shared>, connections: Ar
                 continue;
             }
         };
-        let shared = Arc::clone(&shared);
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let peer = Peer { addr, verified_client: false, health_only: true };
-            serve_connection(stream, peer, shared, watcher).await;
-        });
+        let activity = Arc::new(Activity::default());
+        let place = budget.admit(addr.ip(), Arc::clone(&activity));
+        let peer = Peer { addr, verified_client: false, health_only: true };
+        // Not part of the drain: a probe must not hold it up.
+        let drain = Drain { stopping: None, _open: None };
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            Protocol::Http1,
+            Arc::clone(&shared),
+            drain,
+            activity,
+            Some(place),
+        ));
     }
 }
 
@@ -373,9 +445,9 @@ fn load_validators(
     options: &ServeOptions,
     config: &ServerConfig,
     runtime: &Arc<Runtime>,
-    slots: &Arc<Semaphore>,
+    slots: &PluginSlots,
 ) -> Result<ValidatorSet, super::validators::BuildError> {
-    let mut set = ValidatorSet::load(config, runtime, &options.plugin_dirs, Arc::clone(slots))?;
+    let mut set = ValidatorSet::load(config, runtime, &options.plugin_dirs, slots.clone())?;
     set.watched.push(options.config.clone());
     Ok(set)
 }
@@ -386,21 +458,125 @@ impl Shared {
     }
 }
 
-async fn serve_connection<I>(io: I, peer: Peer, shared: Arc<Shared>, watcher: hyper_util::server::graceful::Watcher)
-where
+/// The HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Serve HTTP on a connection until it closes, goes idle for the request head
+/// timeout or the server stops (then it is closed gracefully), or its `place`
+/// in a budget is taken for a newer connection (then at once).
+async fn serve_connection<I>(
+    io: I,
+    peer: Peer,
+    protocol: Protocol,
+    shared: Arc<Shared>,
+    drain: Drain,
+    activity: Arc<Activity>,
+    mut place: Option<Place>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let head_timeout = Duration::from_millis(shared.listener_config.request_head_timeout_ms);
+    let requests = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |request| {
         let shared = Arc::clone(&shared);
-        async move { Ok::<_, Infallible>(route(request, peer, &shared).await) }
+        let in_progress = requests.request();
+        async move {
+            let response = route(request, peer, &shared).await;
+            drop(in_progress);
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HANDSHAKE_TIMEOUT).keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(head_timeout).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+    let builder = match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+    };
     let connection = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(peer = %peer.addr, "connection ended: {e}");
+    tokio::pin!(connection);
+    // HTTP/1 has hyper's own deadline for the head; this one also covers
+    // HTTP/2, where a silent peer would otherwise stay forever.
+    let idle = activity.idle_for(head_timeout);
+    tokio::pin!(idle);
+    let mut stopping = drain.stopping;
+    let stop = async move {
+        match stopping.as_mut() {
+            Some(stopping) => drop(stopping.wait_for(|stop| *stop).await),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(stop);
+    let mut closing: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        let cut_off = async {
+            match place.as_mut() {
+                Some(place) => place.cut_off().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(peer = %peer.addr, "connection ended: {e}");
+                }
+                return;
+            }
+            () = &mut idle, if closing.is_none() => {
+                tracing::debug!(peer = %peer.addr, "closing an idle connection");
+                connection.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(head_timeout)));
+            }
+            () = &mut stop, if closing.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                closing = Some(Box::pin(tokio::time::sleep(DRAIN_TIMEOUT)));
+            }
+            // A peer that does not take its GOAWAY or last response in time.
+            () = async {
+                match closing.as_mut() {
+                    Some(deadline) => deadline.await,
+                    None => std::future::pending().await,
+                }
+            } => return,
+            () = cut_off => {
+                tracing::debug!(peer = %peer.addr, "closing a connection for a newer one");
+                return;
+            }
+        }
     }
+}
+
+/// Why a request body was not read.
+enum BodyError {
+    /// It is over the limit.
+    TooLarge,
+    /// It did not arrive within the body deadline.
+    TimedOut,
+    /// The connection broke.
+    Broken(hyper::Error),
+}
+
+/// Read `body` whole: at most `max` bytes, all within `deadline` (a body
+/// trickled a byte at a time must not hold its connection open).
+async fn read_body(body: &mut Incoming, max: usize, deadline: Duration) -> Result<Vec<u8>, BodyError> {
+    let read = async {
+        let mut bytes = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(BodyError::Broken)?;
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > max {
+                    return Err(BodyError::TooLarge);
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        Ok(bytes)
+    };
+    tokio::time::timeout(deadline, read).await.unwrap_or(Err(BodyError::TimedOut))
 }
 
 fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -499,24 +675,18 @@ async fn token_review(request: Request<Incoming>, shared: &Shared) -> Response<F
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         return too_large(body).await;
     }
-    let mut bytes = Vec::new();
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    if bytes.len() + data.len() > MAX_BODY {
-                        return too_large(body).await;
-                    }
-                    bytes.extend_from_slice(&data);
-                }
-            }
-            Some(Err(e)) => {
-                return review_error(StatusCode::BAD_REQUEST, review::V1, format!("cannot read the body: {e}"));
-            }
+    let deadline = Duration::from_millis(shared.listener_config.request_body_timeout_ms);
+    let body = match read_body(&mut body, MAX_BODY, deadline).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => return too_large(body).await,
+        Err(BodyError::TimedOut) => {
+            let message = format!("the body did not arrive within {} ms", deadline.as_millis());
+            return review_error(StatusCode::REQUEST_TIMEOUT, review::V1, message);
         }
-    }
-    let body = bytes;
+        Err(BodyError::Broken(e)) => {
+            return review_error(StatusCode::BAD_REQUEST, review::V1, format!("cannot read the body: {e}"));
+        }
+    };
     let parsed = match review::parse(&body) {
         Ok(parsed) => parsed,
         Err(e) => {
@@ -589,19 +759,20 @@ async fn login(request: Request<Incoming>, name: &str, peer: Peer, shared: &Shar
     else {
         return json(StatusCode::NOT_FOUND, serde_json::json!({ "error": format!("no login backend named `{name}`") }));
     };
-    let mut body = request.into_body();
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "cannot read the body" }));
-        };
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > MAX_LOGIN_BODY {
-                return json(StatusCode::PAYLOAD_TOO_LARGE, serde_json::json!({ "error": "the body is too large" }));
-            }
-            bytes.extend_from_slice(&data);
+    let deadline = Duration::from_millis(shared.listener_config.request_body_timeout_ms);
+    let bytes = match read_body(&mut request.into_body(), MAX_LOGIN_BODY, deadline).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
+            return json(StatusCode::PAYLOAD_TOO_LARGE, serde_json::json!({ "error": "the body is too large" }));
         }
-    }
+        Err(BodyError::TimedOut) => {
+            let error = format!("the body did not arrive within {} ms", deadline.as_millis());
+            return json(StatusCode::REQUEST_TIMEOUT, serde_json::json!({ "error": error }));
+        }
+        Err(BodyError::Broken(_)) => {
+            return json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "cannot read the body" }));
+        }
+    };
     let Ok(credentials) = serde_json::from_slice::<LoginRequest>(&bytes) else {
         return json(
             StatusCode::BAD_REQUEST,
@@ -609,26 +780,32 @@ async fn login(request: Request<Incoming>, name: &str, peer: Peer, shared: &Shar
         );
     };
     let client = peer.addr.ip();
-    if let Some(wait) = limiter.locked_for(name, &credentials.username, client) {
-        let seconds = wait.as_secs().max(1);
-        tracing::warn!(backend = name, %client, "login refused: too many failures");
-        let mut response = json(
-            StatusCode::TOO_MANY_REQUESTS,
-            serde_json::json!({ "error": format!("too many failed logins; try again in {seconds} s"), "retryAfterSeconds": seconds }),
-        );
-        if let Ok(value) = seconds.to_string().parse() {
-            response.headers_mut().insert(hyper::header::RETRY_AFTER, value);
+    // Checked and counted in one step, before the backend runs: logins in
+    // flight count as failures until they succeed.
+    let attempt = match limiter.begin(name, &credentials.username, client) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            tracing::warn!(backend = name, %client, "login refused: too many failed or pending logins");
+            let mut response = json(
+                StatusCode::TOO_MANY_REQUESTS,
+                serde_json::json!({ "error": format!("too many failed logins; try again in {seconds} s"), "retryAfterSeconds": seconds }),
+            );
+            if let Ok(value) = seconds.to_string().parse() {
+                response.headers_mut().insert(hyper::header::RETRY_AFTER, value);
+            }
+            return response;
         }
-        return response;
-    }
-    let Some(permit) = validators.slot().await else {
+    };
+    let Some(permit) = validators.slot_for(name).await else {
+        attempt.withdraw();
         return json(StatusCode::TOO_MANY_REQUESTS, serde_json::json!({ "error": "too many requests in progress" }));
     };
     let outcome = backend.authenticate(&credentials.username, &credentials.password).await;
     drop(permit);
     match outcome {
         Ok(crate::bindings::LoginOutcome::Authenticated(user)) => {
-            limiter.succeeded(name, &credentials.username, client);
+            attempt.succeeded();
             let user = super::review::UserInfo::from(user);
             if let Err(refusal) = identities.check(&user) {
                 tracing::warn!(backend = name, %client, "login refused: identity not granted: {refusal}");
@@ -659,11 +836,14 @@ async fn login(request: Request<Incoming>, name: &str, peer: Peer, shared: &Shar
             }
         }
         Ok(crate::bindings::LoginOutcome::Rejected(reason)) => {
-            limiter.failed(name, &credentials.username, client);
+            attempt.failed();
             tracing::info!(backend = name, %client, "login failed: {reason}");
             json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "invalid username or password" }))
         }
         Err(error) => {
+            // Not known to be right: it counts, or an error the attacker can
+            // provoke would be a way around the limits.
+            attempt.failed();
             tracing::warn!(backend = name, "login backend failed: {error}");
             shared.metrics.plugin_failure(name, "login");
             let status =

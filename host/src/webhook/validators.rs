@@ -19,8 +19,44 @@ use crate::plugin::PluginRef;
 use crate::runtime::{LoadedPlugin, RunError, Runtime, Sandbox, SandboxSpec, World};
 use crate::settings::ResolvedSettings;
 
-/// How long a review waits for a free plugin slot before answering 429.
-const SLOT_WAIT: Duration = Duration::from_secs(5);
+/// The plugin slots of a server: how many plugin runs (reviews, logins,
+/// re-checks) may be in progress at once, and how long one waits for a slot.
+#[derive(Clone)]
+pub struct PluginSlots {
+    pool: Arc<Semaphore>,
+    size: u32,
+    queue_timeout: Duration,
+}
+
+impl PluginSlots {
+    /// `size` slots (`[server] max-concurrent-reviews`); a run waits at most
+    /// `queue_timeout` for one.
+    pub fn new(size: u32, queue_timeout: Duration) -> Self {
+        Self { pool: Arc::new(Semaphore::new(size as usize)), size, queue_timeout }
+    }
+
+    /// How many there are.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The share of the slots a validator gets when its configuration names
+    /// none: an equal part of them, at least [`MIN_DEFAULT_SHARE`] (or all
+    /// of them, if there are fewer).
+    pub fn default_share(&self, validators: usize) -> u32 {
+        let equal = self.size / u32::try_from(validators.max(1)).unwrap_or(u32::MAX);
+        equal.max(MIN_DEFAULT_SHARE.min(self.size))
+    }
+}
+
+/// The smallest share of the plugin slots a validator gets by default.
+pub const MIN_DEFAULT_SHARE: u32 = 4;
+
+/// Permits to run one plugin: one of its validator's share, one of the pool.
+pub struct SlotPermit {
+    _share: tokio::sync::OwnedSemaphorePermit,
+    _pool: tokio::sync::OwnedSemaphorePermit,
+}
 
 /// Something that decides on tokens: a wasm plugin, or (in benchmarks and
 /// embedders) native code.
@@ -127,7 +163,10 @@ pub enum Verdict {
 /// started under it.
 pub struct ValidatorSet {
     validators: Vec<Validator>,
-    slots: Arc<Semaphore>,
+    /// Each validator's share of the slots, by index: a flood of tokens for
+    /// one validator waits in its own queue, not in front of the others.
+    shares: Vec<Arc<Semaphore>>,
+    slots: PluginSlots,
     /// Signs and verifies the server's own tokens, when `[login]` is configured.
     pub issuer: Option<Arc<TokenIssuer>>,
     /// Files whose change means a reload (the configuration, plugin and key files).
@@ -145,9 +184,12 @@ pub struct BuildError {
 }
 
 impl ValidatorSet {
-    /// A set of `validators` sharing `slots` concurrent plugin runs.
-    pub fn new(validators: Vec<Validator>, slots: Arc<Semaphore>) -> Self {
-        Self { validators, slots, issuer: None, watched: Vec::new() }
+    /// A set of `validators` sharing `slots` concurrent plugin runs, each
+    /// with the [default share](PluginSlots::default_share).
+    pub fn new(validators: Vec<Validator>, slots: PluginSlots) -> Self {
+        let share = slots.default_share(validators.len());
+        let shares = validators.iter().map(|_| Arc::new(Semaphore::new(share as usize))).collect();
+        Self { validators, shares, slots, issuer: None, watched: Vec::new() }
     }
 
     /// Load every validator of `config` (compiling plugins as needed).
@@ -159,11 +201,15 @@ impl ValidatorSet {
         config: &ServerConfig,
         runtime: &Arc<Runtime>,
         plugin_dirs: &[PathBuf],
-        slots: Arc<Semaphore>,
+        slots: PluginSlots,
     ) -> Result<Self, BuildError> {
         let mut validators = Vec::new();
+        let mut shares = Vec::new();
         let mut watched = Vec::new();
+        let default_share = slots.default_share(config.validators.len());
         for entry in &config.validators {
+            let share = entry.max_concurrent_reviews.unwrap_or(default_share).min(slots.size());
+            shares.push(Arc::new(Semaphore::new(share as usize)));
             let fail = |message: String| BuildError { name: entry.name.clone(), message };
             let spec = entry.spec();
             let plugin = PluginRef::locate(&spec.plugin, plugin_dirs).map_err(|e| fail(e.to_string()))?;
@@ -222,7 +268,7 @@ impl ValidatorSet {
             }
             None => None,
         };
-        Ok(Self { validators, slots, issuer, watched })
+        Ok(Self { validators, shares, slots, issuer, watched })
     }
 
     /// Run every validator's setup (`validator-setup`), as a load must before
@@ -257,9 +303,24 @@ impl ValidatorSet {
             .and_then(|v| v.login.clone().map(|login| (login, Arc::clone(&v.identities))))
     }
 
-    /// Wait for a free plugin slot.
-    pub async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.slots).acquire_owned()).await.ok()?.ok()
+    /// Wait (at most the queue timeout) for a slot to run the plugin of the
+    /// validator called `name`: one of its share, then one of the pool.
+    pub async fn slot_for(&self, name: &str) -> Option<SlotPermit> {
+        let index = self.validators.iter().position(|v| v.name == name)?;
+        self.slot(index).await
+    }
+
+    async fn slot(&self, index: usize) -> Option<SlotPermit> {
+        let share = Arc::clone(self.shares.get(index)?);
+        let pool = Arc::clone(&self.slots.pool);
+        tokio::time::timeout(self.slots.queue_timeout, async move {
+            let share = share.acquire_owned().await.ok()?;
+            let pool = pool.acquire_owned().await.ok()?;
+            Some(SlotPermit { _share: share, _pool: pool })
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// How many validators there are.
@@ -311,13 +372,13 @@ impl ValidatorSet {
         let mut transient = None;
         let mut throttled = None;
         let mut routed = false;
-        for validator in &self.validators {
+        for (index, validator) in self.validators.iter().enumerate() {
             let Some(backend) = &validator.backend else { continue };
             if validator.token_prefix.as_deref().is_some_and(|p| !token.starts_with(p)) {
                 continue;
             }
             routed = true;
-            let Some(permit) = self.slot().await else { return Verdict::Busy };
+            let Some(permit) = self.slot(index).await else { return Verdict::Busy };
             let outcome = backend.review(token, audiences).await;
             drop(permit);
             match outcome {
@@ -398,7 +459,7 @@ impl ValidatorSet {
             let current = match rechecks.get(&claims.val, &claims.sub, recheck) {
                 Some(current) => current,
                 None => {
-                    let Some(permit) = self.slot().await else { return Verdict::Busy };
+                    let Some(permit) = self.slot_for(&claims.val).await else { return Verdict::Busy };
                     let looked_up = login.lookup(&claims.sub).await;
                     drop(permit);
                     match looked_up {

@@ -4,15 +4,14 @@
 //! **Provider** (`credbroker get --provider aws-iam`): the token is
 //! `k8s-aws-v1.` + base64url(a SigV4-presigned STS GetCallerIdentity URL whose
 //! signed headers include `x-k8s-aws-id: CLUSTER`), valid 15 minutes (the
-//! ExecCredential says 14); the STS host is the regional endpoint of the
-//! region's partition, as botocore picks it ([`partitions`]). Settings:
-//! `cluster-id` (required), `region`
-//! (default `us-east-1`), credentials as `access-key-id`, `secret-access-key`
-//! and `session-token` (use `env:`/`file:`), or `credentials-file` (a granted
-//! file in the AWS shared-credentials format) with `profile` (default
-//! `default`); `role-arn` to assume first (with `session-name`, default
-//! `credbroker`); `sts-endpoint` to use another STS URL (e.g. a VPC endpoint),
-//! signed as botocore signs it (host in lower case, no `:443`).
+//! ExecCredential says 14, or less when the credentials expire sooner); the
+//! STS host is the regional endpoint of the region's partition, as botocore
+//! picks it ([`partitions`]). The credentials come from the AWS CLI's chain
+//! ([`chain`]): settings, environment, assumed roles, web identity, SSO,
+//! shared files, the container endpoint; `role-arn` assumes one more role
+//! first (with `session-name`, default `credbroker`); `sts-endpoint` (or a
+//! granted `AWS_ENDPOINT_URL_STS`) uses another STS URL (e.g. a VPC
+//! endpoint), signed as botocore signs it (host in lower case, no `:443`).
 //!
 //! **Validator** (`credbroker serve`): checks the token like
 //! aws-iam-authenticator (length, prefix, encoding, https, an STS host of the
@@ -23,19 +22,27 @@
 //! `partition` (`aws`), `sts-hosts` (extra allowed STS hosts, comma-separated),
 //! `map-roles`, `map-users`, `map-accounts`.
 
+pub mod chain;
+pub mod ini;
 pub mod mapping;
 pub mod partitions;
 pub mod sigv4;
+pub mod sts;
 pub mod verify;
 
 use credbroker_sdk::{
-    Credential, CredentialRequest, Error, Provider, ReviewOutcome, TokenReview, Validator, config, files, http, log,
+    Credential, CredentialRequest, Error, HostError, Provider, ReviewOutcome, TokenReview, Validator, config, files,
+    log, prompt,
 };
 
+use self::chain::{FileError, RoleRequest, SsoRequest, Temporary, WebIdentityRequest};
 use self::sigv4::{Credentials, Endpoint, SigningTime};
 
 /// Tokens are prefixed with this.
 pub const TOKEN_PREFIX: &str = "k8s-aws-v1.";
+
+/// How long STS accepts a presigned URL; kubectl renews a minute early.
+const TOKEN_LIFETIME_SECONDS: u64 = 14 * 60;
 
 struct AwsIam;
 
@@ -43,65 +50,23 @@ fn now() -> u64 {
     u64::try_from(credbroker_sdk::now_unix()).unwrap_or(0)
 }
 
-/// The credentials to sign with, from settings or a shared-credentials file.
-fn base_credentials() -> Result<Credentials, Error> {
-    if let Some(access_key_id) = config::get("access-key-id").filter(|k| !k.is_empty()) {
-        let credentials = Credentials {
-            access_key_id,
-            secret_access_key: config::require("secret-access-key")?,
-            session_token: config::get("session-token").filter(|t| !t.is_empty()),
-        };
-        log::mark_secret(&credentials.secret_access_key);
-        return Ok(credentials);
-    }
-    if let Some(path) = config::get("credentials-file").filter(|p| !p.is_empty()) {
-        let profile = config::get("profile").unwrap_or_else(|| "default".into());
-        let text = files::read_to_string(&path)?;
-        return shared_credentials(&text, &profile).ok_or_else(|| {
-            Error::misconfigured(format!(
-                "{path} has no complete [{profile}] (aws_access_key_id and aws_secret_access_key)"
-            ))
-        });
-    }
-    Err(Error::misconfigured(
-        "no AWS credentials: set access-key-id and secret-access-key (e.g. env:AWS_ACCESS_KEY_ID), \
-         or credentials-file (granted under grants.files) with profile",
-    ))
-}
-
-/// One profile of an AWS shared-credentials file (INI).
-pub fn shared_credentials(text: &str, profile: &str) -> Option<Credentials> {
-    let mut in_profile = false;
-    let (mut key, mut secret, mut token) = (None, None, None);
-    for line in text.lines().map(str::trim) {
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_profile = name.trim() == profile;
-        } else if in_profile && let Some((k, v)) = line.split_once('=') {
-            let value = Some(v.trim().to_string());
-            match k.trim() {
-                "aws_access_key_id" => key = value,
-                "aws_secret_access_key" => secret = value,
-                "aws_session_token" => token = value,
-                _ => {}
-            }
-        }
-    }
-    Some(Credentials { access_key_id: key?, secret_access_key: secret?, session_token: token })
-}
-
 /// The STS endpoint to sign for and the region to sign with: `sts-endpoint`
-/// if set, else the regional endpoint of `region`'s partition (as botocore
-/// picks it).
+/// if set, else `AWS_ENDPOINT_URL_STS` or `AWS_ENDPOINT_URL` (when granted, as
+/// the AWS CLI honours them), else the regional endpoint of `region`'s
+/// partition (as botocore picks it).
 fn sts_endpoint(region: &str) -> Result<(Endpoint, String), Error> {
     if !partitions::valid_region_name(region) {
         return Err(Error::misconfigured(format!(
             "region {region:?} is no region name (letters, digits and -, like eu-west-1)"
         )));
     }
-    match config::get("sts-endpoint").filter(|e| !e.is_empty()) {
-        Some(url) => {
-            let endpoint =
-                Endpoint::parse(&url).map_err(|e| Error::misconfigured(format!("sts-endpoint {url:?}: {e}")))?;
+    let custom = non_empty_setting("sts-endpoint")
+        .map(|url| (url, "sts-endpoint"))
+        .or_else(|| env("AWS_ENDPOINT_URL_STS").map(|url| (url, "AWS_ENDPOINT_URL_STS")))
+        .or_else(|| env("AWS_ENDPOINT_URL").map(|url| (url, "AWS_ENDPOINT_URL")));
+    match custom {
+        Some((url, from)) => {
+            let endpoint = Endpoint::parse(&url).map_err(|e| Error::misconfigured(format!("{from} {url:?}: {e}")))?;
             Ok((endpoint, region.to_string()))
         }
         None => {
@@ -113,73 +78,134 @@ fn sts_endpoint(region: &str) -> Result<(Endpoint, String), Error> {
     }
 }
 
-/// The text of `<tag>...</tag>` in an XML document.
-fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
-    let end = start + xml[start..].find(&format!("</{tag}>"))?;
-    Some(&xml[start..end])
+/// The SSO portal of `region`: `sso-endpoint`, else a granted
+/// `AWS_ENDPOINT_URL_SSO` or `AWS_ENDPOINT_URL`, else AWS's.
+fn sso_portal(region: &str) -> Result<String, Error> {
+    if !partitions::valid_region_name(region) {
+        return Err(Error::misconfigured(format!("sso_region {region:?} is no region name")));
+    }
+    Ok(non_empty_setting("sso-endpoint")
+        .or_else(|| env("AWS_ENDPOINT_URL_SSO"))
+        .or_else(|| env("AWS_ENDPOINT_URL"))
+        .unwrap_or_else(|| format!("https://portal.sso.{region}.amazonaws.com")))
 }
 
-/// STS AssumeRole over the http capability: temporary credentials for `role_arn`.
-fn assume_role(base: &Credentials, region: &str, role_arn: &str) -> Result<Credentials, Error> {
-    let (endpoint, signing_region) = sts_endpoint(region)?;
-    let session = config::get("session-name").unwrap_or_else(|| "credbroker".into());
-    let body = format!(
-        "Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName={}&DurationSeconds=900",
-        sigv4::uri_encode(role_arn),
-        sigv4::uri_encode(&session)
-    );
-    let headers = sigv4::sign_post(base, &endpoint.host, &signing_region, "sts", &body, &SigningTime::at(now()));
-    let mut request = http::Request::post(&format!("{}/", endpoint.url)).body(body);
-    for (name, value) in &headers {
-        request = request.header(name, value);
+fn non_empty_setting(key: &str) -> Option<String> {
+    config::get(key).filter(|v| !v.is_empty())
+}
+
+/// A variable of the plugin's environment: only what `grants.env` passes.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The chain's view of the sandbox: settings, the granted environment and
+/// files, the terminal, STS and the SSO portal over the `http` capability.
+struct Sandbox {
+    interactive: bool,
+}
+
+impl chain::Sources for Sandbox {
+    fn setting(&self, key: &str) -> Option<String> {
+        non_empty_setting(key)
     }
-    let response = request.send()?;
-    let text = response.text()?;
-    if !response.is_success() {
-        let code = xml_text(&text, "Code").unwrap_or("unknown");
-        let message = xml_text(&text, "Message").unwrap_or("");
-        return Err(match (response.status, code) {
-            (_, "Throttling") => Error::throttled(format!("AssumeRole: {message}")),
-            (500..=599, _) => Error::unavailable(format!("AssumeRole: STS answered {}", response.status)),
-            _ => Error::denied(format!("AssumeRole {role_arn}: {code}: {message}")),
-        });
+
+    fn env(&self, name: &str) -> Option<String> {
+        env(name)
     }
-    let field = |tag: &str| {
-        xml_text(&text, tag)
-            .map(str::to_string)
-            .ok_or_else(|| Error::failed(format!("AssumeRole answered without {tag}")))
-    };
-    let credentials = Credentials {
-        access_key_id: field("AccessKeyId")?,
-        secret_access_key: field("SecretAccessKey")?,
-        session_token: Some(field("SessionToken")?),
-    };
-    log::mark_secret(&credentials.secret_access_key);
-    log::mark_secret(credentials.session_token.as_deref().unwrap_or_default());
-    Ok(credentials)
+
+    fn read(&self, path: &str) -> Result<Option<String>, FileError> {
+        match files::read_to_string(path) {
+            Ok(text) => Ok(Some(text)),
+            Err(HostError::Denied(_)) => Err(FileError::NotGranted),
+            // The host says why in words; ENOENT (os error 2) is "not there",
+            // which the AWS CLI takes as an empty file.
+            Err(HostError::Unreachable(why)) if why.contains("(os error 2)") => Ok(None),
+            Err(other) => Err(FileError::Unreadable(other.describe())),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        now()
+    }
+
+    fn ask(&self, question: &str) -> Result<String, Error> {
+        if !self.interactive {
+            return Err(Error::misconfigured("this run is not interactive; run kubectl from a terminal"));
+        }
+        Ok(prompt::text(question)?)
+    }
+
+    fn assume_role(&self, base: &Credentials, request: &RoleRequest) -> Result<Temporary, Error> {
+        let (endpoint, signing_region) = sts_endpoint(&request.region)?;
+        sts::assume_role(base, &endpoint, &signing_region, request, now())
+    }
+
+    fn assume_role_with_web_identity(&self, request: &WebIdentityRequest) -> Result<Temporary, Error> {
+        log::mark_secret(&request.token);
+        let (endpoint, _) = sts_endpoint(&request.region)?;
+        sts::assume_role_with_web_identity(&endpoint, request)
+    }
+
+    fn sso_role_credentials(&self, request: &SsoRequest) -> Result<Temporary, Error> {
+        log::mark_secret(&request.access_token);
+        sts::sso_role_credentials(&sso_portal(&request.region)?, request)
+    }
+
+    fn container_credentials(&self, url: &str, authorization: Option<&str>) -> Result<Temporary, Error> {
+        sts::container_credentials(url, authorization)
+    }
 }
 
 /// The signing time: now, or `signing-time` (Unix seconds, for reproducible tests).
 fn signing_time() -> Result<SigningTime, Error> {
-    let seconds = match config::get("signing-time").filter(|t| !t.is_empty()) {
+    let seconds = match non_empty_setting("signing-time") {
         Some(text) => text.parse().map_err(|_| Error::misconfigured("signing-time must be Unix seconds"))?,
         None => now(),
     };
     Ok(SigningTime::at(seconds))
 }
 
+/// When the token stops working: 14 minutes from now, or a minute before
+/// its credentials expire if that is sooner.
+fn token_expiry(now: u64, credentials_expire: Option<u64>) -> Result<u64, Error> {
+    let lifetime = now + TOKEN_LIFETIME_SECONDS;
+    match credentials_expire {
+        Some(at) if at <= now + 60 => Err(Error::denied(format!(
+            "the AWS credentials expire at {}, too soon to sign a token with them; renew them",
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(at))
+        ))),
+        Some(at) => Ok(lifetime.min(at - 60)),
+        None => Ok(lifetime),
+    }
+}
+
 impl Provider for AwsIam {
-    fn get_credential(_request: CredentialRequest) -> Result<Credential, Error> {
+    fn get_credential(request: CredentialRequest) -> Result<Credential, Error> {
         let cluster_id = config::require("cluster-id")?;
-        let region = config::get("region").filter(|r| !r.is_empty()).unwrap_or_else(|| "us-east-1".into());
-        let mut credentials = base_credentials()?;
-        if let Some(role_arn) = config::get("role-arn").filter(|r| !r.is_empty()) {
-            credentials = assume_role(&credentials, &region, &role_arn)?;
+        let sandbox = Sandbox { interactive: request.interactive };
+        let resolved = chain::resolve(&sandbox)?;
+        // Keys read from the shared files are secrets the host does not know of.
+        log::mark_secret(&resolved.temporary.credentials.secret_access_key);
+        if let Some(token) = &resolved.temporary.credentials.session_token {
+            log::mark_secret(token);
         }
-        let (endpoint, signing_region) = sts_endpoint(&region)?;
+        log::debug(&format!("AWS credentials from {}", resolved.source));
+        let mut temporary = resolved.temporary;
+        if let Some(role_arn) = non_empty_setting("role-arn") {
+            let role = RoleRequest {
+                role_arn,
+                session_name: non_empty_setting("session-name").unwrap_or_else(|| "credbroker".into()),
+                external_id: None,
+                mfa: None,
+                duration_seconds: None,
+                region: resolved.region.clone(),
+            };
+            temporary = chain::Sources::assume_role(&sandbox, &temporary.credentials, &role)?;
+        }
+        let (endpoint, signing_region) = sts_endpoint(&resolved.region)?;
         let url = sigv4::presign_get_caller_identity(
-            &credentials,
+            &temporary.credentials,
             &endpoint,
             &signing_region,
             &cluster_id,
@@ -188,12 +214,18 @@ impl Provider for AwsIam {
         );
         let token = format!("{TOKEN_PREFIX}{}", credbroker_sdk::base64url(url.as_bytes()));
         log::mark_secret(&token);
-        // STS accepts a presigned URL for 15 minutes; kubectl renews a minute early.
-        Ok(Credential::token(token).expires_in(14 * 60))
+        let expiry = token_expiry(now(), temporary.expires_at)?;
+        Ok(Credential::token(token).expires_at(i64::try_from(expiry).unwrap_or(i64::MAX)))
     }
 }
 
 impl Validator for AwsIam {
+    /// Parse the mappings once per load: a broken one is a load error.
+    fn setup() -> Result<(), Error> {
+        config::require("cluster-id")?;
+        mapping::mappings().map(|_| ())
+    }
+
     fn validate(review: TokenReview) -> Result<ReviewOutcome, Error> {
         let identity = match verify::verify(&review.token)? {
             Ok(identity) => identity,
@@ -216,18 +248,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shared_credentials_profiles_are_read() {
-        let text = "[default]\naws_access_key_id = AKIA1\naws_secret_access_key = s1\n\n[ci]\naws_access_key_id=AKIA2\naws_secret_access_key=s2\naws_session_token = t2\n";
-        assert_eq!(shared_credentials(text, "default").unwrap().access_key_id, "AKIA1");
-        let ci = shared_credentials(text, "ci").unwrap();
-        assert_eq!((ci.secret_access_key.as_str(), ci.session_token.as_deref()), ("s2", Some("t2")));
-        assert!(shared_credentials(text, "missing").is_none());
-    }
-
-    #[test]
-    fn xml_fields_are_found() {
-        let xml = "<AssumeRoleResult><Credentials><AccessKeyId>ASIA</AccessKeyId></Credentials></AssumeRoleResult>";
-        assert_eq!(xml_text(xml, "AccessKeyId"), Some("ASIA"));
-        assert_eq!(xml_text(xml, "SessionToken"), None);
+    fn tokens_expire_with_their_credentials() {
+        assert_eq!(token_expiry(1000, None).unwrap(), 1000 + 14 * 60);
+        assert_eq!(token_expiry(1000, Some(100_000)).unwrap(), 1000 + 14 * 60);
+        assert_eq!(token_expiry(1000, Some(1300)).unwrap(), 1240, "a minute before the credentials expire");
+        assert!(matches!(token_expiry(1000, Some(1030)), Err(Error::Denied(m)) if m.contains("too soon")));
     }
 }

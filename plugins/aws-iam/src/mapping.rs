@@ -63,24 +63,55 @@ fn json_setting<T: for<'de> Deserialize<'de>>(key: &str) -> Result<Vec<T>, Error
     }
 }
 
+/// The configured mappings, parsed.
+#[derive(Debug)]
+pub struct Mappings {
+    roles: Vec<((String, String, String), RoleMapping)>,
+    users: Vec<UserMapping>,
+    accounts: Vec<String>,
+}
+
+static MAPPINGS: std::sync::OnceLock<Mappings> = std::sync::OnceLock::new();
+
+/// The mappings of the settings, parsed once (in the validator's setup, or
+/// by the first review on a host that does not run setups).
+///
+/// # Errors
+///
+/// [`Error::Misconfigured`] for unreadable mappings.
+pub fn mappings() -> Result<&'static Mappings, Error> {
+    if let Some(mappings) = MAPPINGS.get() {
+        return Ok(mappings);
+    }
+    let roles = json_setting::<RoleMapping>("map-roles")?
+        .into_iter()
+        .map(|m| match role_key(&m.rolearn) {
+            Some(key) => Ok((key, m)),
+            None => Err(Error::misconfigured(format!("map-roles: `{}` is not a role ARN", m.rolearn))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let parsed = Mappings {
+        roles,
+        users: json_setting("map-users")?,
+        accounts: config::get("map-accounts")
+            .unwrap_or_default()
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect(),
+    };
+    Ok(MAPPINGS.get_or_init(|| parsed))
+}
+
 /// The Kubernetes user for `identity`, or `None` when nothing maps it.
 ///
 /// # Errors
 ///
 /// [`Error::Misconfigured`] for unreadable mappings.
 pub fn map(identity: &Identity) -> Result<Option<UserInfo>, Error> {
-    let roles: Vec<RoleMapping> = json_setting("map-roles")?;
-    let users: Vec<UserMapping> = json_setting("map-users")?;
-    let accounts: Vec<String> = config::get("map-accounts")
-        .unwrap_or_default()
-        .split(',')
-        .map(|a| a.trim().to_string())
-        .filter(|a| !a.is_empty())
-        .collect();
+    let Mappings { roles, users, accounts } = mappings()?;
     let found = match role_key(&identity.canonical_arn) {
-        Some(key) => {
-            roles.iter().find(|m| role_key(&m.rolearn).as_ref() == Some(&key)).map(|m| (&m.username, &m.groups))
-        }
+        Some(key) => roles.iter().find(|(k, _)| *k == key).map(|(_, m)| (&m.username, &m.groups)),
         None => users
             .iter()
             .find(|m| m.userarn.eq_ignore_ascii_case(&identity.canonical_arn))

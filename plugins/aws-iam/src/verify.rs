@@ -186,8 +186,8 @@ fn sts_error(body: &str) -> String {
         let error = &json["Error"];
         return format!("{}: {}", error["Code"].as_str().unwrap_or("error"), error["Message"].as_str().unwrap_or(""));
     }
-    let code = super::xml_text(body, "Code").unwrap_or("error");
-    let message = super::xml_text(body, "Message").unwrap_or("");
+    let code = crate::sts::xml_text(body, "Code").unwrap_or("error");
+    let message = crate::sts::xml_text(body, "Message").unwrap_or("");
     format!("{code}: {}", message.lines().next().unwrap_or(""))
 }
 
@@ -202,9 +202,9 @@ fn parse_identity(body: &str) -> Option<(String, String, String)> {
         ));
     }
     Some((
-        super::xml_text(body, "Arn")?.into(),
-        super::xml_text(body, "Account")?.into(),
-        super::xml_text(body, "UserId")?.into(),
+        crate::sts::xml_text(body, "Arn")?.into(),
+        crate::sts::xml_text(body, "Account")?.into(),
+        crate::sts::xml_text(body, "UserId")?.into(),
     ))
 }
 

@@ -6,13 +6,20 @@
 //! ```
 //!
 //! The groups column is optional. Blank lines and lines starting with `#` are
-//! skipped. The file is read through a read-only file grant on every review, so
-//! edits take effect at once (the host caches the content until the file
-//! changes).
+//! skipped. The file is read and indexed once per load, in `validator-setup`
+//! (a broken line is a load error): every review then starts from the indexed
+//! file and looks its token up in one hash probe, whatever the file's size,
+//! like kube-apiserver's own `--token-auth-file`. `credbroker serve` watches
+//! the granted file and reloads when it changes.
 //!
 //! Settings: `path` (required), the CSV file; grant it under `grants.files`.
+//! The whole file passes through one host call: raise the validator's
+//! `max-call-bytes` to its size (and `memory-mib` to about twice that).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::OnceLock;
 
 use credbroker_sdk::{Error, ReviewOutcome, TokenReview, UserInfo, Validator, config, files};
 
@@ -363,6 +370,116 @@ pub fn lookup<'a>(text: &'a str, token: &str) -> Result<Option<Entry<'a>>, Strin
     Ok(found)
 }
 
+/// A hasher that passes an already keyed hash through.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+/// Where the lines of one token hash start (almost always one).
+#[derive(Debug)]
+enum Starts {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+/// A token file, checked and indexed: its text, and where each token's line
+/// starts, by a keyed hash of the token (the key is drawn per load, so nobody
+/// can pick tokens that collide).
+#[derive(Debug)]
+pub struct Index {
+    text: String,
+    keys: RandomState,
+    lines: HashMap<u64, Starts, BuildHasherDefault<Prehashed>>,
+}
+
+impl Index {
+    /// Check every line of `text` and index its tokens.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the first bad line; a file over 4 GiB.
+    pub fn build(text: String) -> Result<Self, String> {
+        if u32::try_from(text.len()).is_err() {
+            return Err("a token file must be smaller than 4 GiB".into());
+        }
+        let keys = RandomState::new();
+        let mut lines: HashMap<u64, Starts, BuildHasherDefault<Prehashed>> = HashMap::default();
+        let mut scan = Lines { text: &text, at: 0, number: 0 };
+        loop {
+            let start = scan.at;
+            let Some(line) = scan.next() else { break };
+            let token = match line {
+                Line::Simple(fields, count) => {
+                    check_simple(&text, &fields, count).map_err(|what| scan.bad(what))?;
+                    Cow::Borrowed(field(&text, &fields, 0))
+                }
+                Line::Other(line) => match general_line(line) {
+                    None => continue,
+                    Some(entry) => entry.map_err(|what| scan.bad(&what))?.token,
+                },
+            };
+            // `start` fits: the text is under 4 GiB.
+            let start = start as u32;
+            lines
+                .entry(keys.hash_one(token.as_bytes()))
+                .and_modify(|starts| match starts {
+                    Starts::One(first) => *starts = Starts::Many(vec![*first, start]),
+                    Starts::Many(all) => all.push(start),
+                })
+                .or_insert(Starts::One(start));
+        }
+        lines.shrink_to_fit();
+        Ok(Self { text, keys, lines })
+    }
+
+    /// How many lines hold a token.
+    pub fn len(&self) -> usize {
+        self.lines.values().map(|s| if let Starts::Many(all) = s { all.len() } else { 1 }).sum()
+    }
+
+    /// Whether the file holds no token.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The entry of the line starting at `start` (a line [`Index::build`] checked).
+    fn entry_at(&self, start: u32) -> Option<Entry<'_>> {
+        let mut lines = Lines { text: &self.text, at: start as usize, number: 0 };
+        match lines.next()? {
+            Line::Simple(fields, count) => simple_entry(&self.text, &fields, count).ok(),
+            Line::Other(line) => general_line(line).and_then(Result::ok),
+        }
+    }
+
+    /// The entry for `token`: the first line that holds it.
+    pub fn lookup(&self, token: &str) -> Option<Entry<'_>> {
+        let starts = match self.lines.get(&self.keys.hash_one(token.as_bytes()))? {
+            Starts::One(start) => std::slice::from_ref(start),
+            Starts::Many(all) => all.as_slice(),
+        };
+        starts
+            .iter()
+            .filter_map(|start| self.entry_at(*start))
+            .find(|entry| constant_time_eq(entry.token.as_bytes(), token.as_bytes()))
+    }
+}
+
 /// Compare without an early exit, so response time says nothing about how much
 /// of a token matched.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -374,11 +491,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 struct TokenFile;
 
+/// The file, indexed by setup (or by the first review, on a host that does
+/// not run setups).
+static INDEX: OnceLock<Index> = OnceLock::new();
+
+fn index() -> Result<&'static Index, Error> {
+    if let Some(index) = INDEX.get() {
+        return Ok(index);
+    }
+    let path = config::require("path")?;
+    let text = files::read_to_string(&path)?;
+    let index = Index::build(text).map_err(|e| Error::misconfigured(format!("{path}: {e}")))?;
+    Ok(INDEX.get_or_init(|| index))
+}
+
 impl Validator for TokenFile {
+    fn setup() -> Result<(), Error> {
+        index().map(|_| ())
+    }
+
     fn validate(review: TokenReview) -> Result<ReviewOutcome, Error> {
-        let path = config::require("path")?;
-        let text = files::read_to_string(&path)?;
-        let found = lookup(&text, &review.token).map_err(|e| Error::misconfigured(format!("{path}: {e}")))?;
+        let found = index()?.lookup(&review.token);
         Ok(match found {
             Some(entry) => ReviewOutcome::authenticated(UserInfo {
                 username: entry.user.to_string(),
@@ -414,6 +547,18 @@ mod tests {
         assert_eq!(lookup(text, "t2").unwrap().unwrap().user, "bob");
         assert_eq!(lookup(text, "t3").unwrap(), None);
         assert_eq!(lookup("t1,a,1\nbroken\n", "t1").unwrap_err(), "line 2: needs at least token,user,uid");
+    }
+
+    #[test]
+    fn the_index_answers_as_the_full_scan_does() {
+        let text = "# comment\n\nt1,alice,1001,\"devs,ops\"\nt2,bob,1002\r\n\"t,3\",carol,,\"a\"\"b\"\nt2,shadowed,9\n";
+        let index = Index::build(text.to_string()).unwrap();
+        assert_eq!(index.len(), 4);
+        for token in ["t1", "t2", "t,3", "t", "t22", "", "t1,"] {
+            assert_eq!(index.lookup(token), lookup(text, token).unwrap(), "{token}");
+        }
+        assert_eq!(index.lookup("t2").unwrap().user, "bob", "the first line wins");
+        assert_eq!(Index::build("t1,a,1\nbroken\n".into()).unwrap_err(), "line 2: needs at least token,user,uid");
     }
 
     #[test]
@@ -539,6 +684,13 @@ mod tests {
                     .collect::<Result<Vec<_>, _>>()
                     .map(|all| all.into_iter().find(|e| e.token == token));
                 assert_eq!(lookup(&text, token), expected, "{token} in {text:?}");
+                match (Index::build(text.clone()), &expected) {
+                    (Ok(index), Ok(expected)) => {
+                        assert_eq!(&index.lookup(token), expected, "index: {token} in {text:?}")
+                    }
+                    (Err(error), Err(expected)) => assert_eq!(&error, expected, "{text:?}"),
+                    (built, expected) => panic!("index {built:?} but scan {expected:?} for {text:?}"),
+                }
             }
         }
     }

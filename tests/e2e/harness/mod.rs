@@ -4,10 +4,12 @@
 pub mod apiserver;
 pub mod audit;
 pub mod kubectl;
+pub mod ldap_flood;
 pub mod oidc;
 pub mod pki;
 pub mod slapd;
 pub mod sts;
+pub mod terminal;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -134,6 +136,10 @@ impl UserEnv {
             .env_remove("CREDBROKER_PLUGIN")
             .env_remove("CREDBROKER_CONFIG")
             .env_remove("CREDBROKER_CACHE_DIR")
+            // A developer's RUST_BACKTRACE makes every error capture (and, at
+            // trace level, print) a backtrace, and symbolizing it costs tens of MiB.
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .env("CREDBROKER_LOG", audit::MAX_VERBOSITY)
             .stdin(Stdio::null());
         command

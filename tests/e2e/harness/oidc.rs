@@ -29,7 +29,7 @@ pub struct OidcProvider {
 impl OidcProvider {
     /// Start it with token lifetimes (`OIDC_ID_TOKEN_TTL`...) overridden by `ttls`.
     pub fn start(ttls: &[(&str, &str)]) -> Self {
-        for secret in ["confidential-secret", "other-secret"] {
+        for secret in ["confidential-secret", "other-secret", "alice-password", "bob-password"] {
             super::audit::secret(secret);
         }
         let dir = tempfile::tempdir().expect("oidc dir");
@@ -220,23 +220,41 @@ impl OidcProvider {
     }
 
     /// Follow an authorization URL like a browser (logging in as its
-    /// `login_hint`), up to the loopback redirect, and deliver it there.
-    pub fn complete_authorization(&self, authorization_url: &str) {
+    /// `login_hint`) until it leaves the provider's login pages: the address
+    /// of the redirect to the client (the loopback listener, or the
+    /// out-of-band page), carrying `code` (or `error`) and `state`.
+    pub fn follow_authorization(&self, authorization_url: &str) -> String {
         let browser = self.client(true);
         let mut url = authorization_url.to_string();
         for _ in 0..6 {
             let response = browser.get(&url).send().expect("authorization step");
             assert_eq!(response.status(), 303, "at {url}");
             let next = self.absolute(&Self::location(&response));
-            if next.starts_with("http://127.0.0.1") {
-                // The loopback listener of credbroker: a plain browser GET.
-                let delivered = self.client(false).get(&next).send().expect("delivering the redirect");
-                assert_eq!(delivered.status(), 200);
-                return;
+            if next.starts_with("http://127.0.0.1") || next.starts_with(&format!("{}/oob", self.issuer)) {
+                return next;
             }
             url = next;
         }
-        panic!("the authorization never redirected to the loopback listener");
+        panic!("the authorization never redirected to the client");
+    }
+
+    /// Follow an authorization URL like a browser (logging in as its
+    /// `login_hint`), up to the loopback redirect, and deliver it there.
+    pub fn complete_authorization(&self, authorization_url: &str) {
+        let next = self.follow_authorization(authorization_url);
+        // The loopback listener of credbroker: a plain browser GET.
+        let delivered = self.client(false).get(&next).send().expect("delivering the redirect");
+        assert_eq!(delivered.status(), 200);
+    }
+
+    /// The code the out-of-band page at `address` shows the user.
+    pub fn out_of_band_code(&self, address: &str) -> String {
+        let page = self.client(false).get(address).send().expect("the out-of-band page").text().expect("html");
+        page.split("<pre id=\"code\">")
+            .nth(1)
+            .and_then(|rest| rest.split("</pre>").next())
+            .unwrap_or_else(|| panic!("no code on the page: {page}"))
+            .to_string()
     }
 }
 

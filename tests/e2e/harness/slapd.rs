@@ -82,6 +82,8 @@ overlay refint
 refint_attributes member
 access to attrs=userPassword by self write by anonymous auth by * none
 access to * by dn.exact="{BROKER_DN}" read by self read by * none
+database monitor
+access to * by dn.exact="{ROOT_DN}" read by * none
 "#,
             pid = p("slapd.pid"),
             ca = p("ca.crt"),
@@ -167,6 +169,25 @@ access to * by dn.exact="{BROKER_DN}" read by self read by * none
     /// `ldapmodify` as the root DN.
     pub fn modify(&self, ldif: &str) {
         self.apply("ldapmodify", ldif);
+    }
+
+    /// How many operations of `kind` (`Bind`, `Search`...) slapd has
+    /// completed, by its own count (the monitor backend). Reading it is a
+    /// search itself.
+    pub fn operations(&self, kind: &str) -> u64 {
+        let output = self
+            .tool("ldapsearch")
+            .args(["-x", "-LLL", "-H", &self.ldap_url, "-D", ROOT_DN, "-w", ROOT_PASSWORD, "-s", "base", "-b"])
+            .arg(format!("cn={kind},cn=Operations,cn=Monitor"))
+            .arg("monitorOpCompleted")
+            .output()
+            .expect("ldapsearch");
+        assert!(output.status.success(), "ldapsearch: {}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("monitorOpCompleted: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no monitorOpCompleted in {text}"))
     }
 }
 

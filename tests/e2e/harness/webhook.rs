@@ -77,7 +77,9 @@ impl Webhook {
                 lines.lock().unwrap().push(line);
             }
         });
-        let url = match rx.recv_timeout(Duration::from_secs(120)) {
+        // Compiling 18 MB Python components for the server takes minutes on a
+        // busy 2-core machine.
+        let url = match rx.recv_timeout(Duration::from_secs(300)) {
             Ok(url) => url,
             Err(_) => {
                 let _ = child.kill();
@@ -100,6 +102,17 @@ impl Webhook {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM")
+    }
+
+    /// `127.0.0.1:PORT` of the plain-HTTP health listener (`health-listen`).
+    pub fn health_addr(&self) -> String {
+        let find = || {
+            self.log().lines().find_map(|l| {
+                l.split("serving /healthz, /readyz and /metrics on http://").nth(1).map(|a| a.trim().to_string())
+            })
+        };
+        self.wait_for("the health listener", || find().is_some());
+        find().unwrap_or_default()
     }
 
     /// `127.0.0.1:PORT`.

@@ -21,6 +21,11 @@ fn act(request: Option<&CredentialRequest>) -> Result<Credential, Error> {
         }
         "file" => files::read_to_string(&config::require("path")?)?.trim().to_string(),
         "ambient" => ambient_report(),
+        "env" => {
+            let variables: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+            log::info(&format!("my environment: {}", variables.join(" ")));
+            variables.join(",")
+        }
         "prompt" => prompt::text("Your name?")?,
         "secret-prompt" => prompt::secret("Password:")?,
         "log-secret" => {
@@ -255,6 +260,12 @@ impl Validator for Probe {
                 Ok(())
             }
             Some("fail") => Err(Error::misconfigured("setup refuses this configuration")),
+            // Writing to stderr opens a WASI stream that stays open.
+            Some("print") => {
+                eprintln!("setting up");
+                *SET_UP.lock().unwrap_or_else(|e| e.into_inner()) = Some(config::require("value")?);
+                Ok(())
+            }
             Some("loop") => loop {
                 std::hint::black_box(());
             },
