@@ -12,6 +12,11 @@
 //!   (signature check + cached re-check; target ≥ 0.5 × the token-file
 //!   throughput), and for an RS256 JWT (the `jwt` validator, JWKS cached).
 //!   Target p99 ≤ 5 ms.
+//! - (i) the `jwt` validator reading an AuthenticationConfiguration of two
+//!   issuers and 8 CEL expressions (rules and mappings), against (f), the same
+//!   RS256 JWTs without CEL. Target ≥ 0.8 once reviews start from the
+//!   set-up instance; until then every review also runs the setup (parsing
+//!   the file, compiling the expressions).
 //! - Peak RSS of a `credbroker serve` process with 256 connections busy
 //!   (target ≤ 150 MB).
 //!
@@ -414,7 +419,7 @@ async fn main() {
     // (f) RS256 JWTs through the `jwt` validator, JWKS cached (fetched once
     // from an issuer on loopback).
     let (rsa, jwk) = rsa_key(dir.path());
-    let issuer_url = serve_issuer(jwk).await;
+    let issuer_url = serve_issuer(jwk.clone(), None).await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some("bench".into());
@@ -435,6 +440,30 @@ async fn main() {
     row("(f) RS256 JWT, jwt validator in wasm", &f);
     let f_rate = open_loop(&http, &url, &jwts, 1000, seconds).await;
     row("(f) at 1000 reviews/s", &f_rate);
+    handle.abort();
+
+    // (i) the same JWTs through an AuthenticationConfiguration of two issuers
+    // (https, as the file requires) and 8 CEL expressions.
+    let tls_issuer = serve_issuer(jwk, Some(tls_acceptor(&pki))).await;
+    let cel_jwts: Vec<String> = (0..64)
+        .map(|i| {
+            let claims = serde_json::json!({
+                "iss": tls_issuer, "aud": "bench", "sub": format!("user-{i}"), "iat": now, "exp": now + 3600,
+                "email": format!("user-{i}@bench.example"), "email_verified": true,
+                "groups": ["devs", "ops"], "scope": "openid api:read api:write", "tenant": "blue",
+            });
+            jsonwebtoken::encode(&header, &claims, &rsa).unwrap()
+        })
+        .collect();
+    let authn = write(dir.path(), "authn.yaml", &authentication_configuration(&tls_issuer));
+    let cel_validator = format!(
+        "[[validators]]\nname = \"idp\"\nplugin = \"jwt\"\n[validators.settings]\nauthentication-config = \"file:{authn}\"\n[validators.grants]\nhttp = [{tls_issuer:?}]\nca-file = {ca:?}\n",
+        authn = authn.display(),
+        ca = ca.display().to_string(),
+    );
+    let (url, handle) = start(serve_with(0, cel_validator).await);
+    let i = measure(&http, &url, &cel_jwts, 64, seconds).await;
+    row("(i) jwt, AuthenticationConfiguration, 2 issuers, 8 CEL", &i);
     handle.abort();
 
     // (g) a `credbroker serve` process of its own, 256 connections busy.
@@ -535,6 +564,10 @@ async fn main() {
     );
     println!("  (d) cache hits / (c) floor     = {:.2} (target >= 0.8)", d.per_second / c.per_second);
     println!("  (e) issued token / (a)         = {:.2} (target >= 0.5)", e.per_second / a.per_second);
+    println!(
+        "  (i) jwt with 8 CEL / (f) jwt   = {:.2} (target >= 0.8 with reviews from the set-up instance)",
+        i.per_second / f.per_second
+    );
     println!(
         "  p99 at 1000/s: token-file {:.2} ms, issued token {:.2} ms, RS256 JWT {:.2} ms (target <= 5 ms)",
         a_rate.p99.as_secs_f64() * 1000.0,
@@ -657,31 +690,118 @@ fn rsa_key(dir: &std::path::Path) -> (jsonwebtoken::EncodingKey, serde_json::Val
     (jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&pem).unwrap()).unwrap(), jwk)
 }
 
-/// An OpenID issuer on plain HTTP over loopback: its discovery document and a
-/// JWKS holding `jwk`. Returns the issuer URL.
-async fn serve_issuer(jwk: serde_json::Value) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+/// An OpenID issuer on loopback, over HTTPS when `tls` is given: its
+/// discovery document and a JWKS holding `jwk`, and a second issuer at
+/// `/second` with the same keys. Returns the (first) issuer URL.
+async fn serve_issuer(jwk: serde_json::Value, tls: Option<tokio_rustls::TlsAcceptor>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let discovery = serde_json::json!({ "issuer": base, "jwks_uri": format!("{base}/jwks") }).to_string();
-    let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base = format!("{scheme}://{}", listener.local_addr().unwrap());
+    let document =
+        |issuer: &str| serde_json::json!({ "issuer": issuer, "jwks_uri": format!("{base}/jwks") }).to_string();
+    let answers = Arc::new((
+        document(&base),
+        document(&format!("{base}/second")),
+        serde_json::json!({ "keys": [jwk] }).to_string(),
+    ));
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let body = (discovery.clone(), jwks.clone());
+        while let Ok((stream, _)) = listener.accept().await {
+            let (answers, tls) = (Arc::clone(&answers), tls.clone());
             tokio::spawn(async move {
-                let mut request = vec![0u8; 4096];
-                let read = stream.read(&mut request).await.unwrap_or(0);
-                let body = if request[..read].starts_with(b"GET /jwks") { body.1 } else { body.0 };
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(body.as_bytes()).await;
+                match tls {
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            answer_issuer(stream, &answers).await;
+                        }
+                    }
+                    None => answer_issuer(stream, &answers).await,
+                }
             });
         }
     });
     base
+}
+
+/// One request to [`serve_issuer`]: the JWKS, or a discovery document.
+async fn answer_issuer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    answers: &(String, String, String),
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut request = vec![0u8; 4096];
+    let read = stream.read(&mut request).await.unwrap_or(0);
+    let request = &request[..read];
+    let body = if request.starts_with(b"GET /jwks") {
+        &answers.2
+    } else if request.starts_with(b"GET /second/") {
+        &answers.1
+    } else {
+        &answers.0
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// TLS for the bench issuer, with the server certificate for 127.0.0.1.
+fn tls_acceptor(pki: &Pki) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from_pem_slice(pki.server.0.as_bytes()).unwrap()],
+            PrivateKeyDer::from_pem_slice(pki.server.1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Two issuers and 8 CEL expressions: rules, mappings, an extra attribute and
+/// a user rule for the first (the one the bench's tokens come from), a rule
+/// and a mapping for the second.
+fn authentication_configuration(issuer: &str) -> String {
+    format!(
+        r#"apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+jwt:
+- issuer:
+    url: {issuer}
+    audiences: [bench]
+  claimValidationRules:
+  - expression: 'claims.scope.split(" ").exists(s, s == "api:read")'
+    message: the token needs api:read
+  - expression: claims.email_verified == true
+    message: verify your email first
+  claimMappings:
+    username:
+      expression: "'oidc:' + claims.email"
+    groups:
+      expression: "claims.groups.map(g, 'oidc:' + g)"
+    uid:
+      claim: sub
+    extra:
+    - key: bench.example/tenant
+      valueExpression: claims.?tenant.orValue("none")
+  userValidationRules:
+  - expression: "!user.username.startsWith('system:')"
+    message: no system users
+- issuer:
+    url: {issuer}/second
+    audiences: [bench]
+  claimValidationRules:
+  - expression: has(claims.sub)
+  claimMappings:
+    username:
+      expression: "'second:' + claims.sub"
+"#
+    )
 }
 
 /// Run `credbroker serve --config CONFIG` as a process of its own, keep 256

@@ -12,6 +12,7 @@ mod deploy;
 mod docs;
 mod exec;
 mod hostile;
+mod jwt;
 mod kubectl;
 mod ldap;
 mod load;

@@ -123,16 +123,64 @@ impl OidcProvider {
     /// An access token for `confidential` by client credentials (a JWT for
     /// `https://kubernetes.example`).
     pub fn client_credentials_token(&self) -> String {
+        self.client_credentials_token_for(None)
+    }
+
+    /// The same, with `scope` requested (the token's `scope` claim).
+    pub fn client_credentials_token_for(&self, scope: Option<&str>) -> String {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = scope {
+            form.push(("scope", scope));
+        }
         let answer: Value = self
             .client(false)
             .post(format!("{}/token", self.issuer))
             .basic_auth("confidential", Some("confidential-secret"))
-            .form(&[("grant_type", "client_credentials")])
+            .form(&form)
             .send()
             .expect("token")
             .json()
             .expect("json");
         answer["access_token"].as_str().unwrap_or_else(|| panic!("no token: {answer}")).to_string()
+    }
+
+    /// The ID token the device flow of client `public` gives `login`
+    /// (scopes `openid groups`), approved like a user at the browser.
+    pub fn device_id_token(&self, login: &str) -> String {
+        let http = self.client(false);
+        let started: Value = http
+            .post(format!("{}/device/auth", self.issuer))
+            .form(&[("client_id", "public"), ("scope", "openid groups")])
+            .send()
+            .expect("device authorization")
+            .json()
+            .expect("json");
+        let code = started["user_code"].as_str().expect("user_code");
+        self.approve_device(started["verification_uri_complete"].as_str().expect("verification uri"), code, login);
+        let answer: Value = http
+            .post(format!("{}/token", self.issuer))
+            .form(&[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", started["device_code"].as_str().expect("device_code")),
+                ("client_id", "public"),
+            ])
+            .send()
+            .expect("token")
+            .json()
+            .expect("json");
+        let token = answer["id_token"].as_str().unwrap_or_else(|| panic!("no id token: {answer}")).to_string();
+        super::audit::secret(token.clone());
+        token
+    }
+
+    /// How often the distributed-claims endpoint answered, per account.
+    pub fn claim_requests(&self) -> Value {
+        self.client(false)
+            .get(format!("{}/claims/requests", self.issuer))
+            .send()
+            .expect("claims requests")
+            .json()
+            .expect("json")
     }
 
     fn absolute(&self, location: &str) -> String {

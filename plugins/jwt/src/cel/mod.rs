@@ -1,0 +1,608 @@
+//! CEL as kube-apiserver evaluates it for JWT authenticators
+//! (`staging/src/k8s.io/apiserver/pkg/authentication/cel` on the base
+//! environment of `apiserver/pkg/cel/environment`), on cel-rust.
+//!
+//! - Variables: `claims` (`map(string, dyn)`) in claim validation rules and
+//!   claim mappings, `user` (`kubernetes.UserInfo`) in user validation rules.
+//! - Libraries: the standard library, the strings extension (`split`, `join`,
+//!   `lowerAscii`, `format`, `replace`, `trim`, `indexOf`, ...), optional
+//!   values (`claims.?x`, `orValue`), and kube-apiserver's lists, sets, regex,
+//!   URL, IP and CIDR libraries ([`library`]). Timestamps and durations are not
+//!   built in (cel-rust would need chrono and the time-zone database for them);
+//!   the Quantity, format, semver and authorization libraries are not carried
+//!   either. Using any of them is a load error naming the function.
+//! - Compile time: every expression is parsed, type-checked ([`check`]) and its
+//!   output type checked (validation rules must be `bool`) when the
+//!   configuration loads. Field names escaped the Kubernetes way
+//!   (`claims.kubernetes__dot__io`) select the unescaped key, as in kube-apiserver.
+//! - Cost: kube-apiserver stops an evaluation past 1,000,000 cost units. Here
+//!   an expression costs one unit per node, and each comprehension iteration the
+//!   size of its body, counted as it runs; past the same limit the token is refused.
+
+mod check;
+mod library;
+mod net;
+mod url;
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, SourceInfo, operators};
+use cel::common::types::{CelInt, DYN_TYPE, INT_TYPE};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use cel::objects::{Key, Map};
+use cel::{Context, Env, ExecutionError, Value};
+
+use self::check::{Checker, Ty};
+
+/// Which variable an expression sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `claims`: claim validation rules and claim mappings.
+    Claims,
+    /// `user`: user validation rules.
+    User,
+}
+
+/// What an expression must evaluate to, checked at load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Validation rules.
+    Bool,
+    /// Mappings: checked when they run (`claims` is `dyn`).
+    Any,
+}
+
+/// kube-apiserver's cost limit per evaluation (`celconfig.PerCallLimit`).
+pub const COST_LIMIT: u64 = 1_000_000;
+
+/// The overload comprehension bodies are wrapped in to count their cost;
+/// CEL source cannot name it.
+const CHARGE: &str = "@charge";
+
+/// The CEL environment: built once per load, read-only afterwards.
+pub struct Cel {
+    env: Arc<Env>,
+}
+
+impl Default for Cel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cel {
+    /// The standard library, the strings extension and kube-apiserver's libraries.
+    pub fn new() -> Self {
+        let mut env = Env::stdlib();
+        // The overloads are static and unique: a conflict is a bug here, found
+        // by the unit tests, not something a configuration can cause.
+        let registered = env
+            .add_extension(cel::extensions::strings)
+            .and_then(|()| library::register(&mut env))
+            .and_then(|()| env.add_overload(CHARGE, CHARGE, vec![DYN_TYPE, INT_TYPE], charge));
+        debug_assert!(registered.is_ok(), "{registered:?}");
+        Self { env: Arc::new(env) }
+    }
+
+    /// Parse and check `source` for `scope`, requiring `want`.
+    ///
+    /// # Errors
+    ///
+    /// Why it does not compile (a syntax, type or unknown-function error, with
+    /// its position), or that it does not evaluate to `want`.
+    pub fn compile(&self, source: &str, scope: Scope, want: Want) -> Result<Expression, String> {
+        if source.trim().is_empty() {
+            return Err("the expression is empty".into());
+        }
+        let (mut expr, positions) = self
+            .env
+            .parser()
+            .parse_with_source_info(source)
+            .map_err(|e| format!("does not parse: {}", one_line(&e.to_string())))?;
+        let uses_email = uses_select(&expr, "email");
+        let uses_email_verified = uses_select(&expr, "email_verified");
+        unescape_fields(&mut expr);
+        let output = Checker::new(scope)
+            .check(&expr)
+            .map_err(|e| format!("does not compile: {}{}", e.message, at(&positions, e.id, source)))?;
+        if want == Want::Bool && output != Ty::Bool {
+            return Err(format!("must evaluate to bool, not {output}"));
+        }
+        let mut reads = BTreeSet::new();
+        if scope == Scope::Claims {
+            claims_read(&expr, &mut reads);
+        }
+        let mut next_id = max_id(&expr) + 1;
+        let base_cost = instrument(&mut expr, &mut next_id);
+        Ok(Expression { source: source.to_string(), expr, base_cost, reads, uses_email, uses_email_verified })
+    }
+}
+
+/// A compiled expression.
+#[derive(Debug)]
+pub struct Expression {
+    /// As written in the configuration.
+    pub source: String,
+    expr: IdedExpr,
+    /// Its nodes, charged once per evaluation.
+    base_cost: u64,
+    /// The top-level claims it reads by name (`claims.x`, `claims["x"]`).
+    pub reads: BTreeSet<String>,
+    /// Whether it selects `claims.email` (kube-apiserver's rule on unverified email).
+    pub uses_email: bool,
+    /// Whether it selects `claims.email_verified`.
+    pub uses_email_verified: bool,
+}
+
+thread_local! {
+    /// Cost units left in the running evaluation.
+    static BUDGET: Cell<u64> = const { Cell::new(0) };
+    /// Whether the running evaluation ran out: its result, whatever an
+    /// `||` made of the error, does not count.
+    static EXCEEDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `@charge(value, units)`: spend `units` of the budget and yield `value`.
+fn charge<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let units = args.get(1).and_then(|a| a.downcast_ref::<CelInt>()).map_or(1, |n| n.inner().unsigned_abs());
+    let within = BUDGET.with(|budget| match budget.get().checked_sub(units) {
+        Some(left) => {
+            budget.set(left);
+            true
+        }
+        None => {
+            budget.set(0);
+            EXCEEDED.with(|e| e.set(true));
+            false
+        }
+    });
+    if !within {
+        return Err(ExecutionError::function_error("cost", cost_exceeded()));
+    }
+    args.truncate(1);
+    args.pop().ok_or_else(ExecutionError::missing_argument_or_target)
+}
+
+fn cost_exceeded() -> String {
+    format!("the expression exceeded its cost limit of {COST_LIMIT}")
+}
+
+impl Expression {
+    /// Evaluate against `input`.
+    ///
+    /// # Errors
+    ///
+    /// The evaluation error (a missing claim, a failed conversion, the cost limit).
+    pub fn evaluate(&self, cel: &Cel, input: &Input) -> Result<Value, String> {
+        BUDGET.with(|budget| budget.set(COST_LIMIT.saturating_sub(self.base_cost)));
+        EXCEEDED.with(|e| e.set(false));
+        let mut context = Context::with_env(Arc::clone(&cel.env));
+        context.set_variable_resolver(input);
+        let result = Value::resolve(&self.expr, &context);
+        if EXCEEDED.with(Cell::get) {
+            return Err(cost_exceeded());
+        }
+        result.map_err(|e| describe(&e))
+    }
+}
+
+/// Error texts in kube-apiserver's wording where cel-rust's differ.
+fn describe(error: &ExecutionError) -> String {
+    match error {
+        ExecutionError::NoSuchKey(key) => format!("no such key: {key}"),
+        other => other.to_string(),
+    }
+}
+
+/// The variable an expression is evaluated with, converted once per review.
+pub struct Input {
+    name: &'static str,
+    value: Box<dyn Val>,
+}
+
+impl VariableResolver for Input {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        (variable == self.name).then(|| CowVal::Borrowed(self.value.as_ref()))
+    }
+}
+
+impl Input {
+    /// `claims`, from the token's payload.
+    pub fn claims(claims: &serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let value = Value::Map(Map {
+            map: Arc::new(claims.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), json(v))).collect()),
+        });
+        Ok(Self { name: "claims", value: value.try_into().map_err(|e: ExecutionError| e.to_string())? })
+    }
+
+    /// `user`, as kube-apiserver builds it for user validation rules (every
+    /// field present, empty when unset).
+    pub fn user(
+        username: &str,
+        uid: &str,
+        groups: &[String],
+        extra: &BTreeMap<String, Vec<String>>,
+    ) -> Result<Self, String> {
+        let strings = |items: &[String]| Value::List(Arc::new(items.iter().map(|s| Value::from(s.as_str())).collect()));
+        let extra: HashMap<Key, Value> =
+            extra.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), strings(v))).collect();
+        let fields: HashMap<Key, Value> = [
+            ("username", Value::from(username)),
+            ("uid", Value::from(uid)),
+            ("groups", strings(groups)),
+            ("extra", Value::Map(Map { map: Arc::new(extra) })),
+        ]
+        .into_iter()
+        .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
+        .collect();
+        let value = Value::Map(Map { map: Arc::new(fields) });
+        Ok(Self { name: "user", value: value.try_into().map_err(|e: ExecutionError| e.to_string())? })
+    }
+}
+
+/// A JSON claim as kube-apiserver hands it to CEL: whole numbers that fit
+/// are `int`, other numbers `double`.
+fn json(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
+        serde_json::Value::Array(items) => Value::List(Arc::new(items.iter().map(json).collect())),
+        serde_json::Value::Object(fields) => Value::Map(Map {
+            map: Arc::new(fields.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), json(v))).collect()),
+        }),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// ` at line:column` of node `id`, when known.
+fn at(positions: &SourceInfo, id: u64, source: &str) -> String {
+    let Some((start, _)) = positions.offset_for(id) else { return String::new() };
+    let start = start as usize;
+    let before = source.get(..start.min(source.len())).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" (at {line}:{column})")
+}
+
+fn children(expr: &IdedExpr) -> Vec<&IdedExpr> {
+    match &expr.expr {
+        Expr::Call(call) => call.target.iter().map(|t| t.as_ref()).chain(call.args.iter()).collect(),
+        Expr::Select(select) => vec![select.operand.as_ref()],
+        Expr::List(list) => list.elements.iter().collect(),
+        Expr::Map(map) => map
+            .entries
+            .iter()
+            .flat_map(|e| match &e.expr {
+                EntryExpr::MapEntry(entry) => vec![&entry.key, &entry.value],
+                EntryExpr::StructField(field) => vec![&field.value],
+            })
+            .collect(),
+        Expr::Struct(s) => s
+            .entries
+            .iter()
+            .flat_map(|e| match &e.expr {
+                EntryExpr::MapEntry(entry) => vec![&entry.key, &entry.value],
+                EntryExpr::StructField(field) => vec![&field.value],
+            })
+            .collect(),
+        Expr::Comprehension(c) => vec![&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    }
+}
+
+fn max_id(expr: &IdedExpr) -> u64 {
+    children(expr).into_iter().map(max_id).fold(expr.id, u64::max)
+}
+
+fn nodes(expr: &IdedExpr) -> u64 {
+    1 + children(expr).into_iter().map(nodes).sum::<u64>()
+}
+
+fn is_claims(expr: &IdedExpr) -> bool {
+    matches!(&expr.expr, Expr::Ident(name) if name == "claims")
+}
+
+/// Whether `expr` selects `claims.<field>`, plainly, in `has()` or with
+/// `.?`, anywhere: kube-apiserver's test for the email rule (an index,
+/// `claims["email"]`, does not count there either).
+fn uses_select(expr: &IdedExpr, field: &str) -> bool {
+    let direct = match &expr.expr {
+        Expr::Select(select) => is_claims(&select.operand) && select.field == field,
+        Expr::Call(CallExpr { func_name, target: None, args }) if func_name == operators::OPT_SELECT => {
+            matches!(&args[..], [operand, IdedExpr { expr: Expr::Literal(LiteralValue::String(f)), .. }]
+                if is_claims(operand) && f.inner() == field)
+        }
+        _ => false,
+    };
+    direct || children(expr).into_iter().any(|c| uses_select(c, field))
+}
+
+/// The claims `expr` reads by name at the top level.
+fn claims_read(expr: &IdedExpr, reads: &mut BTreeSet<String>) {
+    match &expr.expr {
+        Expr::Select(select) if is_claims(&select.operand) => {
+            reads.insert(select.field.clone());
+        }
+        Expr::Call(CallExpr { func_name, target: None, args })
+            if func_name == operators::OPT_SELECT
+                || func_name == operators::INDEX
+                || func_name == operators::OPT_INDEX =>
+        {
+            if let [operand, IdedExpr { expr: Expr::Literal(LiteralValue::String(name)), .. }] = &args[..]
+                && is_claims(operand)
+            {
+                reads.insert(name.inner().to_string());
+            }
+        }
+        _ => {}
+    }
+    for child in children(expr) {
+        claims_read(child, reads);
+    }
+}
+
+/// kube-apiserver's `Unescape` of a CEL identifier: `__dot__` is `.`, `__dash__`
+/// `-`, `__slash__` `/`, `__underscores__` `__`, and `__in__` and the other
+/// reserved words stand alone for themselves. `None` for an invalid escape.
+pub fn unescape(escaped: &str) -> Option<String> {
+    const RESERVED: &[&str] = &[
+        "true",
+        "false",
+        "null",
+        "in",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "for",
+        "function",
+        "if",
+        "import",
+        "let",
+        "loop",
+        "package",
+        "namespace",
+        "return",
+        "var",
+        "void",
+        "while",
+    ];
+    if !escaped.contains("__") {
+        return Some(escaped.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = escaped;
+    while let Some(start) = rest.find("__") {
+        let after = &rest[start + 2..];
+        // An escape is `__` + a word without `_` + `__`.
+        let Some(end) = after.find("__") else { break };
+        let word = &after[..end];
+        if word.is_empty() || word.contains('_') {
+            out.push_str(&rest[..start + 1]);
+            rest = &rest[start + 1..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        match word {
+            "underscores" => out.push_str("__"),
+            "dot" => out.push('.'),
+            "dash" => out.push('-'),
+            "slash" => out.push('/'),
+            // A reserved word is escaped only as the whole identifier.
+            reserved
+                if RESERVED.contains(&reserved)
+                    && rest.len() == escaped.len()
+                    && start == 0
+                    && end + 4 == rest.len() =>
+            {
+                out.push_str(reserved)
+            }
+            _ => return None,
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Select the unescaped key wherever a field name is escaped.
+fn unescape_fields(expr: &mut IdedExpr) {
+    match &mut expr.expr {
+        Expr::Select(select) => {
+            if let Some(field) = unescape(&select.field) {
+                select.field = field;
+            }
+            unescape_fields(&mut select.operand);
+        }
+        Expr::Call(call) => {
+            if call.func_name == operators::OPT_SELECT
+                && let Some(IdedExpr { expr: Expr::Literal(LiteralValue::String(field)), .. }) = call.args.get_mut(1)
+                && let Some(unescaped) = unescape(field.inner())
+            {
+                *field = unescaped.into();
+            }
+            if let Some(target) = &mut call.target {
+                unescape_fields(target);
+            }
+            call.args.iter_mut().for_each(unescape_fields);
+        }
+        Expr::List(list) => list.elements.iter_mut().for_each(unescape_fields),
+        Expr::Map(map) => {
+            for entry in &mut map.entries {
+                if let EntryExpr::MapEntry(entry) = &mut entry.expr {
+                    unescape_fields(&mut entry.key);
+                    unescape_fields(&mut entry.value);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            for part in [&mut c.iter_range, &mut c.accu_init, &mut c.loop_cond, &mut c.loop_step, &mut c.result] {
+                unescape_fields(part);
+            }
+        }
+        Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+/// Wrap every comprehension's step in `@charge(step, size)`, so that each
+/// iteration spends its body's size; returns the cost of one evaluation of
+/// the whole, iterations aside.
+fn instrument(expr: &mut IdedExpr, next_id: &mut u64) -> u64 {
+    let base = nodes(expr);
+    wrap_steps(expr, next_id);
+    base
+}
+
+fn wrap_steps(expr: &mut IdedExpr, next_id: &mut u64) {
+    let fresh = |next_id: &mut u64, e: Expr| {
+        *next_id += 1;
+        IdedExpr { id: *next_id, expr: e }
+    };
+    match &mut expr.expr {
+        Expr::Comprehension(c) => {
+            for part in [&mut c.iter_range, &mut c.accu_init, &mut c.loop_cond, &mut c.loop_step, &mut c.result] {
+                wrap_steps(part, next_id);
+            }
+            let units = nodes(&c.loop_step) + nodes(&c.loop_cond);
+            let step = std::mem::take(&mut c.loop_step);
+            let units =
+                fresh(next_id, Expr::Literal(LiteralValue::Int(i64::try_from(units).unwrap_or(i64::MAX).into())));
+            c.loop_step = fresh(
+                next_id,
+                Expr::Call(CallExpr { func_name: CHARGE.to_string(), target: None, args: vec![step, units] }),
+            );
+        }
+        Expr::Call(call) => {
+            if let Some(target) = &mut call.target {
+                wrap_steps(target, next_id);
+            }
+            for arg in &mut call.args {
+                wrap_steps(arg, next_id);
+            }
+        }
+        Expr::Select(select) => wrap_steps(&mut select.operand, next_id),
+        Expr::List(list) => list.elements.iter_mut().for_each(|e| wrap_steps(e, next_id)),
+        Expr::Map(map) => {
+            for entry in &mut map.entries {
+                if let EntryExpr::MapEntry(entry) = &mut entry.expr {
+                    wrap_steps(&mut entry.key, next_id);
+                    wrap_steps(&mut entry.value, next_id);
+                }
+            }
+        }
+        Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(json: serde_json::Value) -> Input {
+        Input::claims(json.as_object().unwrap()).unwrap()
+    }
+
+    fn run(source: &str, json: serde_json::Value) -> Result<Value, String> {
+        let cel = Cel::new();
+        cel.compile(source, Scope::Claims, Want::Any)?.evaluate(&cel, &claims(json))
+    }
+
+    #[test]
+    fn kube_expressions_evaluate() {
+        let c = serde_json::json!({"scope": "api:read api:write", "n": 3, "groups": ["a", "b"], "kubernetes.io": {"ns": "k"}, "f": 1.5});
+        let cases: &[(&str, Value)] = &[
+            (r#"claims.scope.split(" ").exists(s, s == "api:read")"#, Value::Bool(true)),
+            ("claims.n + 1", Value::Int(4)),
+            ("claims.n < 3.5", Value::Bool(true)),
+            ("claims.kubernetes__dot__io.ns", Value::from("k")),
+            ("has(claims.kubernetes__dot__io.ns)", Value::Bool(true)),
+            ("claims.?missing.orValue('d')", Value::from("d")),
+            ("claims[?'kubernetes.io'][?'x'].orValue(5)", Value::Int(5)),
+            ("claims.groups.map(g, 'x:' + g).join(',')", Value::from("x:a,x:b")),
+            ("sets.contains(claims.groups, ['a'])", Value::Bool(true)),
+            ("sets.equivalent(claims.groups, ['b', 'a'])", Value::Bool(true)),
+            ("sets.intersects(claims.groups, ['c'])", Value::Bool(false)),
+            ("'abc'.matches('^a.c$')", Value::Bool(true)),
+            ("'a1b22'.findAll('[0-9]+')", Value::List(Arc::new(vec![Value::from("1"), Value::from("22")]))),
+            ("[3, 1, 2].max() == 3 && [1, 2].isSorted() && [1, 2, 3].sum() == 6", Value::Bool(true)),
+            ("[1, 2, 2].lastIndexOf(2) == 2 && 'abcb'.lastIndexOf('b') == 3", Value::Bool(true)),
+            ("url('https://a.example:8443/p?x=1').getQuery()['x'][0]", Value::from("1")),
+            ("url('https://a.example:8443/p').getPort()", Value::from("8443")),
+            ("ip('10.0.0.1').family() == 4 && cidr('10.0.0.0/8').containsIP('10.1.2.3')", Value::Bool(true)),
+            ("string(cidr('10.1.0.0/16').masked()) == '10.1.0.0/16' && ip('::1') == ip('0:0::1')", Value::Bool(true)),
+            ("ip.isCanonical('2001:db8::1') && !ip.isCanonical('2001:DB8::1')", Value::Bool(true)),
+            ("'%s is %d'.format([dyn('x'), 1])", Value::from("x is 1")),
+            ("string(int(claims.f * 2.0))", Value::from("3")),
+            ("type(claims.n) == int", Value::Bool(true)),
+        ];
+        for (source, want) in cases {
+            assert_eq!(run(source, c.clone()).as_ref(), Ok(want), "{source}");
+        }
+        assert_eq!(run("claims.missing == 'x'", c.clone()), Err("no such key: missing".into()));
+    }
+
+    #[test]
+    fn compile_errors_name_the_problem() {
+        let cel = Cel::new();
+        let err = |s: &str, scope, want| cel.compile(s, scope, want).unwrap_err();
+        assert!(
+            err("foo.bar", Scope::Claims, Want::Any).contains("undeclared reference to `foo`"),
+            "{}",
+            err("foo.bar", Scope::Claims, Want::Any)
+        );
+        assert!(err("claims.foo", Scope::Claims, Want::Bool).contains("must evaluate to bool, not dyn"));
+        assert!(err("user.username", Scope::User, Want::Bool).contains("must evaluate to bool, not string"));
+        assert!(err("user.name == 'x'", Scope::User, Want::Bool).contains("no field `name`"));
+        assert!(err("claims.x.nope()", Scope::Claims, Want::Any).contains("`nope`"));
+        assert!(err("1 + 'a'", Scope::Claims, Want::Any).contains("no matching overload"));
+        assert!(err("[1, 'a']", Scope::Claims, Want::Any).contains("list literal"));
+        assert!(
+            err("'%s'.format(['x', 1])", Scope::Claims, Want::Any).contains("list literal"),
+            "homogeneous, as in kube-apiserver"
+        );
+        assert!(err("claims.(", Scope::Claims, Want::Any).contains("does not parse"));
+        assert!(err("user.username == 'a'", Scope::Claims, Want::Bool).contains("only userValidationRules"));
+        assert!(err("claims.x.matches('(')", Scope::Claims, Want::Any).contains("invalid regular expression"));
+        assert!(err("timestamp(claims.t)", Scope::Claims, Want::Any).contains("timestamp and duration"));
+        assert!(err("quantity('1Gi')", Scope::Claims, Want::Any).contains("Quantity"));
+        assert!(err("[1].flatten()", Scope::Claims, Want::Any).contains("`flatten`"));
+        assert!(err("math.greatest(1, 2)", Scope::Claims, Want::Any).contains("extension library"));
+        assert!(cel.compile("claims[?'a'].orValue(true)", Scope::Claims, Want::Bool).is_ok());
+        assert!(
+            cel.compile("'claus' in user.groups && user.extra.a__dot__b.size() == 1", Scope::User, Want::Bool).is_ok()
+        );
+    }
+
+    #[test]
+    fn comprehensions_stop_at_the_cost_limit() {
+        let c = serde_json::json!({"l": (0..1000).collect::<Vec<_>>()});
+        assert_eq!(run("claims.l.all(x, x >= 0)", c.clone()), Ok(Value::Bool(true)));
+        let err = run("claims.l.all(x, claims.l.all(y, claims.l.all(z, z >= 0)))", c.clone()).unwrap_err();
+        assert!(err.contains("cost limit of 1000000"), "{err}");
+        // An `||` does not make it true: past the limit, the evaluation is over.
+        let err = run("claims.l.all(x, claims.l.all(y, claims.l.all(z, z >= 0))) || true", c).unwrap_err();
+        assert!(err.contains("cost limit of 1000000"), "{err}");
+    }
+
+    #[test]
+    fn escapes_unescape_as_kubernetes_does() {
+        assert_eq!(unescape("a__dot__b__slash__c__dash__d").as_deref(), Some("a.b/c-d"));
+        assert_eq!(unescape("x__underscores__y").as_deref(), Some("x__y"));
+        assert_eq!(unescape("__in__").as_deref(), Some("in"));
+        assert_eq!(unescape("plain_name").as_deref(), Some("plain_name"));
+        assert_eq!(unescape("a__bogus__b"), None);
+        assert_eq!(unescape("a__b_c__d").as_deref(), Some("a__b_c__d"));
+    }
+}
