@@ -122,6 +122,20 @@ fn the_docs_rust_examples_are_the_sdks_compiled_ones() {
 
 /// Every setting a bundled plugin reads by name is on its page (as `key` or
 /// in a `key = ...` example).
+/// The `.rs` files under `dir`, in its subdirectories too (a plugin's modules).
+fn rust_sources(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rust_sources(&path));
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
 #[test]
 fn every_setting_a_plugin_reads_is_documented() {
     let readers = [
@@ -139,8 +153,8 @@ fn every_setting_a_plugin_reads_is_documented() {
     for entry in std::fs::read_dir(root().join("plugins")).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let page = std::fs::read_to_string(root().join(format!("docs/plugins/{name}.md"))).unwrap();
-        for source in std::fs::read_dir(entry.path().join("src")).unwrap().flatten() {
-            let code = std::fs::read_to_string(source.path()).unwrap();
+        for source in rust_sources(&entry.path().join("src")) {
+            let code = std::fs::read_to_string(&source).unwrap();
             for reader in readers {
                 for rest in code.split(&format!("{reader}\"")).skip(1) {
                     let key = rest.split('"').next().unwrap_or_default();
