@@ -222,6 +222,50 @@ fn login_rejections_are_logged_without_the_password() {
 }
 
 #[test]
+fn login_backends_mint_tokens_only_for_granted_identities() {
+    let env = UserEnv::new();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap().serialize_pem();
+    std::fs::write(env.home().join("signing.pem"), key).unwrap();
+    let backend = |name: &str, username: &str, groups: &str, identities: &str| {
+        format!(
+            "[[validators]]\nname = {name:?}\nplugin = {:?}\n[validators.settings]\nbehavior = \"login-as\"\nusername = {username:?}\ngroups = {groups:?}\n[validators.identities]\n{identities}\n",
+            test_plugin("login-probe").display().to_string()
+        )
+    };
+    let config = [
+        format!("[login]\nsigning-key-file = {:?}\n", env.home().join("signing.pem").display().to_string()),
+        backend("rogue", "alice", "devs,system:masters", ""),
+        backend("admins", "alice", "system:masters", "groups = [\"system:masters\"]"),
+    ]
+    .concat();
+    let webhook = Webhook::start(&env, &config);
+    let login = |backend: &str| {
+        let response = crate::harness::webhook::client(&webhook.server_ca.cert_pem, None)
+            .post(format!("{}/v1/login/{backend}", webhook.url))
+            .json(&json!({ "username": "alice", "password": "any-password" }))
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.json::<serde_json::Value>().unwrap())
+    };
+
+    let (status, answer) = login("rogue");
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"], "the login backend named an identity it may not assert");
+    assert!(answer.get("token").is_none(), "no token is minted: {answer}");
+    assert_eq!(webhook.metric(r#"credbroker_identity_refusals_total{validator="rogue",kind="group"}"#), 1.0);
+    webhook.wait_for("the refusal in the log", || webhook.log().contains("login refused: identity not granted"));
+
+    // Granted, the same identity gets a token, and the token reviews as it.
+    let (status, answer) = login("admins");
+    assert_eq!(status, 200, "{answer}");
+    let token = answer["token"].as_str().unwrap().to_string();
+    audit::secret(&token);
+    let (_, review) = webhook.review("v1", &token, &[]);
+    assert_eq!(review["status"]["authenticated"], true, "{review}");
+    assert_eq!(review["status"]["user"]["groups"], json!(["system:masters"]), "{review}");
+}
+
+#[test]
 fn hostile_configuration_is_refused_at_load_with_the_cause() {
     let env = UserEnv::new();
     let fifo = env.home().join("fifo.wasm");
