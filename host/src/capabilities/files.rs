@@ -28,6 +28,12 @@ type Stamp = (u64, u64, u64, i64, i64);
 /// Most files whose content is kept between reads.
 const CACHED_FILES: usize = 64;
 
+/// Most bytes of content kept between reads, per plugin. The cache belongs
+/// to the plugin, not to one run, so no run's memory account can carry it;
+/// this bound keeps it small whatever `max-call-bytes` allows (a file over
+/// it is read again on every call instead).
+const CACHED_BYTES: usize = 32 << 20;
+
 /// The `files` capability.
 pub struct Files;
 
@@ -167,11 +173,14 @@ impl FilePolicy {
             )));
         }
         let bytes = Arc::new(bytes);
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHED_FILES {
-            cache.clear();
+        if bytes.len() <= CACHED_BYTES {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let held: usize = cache.values().map(|b| b.len()).sum();
+            if cache.len() >= CACHED_FILES || held + bytes.len() > CACHED_BYTES {
+                cache.clear();
+            }
+            cache.insert(stamp, Arc::clone(&bytes));
         }
-        cache.insert(stamp, Arc::clone(&bytes));
         Ok(bytes)
     }
 }
@@ -217,6 +226,35 @@ mod tests {
         assert!(matches!(policy.check(&dotdot), Err(HostError::Invalid(_))));
         assert!(matches!(policy.check("relative"), Err(HostError::Invalid(_))));
         assert!(FilePolicy::new(&[PathBuf::from("etc/x")]).is_err());
+    }
+
+    #[test]
+    fn the_content_cache_is_bounded_in_bytes_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = FilePolicy::new(&[PathBuf::from(format!("{}/", dir.path().display()))]).unwrap();
+        let held = |policy: &FilePolicy| {
+            let cache = policy.cache.lock().unwrap();
+            (cache.len(), cache.values().map(|b| b.len()).sum::<usize>())
+        };
+        let read = |name: &str, size: usize| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![b'x'; size]).unwrap();
+            let path = path.display().to_string();
+            let granted = policy.check(&path).unwrap();
+            policy.read(&path, &granted, 1 << 30).unwrap().len()
+        };
+        // A file over the byte bound is served, not kept.
+        assert_eq!(read("huge", CACHED_BYTES + 1), CACHED_BYTES + 1);
+        assert_eq!(held(&policy), (0, 0));
+        // Files that together pass the bound never make the cache hold more.
+        for i in 0..6 {
+            read(&format!("big-{i}"), CACHED_BYTES / 4);
+            assert!(held(&policy).1 <= CACHED_BYTES, "{:?}", held(&policy));
+        }
+        for i in 0..(CACHED_FILES + 10) {
+            read(&format!("small-{i}"), 10);
+            assert!(held(&policy).0 <= CACHED_FILES);
+        }
     }
 
     fn grants(paths: &[&Path]) -> String {
