@@ -41,7 +41,7 @@ fn list_and_inspect_show_worlds_digests_and_capabilities() {
 
     let text = env.run(&["plugin", "inspect", path.to_str().unwrap()]);
     assert_eq!(text.code, Some(0), "{}", text.stderr);
-    for line in ["worlds:    provider", "credbroker:plugin@0.1.3 (this credbroker's version)", "  http ", "grants.http"]
+    for line in ["worlds:    provider", "credbroker:plugin@0.1.4 (this credbroker's version)", "  http ", "grants.http"]
     {
         assert!(text.stdout.contains(line), "missing {line:?}:\n{}", text.stdout);
     }
