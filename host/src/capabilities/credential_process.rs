@@ -12,7 +12,8 @@
 //! user types to kubectl or credbroker.
 //!
 //! Its standard output is the call's result, at most `max-call-bytes` of it;
-//! its standard error goes to the plugin's log, sanitized, within `log-bytes`.
+//! its standard error goes to the plugin's log, sanitized, within `log-bytes`;
+//! what the host keeps of both meanwhile is charged to the run's memory.
 //! It runs in a process group of its own, which is killed when it prints too
 //! much, runs past `network-timeout-ms` or the run's deadline, or the call is
 //! cancelled; the child is always reaped. Waiting for it is not charged to
@@ -30,8 +31,10 @@ use super::{Capability, GrantError, GrantTable, HostState, PluginSetup};
 use crate::bindings::credential_process::{Host, add_to_linker};
 use crate::bindings::log::Level;
 use crate::bindings::types::HostError;
+use crate::boundary::memory::{Held, MemoryAccount};
 use crate::boundary::wire::WireSize;
 use crate::boundary::{Boundary, CapView, ViewOf};
+use crate::limits::LimitExceeded;
 
 /// The grant that lists the command lines.
 const GRANT_KEY: &str = "credential-process";
@@ -210,40 +213,52 @@ impl Drop for GroupKiller {
     }
 }
 
-/// Read `pipe` to its end, failing once it holds more than `limit` bytes.
-async fn read_bounded(mut pipe: impl AsyncRead + Unpin, limit: usize) -> Result<Vec<u8>, Overflow> {
+/// Why reading the helper's output stopped early.
+enum Stop {
+    /// More standard output than the call may return.
+    TooMuch,
+    /// The run's memory cannot hold what it printed.
+    Memory(LimitExceeded),
+}
+
+/// Read `pipe` to its end, failing once it holds more than `limit` bytes;
+/// what is read is charged to the run's `memory`.
+async fn read_bounded(
+    mut pipe: impl AsyncRead + Unpin,
+    limit: usize,
+    memory: &MemoryAccount,
+) -> Result<(Vec<u8>, Held), Stop> {
     let mut out = Vec::new();
+    let mut held = memory.hold(0).map_err(Stop::Memory)?;
     let mut buffer = [0u8; 8192];
     loop {
         match pipe.read(&mut buffer).await {
-            Ok(0) | Err(_) => return Ok(out),
+            Ok(0) | Err(_) => return Ok((out, held)),
             Ok(read) => {
                 if out.len() + read > limit {
-                    return Err(Overflow);
+                    return Err(Stop::TooMuch);
                 }
                 out.extend_from_slice(&buffer[..read]);
+                held.resize(out.capacity()).map_err(Stop::Memory)?;
             }
         }
     }
 }
 
-/// More standard output than the call may return.
-struct Overflow;
-
 /// What standard error said: its first bytes (as many as the log takes),
 /// the last [`STDERR_TAIL`] bytes, and how many there were.
-#[derive(Default)]
 struct Stderr {
     head: Vec<u8>,
     tail: Vec<u8>,
     total: usize,
+    /// The memory `head` and `tail` take, charged to the run.
+    held: Held,
 }
 
 /// Read standard error to its end into `stderr`, keeping its first `keep`
 /// bytes (what the log can take) and its tail, and dropping the rest so a
-/// chatty helper never blocks on a full pipe. (Never fails: the result type
-/// lets it run beside [`read_bounded`] in one `try_join`.)
-async fn drain_stderr(mut pipe: impl AsyncRead + Unpin, keep: usize, stderr: &mut Stderr) -> Result<(), Overflow> {
+/// chatty helper never blocks on a full pipe.
+async fn drain_stderr(mut pipe: impl AsyncRead + Unpin, keep: usize, stderr: &mut Stderr) -> Result<(), Stop> {
     let mut buffer = [0u8; 8192];
     while let Ok(read) = pipe.read(&mut buffer).await {
         if read == 0 {
@@ -257,6 +272,7 @@ async fn drain_stderr(mut pipe: impl AsyncRead + Unpin, keep: usize, stderr: &mu
         if stderr.tail.len() > STDERR_TAIL {
             stderr.tail.drain(..stderr.tail.len() - STDERR_TAIL);
         }
+        stderr.held.resize(stderr.head.capacity() + stderr.tail.capacity()).map_err(Stop::Memory)?;
     }
     Ok(())
 }
@@ -292,10 +308,10 @@ impl Stderr {
 
 /// How a run of the helper ended before its output is judged.
 enum Ended {
-    /// It exited.
-    Exited(Vec<u8>, ExitStatus),
-    /// It printed more than the call may return.
-    TooMuch,
+    /// It exited (its output, and the memory it takes).
+    Exited(Vec<u8>, Held, ExitStatus),
+    /// Its output was cut short.
+    Stopped(Stop),
     /// It ran past the deadline.
     TimedOut,
     /// Waiting for it failed.
@@ -319,14 +335,20 @@ async fn finish(
     child: &mut Child,
     pipes: Pipes<impl AsyncRead + Unpin, impl AsyncRead + Unpin>,
     deadline: Duration,
+    memory: &MemoryAccount,
     stderr: &mut Stderr,
 ) -> Ended {
     let work = async {
-        let read =
-            tokio::try_join!(read_bounded(pipes.stdout, pipes.limit), drain_stderr(pipes.stderr, pipes.keep, stderr));
-        let Ok((output, ())) = read else { return Ended::TooMuch };
+        let read = tokio::try_join!(
+            read_bounded(pipes.stdout, pipes.limit, memory),
+            drain_stderr(pipes.stderr, pipes.keep, stderr)
+        );
+        let ((output, held), ()) = match read {
+            Ok(read) => read,
+            Err(stop) => return Ended::Stopped(stop),
+        };
         match child.wait().await {
-            Ok(status) => Ended::Exited(output, status),
+            Ok(status) => Ended::Exited(output, held, status),
             Err(e) => Ended::Failed(e),
         }
     };
@@ -365,8 +387,13 @@ async fn run(boundary: &Boundary, line: &str, words: &[String]) -> Result<Vec<u8
         limit: boundary.max_call_bytes().saturating_sub(Vec::<u8>::new().wire_size()),
         keep: usize::try_from(boundary.limits().log_bytes).unwrap_or(usize::MAX),
     };
-    let mut stderr = Stderr::default();
-    let ended = finish(&mut child, pipes, deadline, &mut stderr).await;
+    let mut stderr = Stderr {
+        head: Vec::new(),
+        tail: Vec::new(),
+        total: 0,
+        held: boundary.memory().hold(0).map_err(|e| HostError::Invalid(e.to_string()))?,
+    };
+    let ended = finish(&mut child, pipes, deadline, boundary.memory(), &mut stderr).await;
     if matches!(ended, Ended::Exited(..)) {
         // Reaped: its group id is free for reuse, so it is not signalled.
         group.0 = None;
@@ -378,12 +405,15 @@ async fn run(boundary: &Boundary, line: &str, words: &[String]) -> Result<Vec<u8
     }
     stderr.log(boundary, &shown);
     match ended {
-        Ended::Exited(output, status) if status.success() => Ok(output),
-        Ended::Exited(_, status) => Err(HostError::Unreachable(format!(
+        Ended::Exited(output, _held, status) if status.success() => Ok(output),
+        Ended::Exited(_, _, status) => Err(HostError::Unreachable(format!(
             "the credential process `{shown}` failed ({status}){}",
             stderr.tail(boundary)
         ))),
-        Ended::TooMuch => Err(HostError::Invalid(format!(
+        Ended::Stopped(Stop::Memory(e)) => {
+            Err(HostError::Invalid(format!("the credential process `{shown}` {e}; it was stopped")))
+        }
+        Ended::Stopped(Stop::TooMuch) => Err(HostError::Invalid(format!(
             "the credential process `{shown}` printed more than the per-call limit (max-call-bytes) of {} bytes; \
              it was stopped",
             boundary.limits().max_call_bytes
@@ -421,13 +451,14 @@ mod tests {
     use super::*;
     use crate::capabilities::testing::Run;
 
-    /// An executable script `body` in `dir`, and the grant of its command
-    /// line `path ARGS`.
+    /// A script `body` in `dir`, and the grant of its command line
+    /// `/bin/sh PATH ARGS`. (Run by the shell rather than executed itself:
+    /// a test thread forking while another writes a script would make
+    /// executing it fail with ETXTBSY.)
     fn script(dir: &tempfile::TempDir, name: &str, body: &str, args: &str) -> (String, String) {
         let path = dir.path().join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-        let line = format!("{} {args}", path.display()).trim_end().to_string();
+        std::fs::write(&path, format!("{body}\n")).unwrap();
+        let line = format!("/bin/sh {} {args}", path.display()).trim_end().to_string();
         (line.clone(), format!("credential-process = [{line:?}]"))
     }
 
@@ -512,6 +543,25 @@ mod tests {
         let (line, grant) = script(&dir, "fits", "head -c 4088 /dev/zero", "");
         let mut run = Run::builder().grants(&grant).limits(|l| l.max_call_bytes = 4096).build();
         assert_eq!(run.view::<CredentialProcess>().run(line).await.unwrap().unwrap().len(), 4088);
+    }
+
+    #[tokio::test]
+    async fn what_it_prints_is_charged_to_the_runs_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (line, grant) = script(&dir, "big", "head -c 3000000 /dev/zero", "");
+        let mut run = Run::builder()
+            .grants(&grant)
+            .limits(|l| {
+                l.memory_mib = 1;
+                l.max_call_bytes = 8 << 20;
+            })
+            .build();
+        let refused = run.view::<CredentialProcess>().run(line).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&refused, HostError::Invalid(m) if m.contains("exceeded its memory limit of 1 MiB; it was stopped")),
+            "{refused:?}"
+        );
+        assert_eq!(run.memory.held(), 0, "released with the call");
     }
 
     /// Whether process `pid` exists (as anything, a zombie included).
@@ -604,14 +654,11 @@ mod tests {
         let mut run = Run::builder().grants(&grant).build();
         let error = run.view::<CredentialProcess>().run(line).await.unwrap().unwrap_err();
         let HostError::Unreachable(message) = &error else { panic!("{error:?}") };
-        assert!(
-            message.contains("the credential process `") && message.contains("failing` failed (exit status: 3)"),
-            "{message}"
-        );
+        assert!(message.contains("the credential process `/bin/sh` failed (exit status: 3): "), "{message}");
         assert!(message.contains("\\x1b]0;owned\\x07\\x1b[2J\\rFAKE INFO ok\\n\\u{202e}evil"), "{message}");
         assert!(!message.contains('\x1b') && !message.contains('\r') && !message.contains('\u{202e}'), "{message}");
         let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
-        assert!(logged.contains("failing: fine line"), "{logged}");
+        assert!(logged.contains("/bin/sh: fine line"), "{logged}");
         assert!(logged.contains("\\x1b]0;owned\\x07\\x1b[2J\\rFAKE INFO ok"), "{logged}");
         assert!(!logged.contains('\x1b') && !logged.contains('\r') && !logged.contains('\u{202e}'), "{logged}");
 
