@@ -42,6 +42,9 @@ const GRANT_KEY: &str = "credential-process";
 const STDERR_TAIL: usize = 1024;
 /// The log's `source` of the helper's standard error lines.
 const LOG_SOURCE: &str = "credential-process";
+/// Most helpers one run may have the host start: the AWS chain runs one per
+/// profile it visits; more is a plugin hammering the user's helper.
+pub const MAX_RUNS: usize = 16;
 
 /// The `credential-process` capability.
 pub struct CredentialProcess;
@@ -174,7 +177,7 @@ impl Capability for CredentialProcess {
     }
 
     fn prepare(policy: &Arc<ProcessPolicy>) -> ProcessRuns {
-        ProcessRuns { policy: Arc::clone(policy) }
+        ProcessRuns { policy: Arc::clone(policy), started: 0 }
     }
 
     fn link(
@@ -188,6 +191,8 @@ impl Capability for CredentialProcess {
 /// A run's credential helpers.
 pub struct ProcessRuns {
     policy: Arc<ProcessPolicy>,
+    /// How many the host started for this run.
+    started: usize,
 }
 
 /// Kills the helper's process group when dropped: on every way out of a run
@@ -437,6 +442,12 @@ impl Host for CapView<'_, ProcessRuns> {
                     boundary.output().clean(&command_line)
                 ))));
             };
+            if runs.started == MAX_RUNS {
+                return Ok(Err(HostError::Invalid(format!(
+                    "at most {MAX_RUNS} credential processes per run; this plugin asked for more"
+                ))));
+            }
+            runs.started += 1;
             Ok(run(boundary, &command_line, words).await)
         })
         .await
@@ -514,6 +525,22 @@ mod tests {
         let mut ungranted = Run::builder().build();
         let denied = ungranted.view::<CredentialProcess>().run(line).await.unwrap().unwrap_err();
         assert!(matches!(denied, HostError::Denied(_)), "{denied:?}");
+    }
+
+    #[tokio::test]
+    async fn a_run_starts_a_bounded_number_of_helpers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (line, grant) = script(&dir, "ok", "echo ok", "");
+        let mut run = Run::builder().grants(&grant).build();
+        let mut view = run.view::<CredentialProcess>();
+        for _ in 0..MAX_RUNS {
+            assert_eq!(view.run(line.clone()).await.unwrap().unwrap(), b"ok\n");
+        }
+        let refused = view.run(line).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&refused, HostError::Invalid(m) if m.contains("at most 16 credential processes per run")),
+            "{refused:?}"
+        );
     }
 
     #[tokio::test]
