@@ -32,6 +32,7 @@ pub mod validator {
             "credbroker:plugin/state": super::provider::credbroker::plugin::state,
             "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
             "credbroker:plugin/crypto": super::provider::credbroker::plugin::crypto,
+            "credbroker:plugin/credential-process": super::provider::credbroker::plugin::credential_process,
         },
     });
 }
@@ -55,6 +56,7 @@ pub mod validator_with_setup {
             "credbroker:plugin/state": super::provider::credbroker::plugin::state,
             "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
             "credbroker:plugin/crypto": super::provider::credbroker::plugin::crypto,
+            "credbroker:plugin/credential-process": super::provider::credbroker::plugin::credential_process,
         },
     });
 }
@@ -77,10 +79,13 @@ pub mod login {
             "credbroker:plugin/state": super::provider::credbroker::plugin::state,
             "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
             "credbroker:plugin/crypto": super::provider::credbroker::plugin::crypto,
+            "credbroker:plugin/credential-process": super::provider::credbroker::plugin::credential_process,
         },
     });
 }
 
 pub use login::exports::credbroker::plugin::password_login::LoginOutcome;
 pub use provider::credbroker::plugin::types;
-pub use provider::credbroker::plugin::{config, crypto, files, http, ldap, log, loopback, prompt, state};
+pub use provider::credbroker::plugin::{
+    config, credential_process, crypto, files, http, ldap, log, loopback, prompt, state,
+};

@@ -24,7 +24,7 @@ pub struct Limits {
     /// largest result of one of its exports, counted as encoded bytes.
     pub max_call_bytes: u64,
     /// Timeout of one outbound network operation (an HTTP request, an LDAP
-    /// connect, bind or search), in milliseconds.
+    /// connect, bind or search) or run of a credential helper, in milliseconds.
     pub network_timeout_ms: u64,
     /// Bytes of output per run: log calls, stdout/stderr, prompts and messages
     /// for the terminal.

@@ -580,7 +580,7 @@ fn a_shared_profile_assumes_its_role_from_its_source_profile() {
     .unwrap();
     std::fs::write(
         aws.join("config"),
-        format!("[profile admin]\nrole_arn = {role}\nsource_profile = base\nrole_session_name = alice-chained\n\n[profile tool]\ncredential_process = /usr/local/bin/aws-vault export\n"),
+        format!("[profile admin]\nrole_arn = {role}\nsource_profile = base\nrole_session_name = alice-chained\n"),
     )
     .unwrap();
     let home = env.home().display().to_string();
@@ -588,16 +588,80 @@ fn a_shared_profile_assumes_its_role_from_its_source_profile() {
     let run = kubectl_with(&env, &apiserver, &[]);
     assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, webhook.log());
     assert_eq!(users.lock().unwrap().as_slice(), ["admin:alice-chained"]);
+}
 
-    chain_profile(&env, &sts, "profile = \"tool\"", &format!("env = [\"HOME\"]\nfiles = [\"{home}/.aws/\"]"));
-    let process = get_with(&env, &[]);
-    assert!(
-        process.error().contains(
-            "profile `tool` uses credential_process, which credbroker does not run: a plugin cannot start processes"
+/// A profile's `credential_process` (as aws-vault or a company's helper
+/// would be set up): the host runs it because the operator granted that exact
+/// command line; the keys it prints sign a token the API server accepts, and
+/// the token expires with them. Not granted, it never runs.
+#[test]
+fn a_granted_credential_process_supplies_the_keys_and_an_ungranted_one_never_runs() {
+    let sts = seeded_sts();
+    let env = UserEnv::new();
+    let webhook = webhook(&env, &sts);
+    let (apiserver, users) = ApiServer::with_webhook(&webhook);
+    let (key, secret) = sts.keys("alice");
+    crate::harness::audit::secret(&secret);
+    let expires = now() + 600;
+    let expiration =
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires)).to_string();
+    let helper = env.home().join("bin").join("corp-creds");
+    let ran = env.home().join("helper-ran");
+    std::fs::create_dir_all(helper.parent().unwrap()).unwrap();
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$#\" = 2 ] && [ \"$1\" = --profile ] && [ \"$2\" = 'dev team' ] || {{ echo \"bad arguments: $*\" >&2; exit 2; }}\n\
+             touch {ran:?}\n\
+             printf 'corp-creds: refreshing\\033[2J\\033]0;owned\\007\\n' >&2\n\
+             printf '{{\"Version\": 1, \"AccessKeyId\": \"%s\", \"SecretAccessKey\": \"%s\", \"Expiration\": \"%s\"}}' {key:?} {secret:?} {expiration:?}\n",
         ),
-        "{}",
-        process.stderr
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let command_line = format!("{} --profile 'dev team'", helper.display());
+    let aws = env.home().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(aws.join("config"), format!("[profile tool]\ncredential_process = {command_line}\n")).unwrap();
+    let home = env.home().display().to_string();
+    let files = format!("env = [\"HOME\"]\nfiles = [\"{home}/.aws/\"]");
+
+    // Not granted: refused with the grant to add, nothing on stdout, and the
+    // helper never ran.
+    chain_profile(&env, &sts, "profile = \"tool\"", &files);
+    let refused = get_with(&env, &[]);
+    let error = refused.error();
+    assert!(error.contains("the credential_process of profile `tool`: "), "{error}");
+    // (The home directory is a granted variable's value, so it is redacted.)
+    assert!(
+        error.contains(
+            "/bin/corp-creds --profile 'dev team'` is not granted to this plugin: add the command line, exactly as \
+             written, to grants.credential-process"
+        ),
+        "{error}"
     );
+    assert!(!ran.exists(), "an ungranted helper never runs");
+    // Granted as some other text (the same words, quoted otherwise): refused too.
+    let other = format!("{} --profile \"dev team\"", helper.display());
+    chain_profile(&env, &sts, "profile = \"tool\"", &format!("{files}\ncredential-process = [{other:?}]"));
+    assert!(get_with(&env, &[]).error().contains("grants.credential-process"));
+    assert!(!ran.exists());
+
+    chain_profile(&env, &sts, "profile = \"tool\"", &format!("{files}\ncredential-process = [{command_line:?}]"));
+    let got = get_with(&env, &[]);
+    let credential = got.credential();
+    assert!(ran.exists(), "the granted helper ran");
+    // A minute before the helper's credentials expire (sooner than 14 minutes).
+    let expected =
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(expires - 60));
+    assert_eq!(credential["status"]["expirationTimestamp"], expected.to_string(), "{credential}");
+    // Its standard error reached the log, with the terminal controls escaped.
+    assert!(got.stderr.contains("corp-creds: corp-creds: refreshing\\x1b[2J\\x1b]0;owned\\x07"), "{}", got.stderr);
+    assert!(!got.stderr.contains('\x1b'), "{}", got.stderr);
+
+    let run = kubectl_with(&env, &apiserver, &[]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stderr, webhook.log());
+    assert_eq!(users.lock().unwrap().as_slice(), ["alice"]);
 }
 
 #[test]

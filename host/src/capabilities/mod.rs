@@ -14,6 +14,7 @@
 //! what [`env`] grants.
 
 pub mod config;
+pub mod credential_process;
 pub mod crypto;
 pub mod env;
 pub mod files;
@@ -363,6 +364,7 @@ capabilities! {
     loopback: loopback::Loopback,
     crypto: crypto::Crypto,
     env: env::Env,
+    credential_process: credential_process::CredentialProcess,
 }
 
 /// Runs of single capabilities in-process, for their tests: a store's data

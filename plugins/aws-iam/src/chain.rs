@@ -15,7 +15,9 @@
 //!    `sso_start_url`) with `sso_account_id` + `sso_role_name`, the token
 //!    `aws sso login` cached in `~/.aws/sso/cache/`: GetRoleCredentials.
 //! 6. The profile's keys in the credentials file.
-//! 7. `credential_process`: refused, with why (a plugin runs no processes).
+//! 7. The profile's `credential_process`: run by the host, which runs only
+//!    the command lines the operator lists in `grants.credential-process`;
+//!    its output is the AWS CLI's process credentials JSON.
 //! 8. The profile's keys in the config file.
 //! 9. The container endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI` or
 //!    `_RELATIVE_URI`, with `AWS_CONTAINER_AUTHORIZATION_TOKEN[_FILE]`): ECS
@@ -23,9 +25,10 @@
 //!
 //! The plugin sees only what the operator grants: variables through
 //! `grants.env`, files through `grants.files`, endpoints through
-//! `grants.http`. A source that is not configured is skipped (and named in
-//! the error when nothing is found); one that is configured but fails is an
-//! error at once, naming what to grant or configure. Everything outside the
+//! `grants.http`, credential helpers through `grants.credential-process`. A
+//! source that is not configured is skipped (and named in the error when
+//! nothing is found); one that is configured but fails is an error at once,
+//! naming what to grant or configure. Everything outside the
 //! sandbox is behind [`Sources`], so the order is tested natively.
 
 use crate::ini::{Section, SharedFiles};
@@ -146,6 +149,12 @@ pub trait Sources {
     ///
     /// The endpoint's refusal, or an unreachable endpoint.
     fn container_credentials(&self, url: &str, authorization: Option<&str>) -> Result<Temporary, Error>;
+    /// What a profile's `credential_process` printed, run by the host.
+    ///
+    /// # Errors
+    ///
+    /// The command line is not granted, cannot run, fails or prints too much.
+    fn credential_process(&self, command_line: &str) -> Result<String, Error>;
 }
 
 /// What the chain found.
@@ -389,7 +398,9 @@ impl Context<'_> {
         {
             return Ok(found);
         }
-        refuse_process(source, &source_l, &profile)?;
+        if let Some(found) = self.process(source, &profile)? {
+            return Ok(found);
+        }
         if let Some(keys) = self.files.config.get(source)
             && let Some(found) = static_keys(keys, &format!("profile {source_l} in the config file"))?
         {
@@ -564,6 +575,17 @@ impl Context<'_> {
         }))
     }
 
+    /// The credentials profile `name`'s `credential_process` prints, when it
+    /// has one.
+    fn process(&self, name: &str, profile: &Section) -> Result<Option<Temporary>, Error> {
+        let Some(command_line) = profile.get("credential_process").filter(|c| !c.is_empty()) else {
+            return Ok(None);
+        };
+        let what = format!("the credential_process of profile {}", self.label(name));
+        let output = self.sources.credential_process(command_line).map_err(|e| within(&what, e))?;
+        process_credentials(&output, &what).map(Some)
+    }
+
     /// The container endpoint (ECS, EKS Pod Identity), when configured.
     fn container(&self) -> Result<Option<Resolved>, Error> {
         let url = match (
@@ -636,17 +658,56 @@ fn check_container_url(url: &str) -> Result<(), Error> {
     }
 }
 
-/// `credential_process` is not run: say so, and what to do instead.
-fn refuse_process(name: &str, name_l: &str, profile: &Section) -> Result<(), Error> {
-    if profile.contains_key("credential_process") {
-        return Err(Error::misconfigured(format!(
-            "profile {name_l} uses credential_process, which credbroker does not run: a plugin cannot start \
-             processes (it would escape the sandbox), and the host runs none on a profile's say-so. Use the \
-             profile's SSO or role settings, or export the process's keys into the environment \
-             (`eval \"$(aws configure export-credentials --profile {name} --format env)\"`) and grant them with {GRANT_ENV}"
-        )));
+/// `error` with its message prefixed by `prefix`, of the same kind.
+fn within(prefix: &str, error: Error) -> Error {
+    let message = format!("{prefix}: {}", error.message());
+    match error {
+        Error::Misconfigured(_) => Error::misconfigured(message),
+        Error::Denied(_) => Error::denied(message),
+        Error::Unavailable(_) => Error::unavailable(message),
+        Error::Throttled(_) => Error::throttled(message),
+        Error::Failed(_) => Error::failed(message),
     }
-    Ok(())
+}
+
+/// The credentials in what a `credential_process` printed: the AWS CLI's
+/// process credentials JSON, `Version` 1 with `AccessKeyId`,
+/// `SecretAccessKey`, and optionally `SessionToken` and `Expiration`.
+/// Errors say what is wrong without quoting the output (it holds secrets).
+///
+/// # Errors
+///
+/// [`Error::Failed`] for output that is not that JSON.
+pub fn process_credentials(output: &str, what: &str) -> Result<Temporary, Error> {
+    let failed = |why: String| Error::failed(format!("{what} printed {why}"));
+    let value: serde_json::Value =
+        serde_json::from_str(output).map_err(|e| failed(format!("no process credentials JSON ({e})")))?;
+    let version = &value["Version"];
+    if version.as_u64() != Some(1) {
+        let shown = match version {
+            serde_json::Value::Null => "none".to_string(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => "that is not a number".to_string(),
+        };
+        return Err(failed(format!("Version {shown}; the AWS CLI's process credentials are Version 1")));
+    }
+    let text = |key: &str| value[key].as_str().filter(|v| !v.is_empty()).map(str::to_string);
+    let required = |key: &str| text(key).ok_or_else(|| failed(format!("no {key}")));
+    let credentials = Credentials {
+        access_key_id: required("AccessKeyId")?,
+        secret_access_key: required("SecretAccessKey")?,
+        session_token: text("SessionToken"),
+    };
+    let expires_at = match &value["Expiration"] {
+        serde_json::Value::Null => None,
+        expiration => Some(
+            expiration
+                .as_str()
+                .and_then(parse_time)
+                .ok_or_else(|| failed("an Expiration that is not an ISO 8601 time".into()))?,
+        ),
+    };
+    Ok(Temporary { credentials, expires_at })
 }
 
 /// Unix seconds of an RFC 3339 time (`2024-05-01T12:00:00Z`, fractions and
@@ -765,8 +826,10 @@ pub fn resolve(sources: &dyn Sources) -> Result<Resolved, Error> {
     {
         return Ok(found(keys, &format!("profile {profile_l} in the credentials file")));
     }
-    if let Some(p) = &profile {
-        refuse_process(&profile_name, &profile_l, p)?;
+    if let Some(p) = &profile
+        && let Some(keys) = context.process(&profile_name, p)?
+    {
+        return Ok(found(keys, &format!("profile {profile_l}: credential_process")));
     }
     if let Some(keys) = context.files.config.get(&profile_name)
         && let Some(keys) = static_keys(keys, &format!("profile {profile_l} in the config file"))?
@@ -774,7 +837,7 @@ pub fn resolve(sources: &dyn Sources) -> Result<Resolved, Error> {
         return Ok(found(keys, &format!("profile {profile_l} in the config file")));
     }
     looked.push(match &profile {
-        Some(_) => format!("profile {profile_l}: no keys, role, web identity or SSO settings"),
+        Some(_) => format!("profile {profile_l}: no keys, role, web identity, SSO or credential_process settings"),
         None => format!("profile {profile_l}: not in the config or credentials file"),
     });
     // 9. The container endpoint.
@@ -802,6 +865,8 @@ mod tests {
         files: BTreeMap<String, Result<String, FileError>>,
         calls: RefCell<Vec<String>>,
         interactive: bool,
+        /// What each granted `credential_process` prints.
+        processes: BTreeMap<&'static str, &'static str>,
     }
 
     const NOW: u64 = 1_714_564_800;
@@ -824,6 +889,10 @@ mod tests {
         }
         fn setting(mut self, key: &'static str, value: &'static str) -> Self {
             self.settings.insert(key, value);
+            self
+        }
+        fn process(mut self, command_line: &'static str, output: &'static str) -> Self {
+            self.processes.insert(command_line, output);
             self
         }
         fn keys(id: &str) -> Temporary {
@@ -876,6 +945,12 @@ mod tests {
         fn container_credentials(&self, url: &str, authorization: Option<&str>) -> Result<Temporary, Error> {
             self.calls.borrow_mut().push(format!("container {url} {authorization:?}"));
             Ok(Self::keys("ASIA-container"))
+        }
+        fn credential_process(&self, command_line: &str) -> Result<String, Error> {
+            self.calls.borrow_mut().push(format!("process {command_line}"));
+            self.processes.get(command_line).map(|o| o.to_string()).ok_or_else(|| {
+                Error::misconfigured("denied by policy: not granted: add it to grants.credential-process")
+            })
         }
     }
 
@@ -1025,17 +1100,67 @@ mod tests {
         assert_eq!(key_of(&resolve(&fake).unwrap()), "ASIA-sso");
     }
 
+    const PROCESS_OUTPUT: &str = r#"{"Version": 1, "AccessKeyId": "ASIAPROC", "SecretAccessKey": "s", "SessionToken": "t", "Expiration": "2024-05-01T13:00:00Z"}"#;
+
     #[test]
-    fn credential_process_is_refused_with_what_to_do_instead() {
-        let fake = Fake::home().file(CONFIG, "[default]\ncredential_process = /usr/bin/vault-aws\n");
+    fn credential_process_comes_after_the_credentials_file_and_before_the_config_keys() {
+        let config = "[default]\ncredential_process = aws-vault export --format=json corp\naws_access_key_id = AKIACONFIG\naws_secret_access_key = s\n";
+        let fake = Fake::home().file(CONFIG, config).process("aws-vault export --format=json corp", PROCESS_OUTPUT);
+        let resolved = resolve(&fake).unwrap();
+        assert_eq!(key_of(&resolved), "ASIAPROC", "before the config file's keys");
+        assert_eq!(resolved.temporary.credentials.session_token.as_deref(), Some("t"));
+        assert_eq!(resolved.temporary.expires_at, Some(NOW + 3600), "the token expiry follows Expiration");
+        assert_eq!(resolved.source, "profile `default`: credential_process");
+        assert_eq!(fake.calls.borrow().as_slice(), ["process aws-vault export --format=json corp"]);
+        let with_file = Fake::home()
+            .file(CONFIG, config)
+            .file(CREDENTIALS, "[default]\naws_access_key_id = AKIAFILE\naws_secret_access_key = s\n")
+            .process("aws-vault export --format=json corp", PROCESS_OUTPUT);
+        assert_eq!(key_of(&resolve(&with_file).unwrap()), "AKIAFILE", "after the credentials file");
+        assert!(with_file.calls.borrow().is_empty(), "and then it never runs");
+
+        // A role's source profile may get its keys from a process too.
+        let chained = Fake::home()
+            .file(CONFIG, "[profile admin]\nrole_arn = arn:aws:iam::1:role/admin\nsource_profile = tool\n[profile tool]\ncredential_process = /opt/bin/creds --profile dev\n")
+            .process("/opt/bin/creds --profile dev", r#"{"Version": 1, "AccessKeyId": "AKIAPROC", "SecretAccessKey": "s"}"#)
+            .setting("profile", "admin");
+        assert_eq!(key_of(&resolve(&chained).unwrap()), "ASIA-arn:aws:iam::1:role/admin");
+        assert_eq!(
+            chained.calls.borrow()[1],
+            "AssumeRole arn:aws:iam::1:role/admin as credbroker with AKIAPROC mfa None in us-east-1"
+        );
+    }
+
+    #[test]
+    fn a_credential_process_that_is_not_granted_or_prints_nonsense_is_an_error_naming_the_profile() {
+        let fake = Fake::home()
+            .file(CONFIG, "[profile tool]\ncredential_process = /usr/bin/vault-aws\n")
+            .env("AWS_PROFILE", "tool");
         let error = resolve(&fake).unwrap_err();
         assert!(
-            error
-                .message()
-                .contains("uses credential_process, which credbroker does not run: a plugin cannot start processes"),
+            matches!(&error, Error::Misconfigured(m) if m.starts_with("the credential_process of profile $AWS_PROFILE: ") && m.contains("grants.credential-process")),
             "{error:?}"
         );
-        assert!(error.message().contains("aws configure export-credentials --profile default --format env"));
+        for (output, why) in [
+            ("not json", "printed no process credentials JSON"),
+            (
+                r#"{"Version": 2, "AccessKeyId": "A", "SecretAccessKey": "s"}"#,
+                "printed Version 2; the AWS CLI's process credentials are Version 1",
+            ),
+            (r#"{"AccessKeyId": "A", "SecretAccessKey": "s"}"#, "printed Version none"),
+            (r#"{"Version": 1, "SecretAccessKey": "hush"}"#, "printed no AccessKeyId"),
+            (r#"{"Version": 1, "AccessKeyId": "A"}"#, "printed no SecretAccessKey"),
+            (
+                r#"{"Version": 1, "AccessKeyId": "A", "SecretAccessKey": "hush", "Expiration": "soon"}"#,
+                "an Expiration that is not an ISO 8601 time",
+            ),
+        ] {
+            let error = process_credentials(output, "the credential_process of profile `tool`").unwrap_err();
+            assert!(
+                matches!(&error, Error::Failed(m) if m.contains(why) && !m.contains("hush")),
+                "{output}: {error:?}"
+            );
+        }
     }
 
     #[test]

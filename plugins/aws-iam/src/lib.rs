@@ -8,7 +8,8 @@
 //! STS host is the regional endpoint of the region's partition, as botocore
 //! picks it ([`partitions`]). The credentials come from the AWS CLI's chain
 //! ([`chain`]): settings, environment, assumed roles, web identity, SSO,
-//! shared files, the container endpoint; `role-arn` assumes one more role
+//! shared files, `credential_process` (run by the host when granted), the
+//! container endpoint; `role-arn` assumes one more role
 //! first (with `session-name`, default `credbroker`); `sts-endpoint` (or a
 //! granted `AWS_ENDPOINT_URL_STS`) uses another STS URL (e.g. a VPC
 //! endpoint), signed as botocore signs it (host in lower case, no `:443`).
@@ -31,8 +32,8 @@ pub mod sts;
 pub mod verify;
 
 use credbroker_sdk::{
-    Credential, CredentialRequest, Error, HostError, Provider, ReviewOutcome, TokenReview, Validator, config, files,
-    log, prompt,
+    Credential, CredentialRequest, Error, HostError, Provider, ReviewOutcome, TokenReview, Validator, config,
+    credential_process, files, log, prompt,
 };
 
 use self::chain::{FileError, RoleRequest, SsoRequest, Temporary, WebIdentityRequest};
@@ -100,7 +101,8 @@ fn env(name: &str) -> Option<String> {
 }
 
 /// The chain's view of the sandbox: settings, the granted environment and
-/// files, the terminal, STS and the SSO portal over the `http` capability.
+/// files, the terminal, STS and the SSO portal over the `http` capability,
+/// and the credential helpers the host runs (`credential-process`).
 struct Sandbox {
     interactive: bool,
 }
@@ -154,6 +156,21 @@ impl chain::Sources for Sandbox {
 
     fn container_credentials(&self, url: &str, authorization: Option<&str>) -> Result<Temporary, Error> {
         sts::container_credentials(url, authorization)
+    }
+
+    fn credential_process(&self, command_line: &str) -> Result<String, Error> {
+        let output = credential_process::run(command_line)?;
+        let output = String::from_utf8(output).map_err(|_| Error::failed("it printed something that is not UTF-8"))?;
+        // The keys are secrets the host does not know of: marked before
+        // anything could log them.
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&output) {
+            for key in ["SecretAccessKey", "SessionToken"] {
+                if let Some(secret) = value[key].as_str().filter(|s| !s.is_empty()) {
+                    log::mark_secret(secret);
+                }
+            }
+        }
+        Ok(output)
     }
 }
 
