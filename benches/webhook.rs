@@ -462,8 +462,8 @@ async fn main() {
         ca = ca.display().to_string(),
     );
     let (url, handle) = start(serve_with(0, cel_validator).await);
-    let i = measure(&http, &url, &cel_jwts, 64, seconds).await;
-    row("(i) jwt, AuthenticationConfiguration, 2 issuers, 8 CEL", &i);
+    let cel = measure(&http, &url, &cel_jwts, 64, seconds).await;
+    row("(i) jwt, AuthenticationConfiguration, 2 issuers, 8 CEL", &cel);
     handle.abort();
 
     // (g) a `credbroker serve` process of its own, 256 connections busy.
@@ -594,7 +594,7 @@ async fn main() {
     println!("  (e) issued token / (a)         = {:.2} (target >= 0.5)", e.per_second / a.per_second);
     println!(
         "  (i) jwt with 8 CEL / (f) jwt   = {:.2} (target >= 0.8 with reviews from the set-up instance)",
-        i.per_second / f.per_second
+        cel.per_second / f.per_second
     );
     println!(
         "  p99 at 1000/s: token-file {:.2} ms, issued token {:.2} ms, RS256 JWT {:.2} ms (target <= 5 ms)",

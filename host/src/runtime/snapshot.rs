@@ -162,12 +162,19 @@ pub async fn take(
     if open > 0 {
         return Err(SnapshotError::OpenResources(open));
     }
+    // The snapshot reads each linear memory whole through one export of the
+    // instrumented component, and wasmtime caps what one call may copy out of
+    // a guest at its hostcall fuel (128 MiB by default): a setup that built
+    // more (a token file of a million lines) could not be snapshotted. The
+    // copy is of memory the plugin's memory-mib already bounds, read by our
+    // own instrumentation, so lift the cap for it alone.
+    let fuel = store.hostcall_fuel();
+    store.set_hostcall_fuel(usize::MAX);
     let mut failure = None;
-    let mut reader = Reader { set_up: SetUp { store, instance }, failure: &mut failure };
-    let wasm = Wizer::new()
-        .snapshot_component(&instrumented.context, &mut reader)
-        .await
-        .map_err(|e| SnapshotError::Snapshot(format!("{e:#}")))?;
+    let mut reader = Reader { set_up: SetUp { store: &mut *store, instance }, failure: &mut failure };
+    let wasm = Wizer::new().snapshot_component(&instrumented.context, &mut reader).await;
+    store.set_hostcall_fuel(fuel);
+    let wasm = wasm.map_err(|e| SnapshotError::Snapshot(format!("{e:#}")))?;
     if let Some(failure) = failure {
         return Err(SnapshotError::Snapshot(failure));
     }
