@@ -24,6 +24,8 @@ pub enum Source {
     Installed(PathBuf),
     /// Named by path.
     File(PathBuf),
+    /// Pulled from an OCI registry (the reference), kept in the store.
+    Oci(String),
 }
 
 /// One plugin, described.
@@ -55,6 +57,7 @@ impl PluginInfo {
                 Source::Installed(path.clone())
             }
             PluginOrigin::File(path) => Source::File(path.clone()),
+            PluginOrigin::Oci { reference, .. } => Source::Oci(reference.to_string()),
         };
         Ok(Self {
             name: plugin.name.clone(),

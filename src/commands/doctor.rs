@@ -12,9 +12,9 @@ use credbroker_host::capabilities::{Grants, NoTerminal, StateStore};
 use credbroker_host::config::{ClientConfig, PluginSpec};
 use credbroker_host::dirs::Dirs;
 use credbroker_host::exec::{self, GetRequest, Selection};
-use credbroker_host::plugin::PluginRef;
-use credbroker_host::runtime::{Allocation, Runtime, RuntimeOptions, Sandbox, SandboxSpec, World};
-use credbroker_host::settings::ResolvedSettings;
+use credbroker_host::plugin::prepare::PrepareError;
+use credbroker_host::plugin::{PluginError, PluginOrigin, PluginRef};
+use credbroker_host::runtime::{Allocation, Runtime, RuntimeOptions, World};
 use credbroker_host::{fsutil, reachability};
 use serde_yaml_ng::Value;
 
@@ -172,28 +172,44 @@ fn check_profile(
     spec: &PluginSpec,
     timeout: Duration,
 ) {
-    let plugin = match PluginRef::locate(&spec.plugin, std::slice::from_ref(&dirs.plugins)) {
-        Ok(plugin) => plugin,
+    // The path `credbroker get` takes, step by step, each failure with its fix.
+    let verified = match dirs.plugin_sources().verify(spec, &config.plugins) {
+        Ok(verified) => verified,
         Err(e) => {
-            report.fail(e.to_string(), "install it (`credbroker plugin install`) or fix the name in the profile");
+            let fix = match &e {
+                PrepareError::Plugin(PluginError::DigestMismatch { .. }) => {
+                    "install the pinned build, or update the pin if the change is intended"
+                }
+                PrepareError::Plugin(_) | PrepareError::Reference(_) => {
+                    "install it (`credbroker plugin install`) or fix the name in the profile"
+                }
+                PrepareError::Registry { .. } => {
+                    "check the reference, the registry's credentials (docker login) and [plugins.registries]"
+                }
+                PrepareError::Store(_) => "pull it again: credbroker plugin pull REFERENCE",
+                PrepareError::Signature(_) => "get a signed build, or sign it: credbroker plugin sign",
+                PrepareError::Settings(_) => "set the variable or create the file, or change the setting",
+                PrepareError::Grant(_) => "correct the grant in the profile's [grants]",
+                PrepareError::Load(_) => {
+                    "use a provider plugin built for this credbroker (`credbroker plugin inspect`)"
+                }
+            };
+            report.fail(e.to_string(), fix);
             return;
         }
     };
-    if let Some(pin) = &spec.sha256 {
-        match plugin.verify_pin(pin) {
-            Ok(()) => report.ok("sha256 matches the pin"),
-            Err(e) => {
-                report.fail(e.to_string(), "install the pinned build, or update the pin if the change is intended")
-            }
-        }
+    let plugin = &verified.plugin;
+    if spec.sha256.is_some() {
+        report.ok("sha256 matches the pin");
     }
-    match config.plugins.check(&plugin) {
-        Ok(credbroker_host::signing::Trust::SignedBy(key)) => report.ok(format!("signed by trusted key {key}")),
-        Ok(_) => {}
-        Err(e) => report.fail(e.to_string(), "get a signed build, or sign it: credbroker plugin sign"),
+    if let credbroker_host::signing::Trust::SignedBy(key) = &verified.trust {
+        report.ok(format!("signed by trusted key {key}"));
+    }
+    if let PluginOrigin::Oci { record, .. } = &plugin.origin {
+        report.ok(format!("{} is in the plugin store ({})", plugin.name, record.manifest_digest));
     }
     let started = Instant::now();
-    match runtime.load(&plugin, World::Provider) {
+    match verified.load(runtime, &[World::Provider]) {
         Ok(_) => report.ok(format!(
             "loads as a provider (sha256 {}…, {} ms)",
             &plugin.sha256[..12],
@@ -203,24 +219,8 @@ fn check_profile(
             report.fail(e.to_string(), "use a provider plugin built for this credbroker (`credbroker plugin inspect`)")
         }
     }
-    let settings = match ResolvedSettings::resolve(&spec.settings) {
-        Ok(settings) => {
-            report.ok(format!("{} setting(s) resolve", settings.iter().count()));
-            settings
-        }
-        Err(e) => {
-            report.fail(e.to_string(), "set the variable or create the file, or change the setting");
-            ResolvedSettings::default()
-        }
-    };
-    let sandbox = Sandbox::new(SandboxSpec {
-        settings,
-        grants: &spec.grants,
-        limits: spec.limits.clone(),
-        terminal: Arc::new(NoTerminal),
-        state: StateStore::memory(),
-    });
-    if let Err(e) = sandbox {
+    report.ok(format!("{} setting(s) resolve", verified.settings.iter().count()));
+    if let Err(e) = verified.sandbox(Arc::new(NoTerminal), StateStore::memory()) {
         report.fail(e.to_string(), "correct the grant in the profile's [grants]");
         return;
     }
