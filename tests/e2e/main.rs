@@ -16,6 +16,7 @@ mod kubectl;
 mod ldap;
 mod load;
 mod logging;
+mod oci;
 mod oidc;
 mod plugins;
 mod python;
