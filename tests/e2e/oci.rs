@@ -265,3 +265,86 @@ fn what_a_registry_the_store_or_the_policy_refuses_is_refused_naming_the_cause()
     let error = run.error();
     assert!(error.contains("insecure (plain HTTP) is allowed only for a loopback registry"), "{error}");
 }
+
+/// `wasm` with a custom section appended: the same plugin, other bytes (a new digest).
+fn rebuilt(wasm: &[u8]) -> Vec<u8> {
+    let name = b"credbroker-test-build";
+    let payload = b"2";
+    let mut out = wasm.to_vec();
+    out.push(0); // a custom section
+    out.push(u8::try_from(1 + name.len() + payload.len()).expect("short section"));
+    out.push(u8::try_from(name.len()).expect("short name"));
+    out.extend_from_slice(name);
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn serve_picks_up_a_new_signed_digest_of_its_validators_tag_without_dropping_a_review() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use crate::harness::webhook::Webhook;
+
+    guard_credentials();
+    let registry = Registry::start_tls();
+    let env = UserEnv::new();
+    registry.login(&env, registry::PASSWORD);
+    env.write_config(&registry.policy(""));
+    let (private, public) = keygen(&env, "signer");
+    let tag = registry.reference("credbroker/tokens:1");
+    let (_, first) = push(&env, &first_party("token-file"), &tag);
+    sign(&env, &tag, &private);
+    let csv = env.home().join("tokens.csv");
+    std::fs::write(&csv, "tok-alice,alice,1001,\"devs,ops\"\n").expect("tokens");
+    let webhook = Arc::new(Webhook::start(
+        &env,
+        &format!(
+            "[plugins]\nupdate-interval-seconds = 1\n{}[[validators]]\nname = \"tokens\"\nplugin = {tag:?}\n[validators.settings]\npath = {csv:?}\n[validators.grants]\nfiles = [{csv:?}]\n",
+            registry.policy(&format!("require-signatures = true\ntrusted-keys = [{:?}]", public.display().to_string())),
+            csv = csv.display().to_string()
+        ),
+    ));
+    let loaded = |digest: &str| format!("loaded {tag} (sha256 {})", digest.trim_start_matches("sha256:"));
+    assert!(webhook.log().contains(&loaded(&first)), "{}", webhook.log());
+
+    // Reviews run all along; none may fail.
+    let running = Arc::new(AtomicBool::new(true));
+    let (reviews, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let reviewer = {
+        let (webhook, running, reviews, failures) =
+            (Arc::clone(&webhook), Arc::clone(&running), Arc::clone(&reviews), Arc::clone(&failures));
+        std::thread::spawn(move || {
+            while running.load(Ordering::SeqCst) {
+                let (status, answer) = webhook.review("v1", "tok-alice", &[]);
+                if status != 200 || answer["status"]["user"]["username"] != "alice" {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                reviews.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+
+    // A new build on the tag, not yet signed: refused, the old one keeps serving.
+    let v2 = env.home().join("token-file-v2.wasm");
+    std::fs::write(&v2, rebuilt(&std::fs::read(first_party("token-file")).expect("wasm"))).expect("v2");
+    let (_, second) = push(&env, &v2, &tag);
+    assert_ne!(first, second);
+    webhook.wait_for("the unsigned digest refused", || {
+        webhook.log().contains(&format!("not updating {tag}, the stored copy keeps serving"))
+    });
+    assert!(webhook.log().contains("is refused: it is not signed"), "{}", webhook.log());
+    assert!(!webhook.log().contains(&loaded(&second)), "{}", webhook.log());
+
+    // Signed: pulled at the next interval and loaded beside the serving set.
+    sign(&env, &tag, &private);
+    webhook.wait_for("the signed digest loaded", || webhook.log().contains(&loaded(&second)));
+    webhook.wait_for("the new set swapped in", || {
+        webhook.log().split(&loaded(&second)).nth(1).is_some_and(|after| after.contains("reloaded the configuration"))
+    });
+    let before = reviews.load(Ordering::SeqCst);
+    webhook.wait_for("reviews on the new set", || reviews.load(Ordering::SeqCst) > before + 3);
+    running.store(false, Ordering::SeqCst);
+    reviewer.join().expect("reviewer");
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "of {} reviews", reviews.load(Ordering::SeqCst));
+}

@@ -237,6 +237,7 @@ impl ValidatorSet {
                     StateStore::memory(),
                 )
                 .map_err(|e| fail(e.to_string()))?;
+            tracing::info!(validator = %entry.name, "loaded {} (sha256 {})", crate::boundary::text::name(&prepared.plugin.name), prepared.plugin.sha256);
             watched.extend(prepared.plugin.watched_files(&sources.store, config.plugins.require_signatures));
             if let crate::plugin::PluginOrigin::Oci { reference, .. } = &prepared.plugin.origin
                 && reference.digest.is_none()
