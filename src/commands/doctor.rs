@@ -12,9 +12,10 @@ use credbroker_host::capabilities::{Grants, NoTerminal, StateStore};
 use credbroker_host::config::{ClientConfig, PluginSpec};
 use credbroker_host::dirs::Dirs;
 use credbroker_host::exec::{self, GetRequest, Selection};
-use credbroker_host::plugin::prepare::PrepareError;
+use credbroker_host::plugin::prepare::{PrepareError, Verified};
 use credbroker_host::plugin::{PluginError, PluginOrigin, PluginRef};
 use credbroker_host::runtime::{Allocation, Runtime, RuntimeOptions, World};
+use credbroker_host::settings::ResolvedSettings;
 use credbroker_host::{fsutil, reachability};
 use serde_yaml_ng::Value;
 
@@ -173,8 +174,8 @@ fn check_profile(
     timeout: Duration,
 ) {
     // The path `credbroker get` takes, step by step, each failure with its fix.
-    let verified = match dirs.plugin_sources().verify(spec, &config.plugins) {
-        Ok(verified) => verified,
+    let (plugin, trust) = match dirs.plugin_sources().trusted(spec, &config.plugins) {
+        Ok(trusted) => trusted,
         Err(e) => {
             let fix = match &e {
                 PrepareError::Plugin(PluginError::DigestMismatch { .. }) => {
@@ -188,26 +189,35 @@ fn check_profile(
                 }
                 PrepareError::Store(_) => "pull it again: credbroker plugin pull REFERENCE",
                 PrepareError::Signature(_) => "get a signed build, or sign it: credbroker plugin sign",
-                PrepareError::Settings(_) => "set the variable or create the file, or change the setting",
-                PrepareError::Grant(_) => "correct the grant in the profile's [grants]",
-                PrepareError::Load(_) => {
-                    "use a provider plugin built for this credbroker (`credbroker plugin inspect`)"
-                }
+                // Not steps 1–3: reported below.
+                PrepareError::Settings(_) | PrepareError::Grant(_) | PrepareError::Load(_) => "",
             };
             report.fail(e.to_string(), fix);
             return;
         }
     };
-    let plugin = &verified.plugin;
     if spec.sha256.is_some() {
         report.ok("sha256 matches the pin");
     }
-    if let credbroker_host::signing::Trust::SignedBy(key) = &verified.trust {
+    if let credbroker_host::signing::Trust::SignedBy(key) = &trust {
         report.ok(format!("signed by trusted key {key}"));
     }
     if let PluginOrigin::Oci { record, .. } = &plugin.origin {
         report.ok(format!("{} is in the plugin store ({})", plugin.name, record.manifest_digest));
     }
+    // A broken setting is reported, and the rest still checked.
+    let settings = match ResolvedSettings::resolve(&spec.settings) {
+        Ok(settings) => {
+            report.ok(format!("{} setting(s) resolve", settings.iter().count()));
+            settings
+        }
+        Err(e) => {
+            report.fail(e.to_string(), "set the variable or create the file, or change the setting");
+            ResolvedSettings::default()
+        }
+    };
+    let verified = Verified::new(plugin, trust, settings, spec);
+    let plugin = &verified.plugin;
     let started = Instant::now();
     match verified.load(runtime, &[World::Provider]) {
         Ok(_) => report.ok(format!(
@@ -219,7 +229,6 @@ fn check_profile(
             report.fail(e.to_string(), "use a provider plugin built for this credbroker (`credbroker plugin inspect`)")
         }
     }
-    report.ok(format!("{} setting(s) resolve", verified.settings.iter().count()));
     if let Err(e) = verified.sandbox(Arc::new(NoTerminal), StateStore::memory()) {
         report.fail(e.to_string(), "correct the grant in the profile's [grants]");
         return;

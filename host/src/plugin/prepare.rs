@@ -200,13 +200,25 @@ impl PluginSources {
     ///
     /// [`PrepareError`] naming the first step that failed.
     pub fn verify(&self, spec: &PluginSpec, policy: &TrustPolicy) -> Result<Verified, PrepareError> {
+        let (plugin, trust) = self.trusted(spec, policy)?;
+        let settings = ResolvedSettings::resolve(&spec.settings)?;
+        Ok(Verified::new(plugin, trust, settings, spec))
+    }
+
+    /// Steps 1–3 for `spec` under `policy`: located, pinned, trusted (what
+    /// `doctor` runs before it resolves the settings on its own, to report a
+    /// broken setting and still check the rest).
+    ///
+    /// # Errors
+    ///
+    /// [`PrepareError`] naming the first step that failed.
+    pub fn trusted(&self, spec: &PluginSpec, policy: &TrustPolicy) -> Result<(PluginRef, Trust), PrepareError> {
         let plugin = self.locate(&spec.plugin, policy)?;
         if let Some(pin) = &spec.sha256 {
             plugin.verify_pin(pin)?;
         }
         let trust = policy.check(&plugin)?;
-        let settings = ResolvedSettings::resolve(&spec.settings)?;
-        Ok(Verified { plugin, trust, settings, grants: spec.grants.clone(), limits: spec.limits.clone() })
+        Ok((plugin, trust))
     }
 
     /// Every step for `spec`: a plugin ready to run as any of `worlds`, in its sandbox.
@@ -231,6 +243,11 @@ impl PluginSources {
 }
 
 impl Verified {
+    /// A plugin that passed steps 1–3 with `settings` (step 4) for `spec`.
+    pub fn new(plugin: PluginRef, trust: Trust, settings: ResolvedSettings, spec: &PluginSpec) -> Self {
+        Self { plugin, trust, settings, grants: spec.grants.clone(), limits: spec.limits.clone() }
+    }
+
     /// Step 5: check the grants and build the sandbox.
     ///
     /// # Errors

@@ -25,6 +25,8 @@ use super::artifact::{self, Descriptor, MANIFEST_MEDIA_TYPE};
 use super::cosign::{self, Signature};
 use super::reference::OciReference;
 
+/// Docker's image manifest (schema 2), which older cosign releases write signatures as.
+const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// How long one registry request may take to connect, and to go quiet.
 const NETWORK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest manifest read (a wasm artifact's is well under 1 KiB).
@@ -273,10 +275,19 @@ impl Registry {
     ///
     /// [`RegistryError`].
     pub async fn manifest(&self, reference: &OciReference) -> Result<(Vec<u8>, String), RegistryError> {
+        self.manifest_as(reference, &[MANIFEST_MEDIA_TYPE]).await
+    }
+
+    /// [`Registry::manifest`], accepting `media_types`.
+    async fn manifest_as(
+        &self,
+        reference: &OciReference,
+        media_types: &[&str],
+    ) -> Result<(Vec<u8>, String), RegistryError> {
         self.authorize().await;
         let (bytes, digest) = self
             .client
-            .pull_manifest_raw(&reference.client_reference(), &self.auth, &[MANIFEST_MEDIA_TYPE])
+            .pull_manifest_raw(&reference.client_reference(), &self.auth, media_types)
             .await
             .map_err(|e| self.error(reference, e))?;
         if bytes.len() > MAX_MANIFEST {
@@ -356,7 +367,8 @@ impl Registry {
         manifest_digest: &str,
     ) -> Result<Vec<Signature>, RegistryError> {
         let tag = reference.at_tag(&cosign::signature_tag(manifest_digest));
-        let manifest = match self.manifest(&tag).await {
+        // cosign writes OCI image manifests; older releases wrote Docker's schema 2, the same shape.
+        let manifest = match self.manifest_as(&tag, &[MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE]).await {
             Ok((manifest, _)) => manifest,
             Err(RegistryError::NotFound { .. }) => return Ok(Vec::new()),
             Err(e) => return Err(e),
