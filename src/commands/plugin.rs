@@ -657,8 +657,8 @@ fn update(args: &UpdateArgs, dirs: &Dirs) -> anyhow::Result<ExitCode> {
                 Some(before) => eprintln!("{reference}: {before} -> {}", updated.after),
                 None => eprintln!("{reference}: pulled ({})", updated.after),
             },
+            // Not a failure: the stored copy is what runs, as it did before.
             Err(PrepareError::Registry { error, .. }) if error.is_unreachable() => {
-                failed = true;
                 eprintln!("warning: {reference}: {error}; the stored copy stays in use");
             }
             Err(e) => {
