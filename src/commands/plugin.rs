@@ -124,7 +124,7 @@ pub struct ListArgs {
 /// Arguments of `plugin inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A bundled or installed plugin name, or a path to a `.wasm`.
+    /// A bundled or installed plugin name, a path to a `.wasm`, or an OCI reference (from the store; pulled if absent).
     plugin: String,
     /// Print JSON.
     #[arg(long)]
@@ -156,7 +156,7 @@ pub struct InstallArgs {
 /// Arguments of `plugin verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// A bundled or installed plugin name, or a path to a `.wasm`.
+    /// A bundled or installed plugin name, a path to a `.wasm`, or an OCI reference (checked in the store; pulled if absent).
     plugin: String,
     /// Its sha256 must be this.
     #[arg(long, value_name = "HEX")]
@@ -212,7 +212,7 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     match command {
         PluginCommand::New(args) => new(&args),
         PluginCommand::List(args) => list(&plugin_dirs, args.json),
-        PluginCommand::Inspect(args) => inspect(&args, &plugin_dirs),
+        PluginCommand::Inspect(args) => inspect(&args, &dirs, &plugin_dirs),
         PluginCommand::Install(args) => install(&args, &dirs),
         PluginCommand::Verify(args) => verify(&args, &dirs, &plugin_dirs),
         PluginCommand::Sign(args) => sign(&args, &dirs),
@@ -393,8 +393,14 @@ fn describe_json(info: &PluginInfo) -> serde_json::Value {
     })
 }
 
-fn inspect(args: &InspectArgs, plugin_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let plugin = PluginRef::locate(&args.plugin, plugin_dirs)?;
+fn inspect(args: &InspectArgs, dirs: &Dirs, plugin_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let plugin = if is_oci(&args.plugin) {
+        // From the store (pulled first, under the configuration's policy, if it is not there).
+        let policy = client_config(None, dirs)?.plugins;
+        sources(dirs).locate(&args.plugin, &policy)?
+    } else {
+        PluginRef::locate(&args.plugin, plugin_dirs)?
+    };
     let info = PluginInfo::of(&plugin, plugin_dirs).with_context(|| format!("reading {}", args.plugin))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&describe_json(&info))?);
@@ -497,6 +503,9 @@ fn install(args: &InstallArgs, dirs: &Dirs) -> anyhow::Result<ExitCode> {
 
 fn verify(args: &VerifyArgs, dirs: &Dirs, plugin_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let config = client_config(args.config.as_deref(), dirs)?;
+    if is_oci(&args.plugin) {
+        return verify_oci(args, config.plugins, dirs);
+    }
     let plugin = PluginRef::locate(&args.plugin, plugin_dirs)?;
     if let Some(pin) = &args.sha256 {
         plugin.verify_pin(pin)?;
@@ -519,6 +528,35 @@ fn verify(args: &VerifyArgs, dirs: &Dirs, plugin_dirs: &[PathBuf]) -> anyhow::Re
             Trust::SignedBy(key) => println!("signature: valid, by trusted key {key}"),
             Trust::NotRequired => {}
         }
+    }
+    println!("OK");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plugin verify oci://…`: the one path's locate, pin and trust steps, with
+/// signatures required and `--key`s trusted besides the configured keys.
+fn verify_oci(args: &VerifyArgs, mut policy: TrustPolicy, dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    policy.require_signatures = true;
+    policy.trusted_keys.extend(args.keys.iter().cloned());
+    for registry in policy.registries.values_mut() {
+        registry.require_signatures = Some(true);
+        if let Some(keys) = &mut registry.trusted_keys {
+            keys.extend(args.keys.iter().cloned());
+        }
+    }
+    let spec = credbroker_host::config::PluginSpec {
+        plugin: args.plugin.clone(),
+        sha256: args.sha256.clone(),
+        ..Default::default()
+    };
+    let (plugin, trust) = sources(dirs).trusted(&spec, &policy)?;
+    if let PluginOrigin::Oci { record, .. } = &plugin.origin {
+        println!("manifest:  {}", record.manifest_digest);
+    }
+    let pinned = if args.sha256.is_some() { " (matches the pin)" } else { "" };
+    println!("sha256:    {}{pinned}", plugin.sha256);
+    if let Trust::SignedBy(key) = trust {
+        println!("signature: valid, by trusted key {key}");
     }
     println!("OK");
     Ok(ExitCode::SUCCESS)

@@ -107,6 +107,15 @@ fn a_signed_plugin_from_a_registry_runs_under_kubectl_and_then_without_the_regis
     assert_eq!(run.code, Some(0), "kubectl: {}", run.stderr);
     assert_eq!(server.tokens_seen(), ["abc"]);
 
+    // What is in the store verifies and inspects like a file.
+    let run = env.run(&["plugin", "verify", &tag]);
+    assert_eq!(run.code, Some(0), "verify: {}", run.stderr);
+    assert!(run.stdout.contains("signature: valid, by trusted key"), "{}", run.stdout);
+    let run = env.run(&["plugin", "inspect", &tag]);
+    assert_eq!(run.code, Some(0), "inspect: {}", run.stderr);
+    assert!(run.stdout.contains(&format!("source:    {tag}")), "{}", run.stdout);
+    assert!(run.stdout.contains("worlds:    provider"), "{}", run.stdout);
+
     // The store is private: 0700 directories, 0600 files, the component by its digest.
     let store = store_dir(&env);
     assert_eq!(mode(&store), 0o700);
