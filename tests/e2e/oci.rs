@@ -275,10 +275,11 @@ fn what_a_registry_the_store_or_the_policy_refuses_is_refused_naming_the_cause()
     assert!(error.contains("insecure (plain HTTP) is allowed only for a loopback registry"), "{error}");
 }
 
-/// `wasm` with a custom section appended: the same plugin, other bytes (a new digest).
-fn rebuilt(wasm: &[u8]) -> Vec<u8> {
+/// `wasm` with a custom section naming `build` appended: the same plugin,
+/// other bytes (a new digest).
+fn rebuilt(wasm: &[u8], build: &str) -> Vec<u8> {
     let name = b"credbroker-test-build";
-    let payload = b"2";
+    let payload = build.as_bytes();
     let mut out = wasm.to_vec();
     out.push(0); // a custom section
     out.push(u8::try_from(1 + name.len() + payload.len()).expect("short section"));
@@ -289,7 +290,7 @@ fn rebuilt(wasm: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn serve_picks_up_a_new_signed_digest_of_its_validators_tag_without_dropping_a_review() {
+fn serve_picks_up_a_new_signed_digest_of_its_validators_tag_on_update_and_at_its_interval_without_dropping_a_review() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -306,14 +307,14 @@ fn serve_picks_up_a_new_signed_digest_of_its_validators_tag_without_dropping_a_r
     sign(&env, &tag, &private);
     let csv = env.home().join("tokens.csv");
     std::fs::write(&csv, "tok-alice,alice,1001,\"devs,ops\"\n").expect("tokens");
-    let webhook = Arc::new(Webhook::start(
-        &env,
-        &format!(
-            "[plugins]\nupdate-interval-seconds = 1\n{}[[validators]]\nname = \"tokens\"\nplugin = {tag:?}\n[validators.settings]\npath = {csv:?}\n[validators.grants]\nfiles = [{csv:?}]\n",
+    let serve_toml = |interval: &str| {
+        format!(
+            "[plugins]\n{interval}\n{}[[validators]]\nname = \"tokens\"\nplugin = {tag:?}\n[validators.settings]\npath = {csv:?}\n[validators.grants]\nfiles = [{csv:?}]\n",
             registry.policy(&format!("require-signatures = true\ntrusted-keys = [{:?}]", public.display().to_string())),
             csv = csv.display().to_string()
-        ),
-    ));
+        )
+    };
+    let webhook = Arc::new(Webhook::start(&env, &serve_toml("")));
     let loaded = |digest: &str| format!("loaded {tag} (sha256 {})", digest.trim_start_matches("sha256:"));
     assert!(webhook.log().contains(&loaded(&first)), "{}", webhook.log());
 
@@ -334,22 +335,38 @@ fn serve_picks_up_a_new_signed_digest_of_its_validators_tag_without_dropping_a_r
         })
     };
 
-    // A new build on the tag, not yet signed: refused, the old one keeps serving.
-    let v2 = env.home().join("token-file-v2.wasm");
-    std::fs::write(&v2, rebuilt(&std::fs::read(first_party("token-file")).expect("wasm"))).expect("v2");
-    let (_, second) = push(&env, &v2, &tag);
-    assert_ne!(first, second);
+    let build = |n: &str| {
+        let path = env.home().join(format!("token-file-{n}.wasm"));
+        std::fs::write(&path, rebuilt(&std::fs::read(first_party("token-file")).expect("wasm"), n)).expect("build");
+        path
+    };
+
+    // Without an interval the tag moves for the server only on `plugin update`
+    // (with the server's policy), which it then loads.
+    let (_, second) = push(&env, &build("2"), &tag);
+    sign(&env, &tag, &private);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(!webhook.log().contains(&loaded(&second)), "no update, no change: {}", webhook.log());
+    let run = env.run(&["plugin", "update", &tag, "--serve-config", webhook.config.to_str().expect("utf-8")]);
+    assert_eq!(run.code, Some(0), "update: {}", run.stderr);
+    webhook.wait_for("the updated digest loaded", || webhook.log().contains(&loaded(&second)));
+
+    // With one, a new build on the tag, not yet signed: refused, the old one keeps serving.
+    webhook.rewrite(&serve_toml("update-interval-seconds = 1"));
+    webhook.wait_for("the interval configured", || webhook.log().matches("reloaded the configuration").count() >= 2);
+    let (_, third) = push(&env, &build("3"), &tag);
+    assert_ne!(second, third);
     webhook.wait_for("the unsigned digest refused", || {
         webhook.log().contains(&format!("not updating {tag}, the stored copy keeps serving"))
     });
     assert!(webhook.log().contains("is refused: it is not signed"), "{}", webhook.log());
-    assert!(!webhook.log().contains(&loaded(&second)), "{}", webhook.log());
+    assert!(!webhook.log().contains(&loaded(&third)), "{}", webhook.log());
 
     // Signed: pulled at the next interval and loaded beside the serving set.
     sign(&env, &tag, &private);
-    webhook.wait_for("the signed digest loaded", || webhook.log().contains(&loaded(&second)));
+    webhook.wait_for("the signed digest loaded", || webhook.log().contains(&loaded(&third)));
     webhook.wait_for("the new set swapped in", || {
-        webhook.log().split(&loaded(&second)).nth(1).is_some_and(|after| after.contains("reloaded the configuration"))
+        webhook.log().split(&loaded(&third)).nth(1).is_some_and(|after| after.contains("reloaded the configuration"))
     });
     let before = reviews.load(Ordering::SeqCst);
     webhook.wait_for("reviews on the new set", || reviews.load(Ordering::SeqCst) > before + 3);
