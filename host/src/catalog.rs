@@ -118,6 +118,20 @@ pub fn list(plugin_dirs: &[PathBuf]) -> Vec<PluginInfo> {
         .collect()
 }
 
+/// The OCI plugins in `store`, by reference (those whose ref file or
+/// component no longer checks out are left out: `get` refuses them too).
+pub fn list_stored(store: &crate::plugin::store::PluginStore) -> Vec<PluginInfo> {
+    store
+        .records()
+        .into_iter()
+        .filter_map(|record| {
+            let reference = crate::plugin::reference::OciReference::parse(&record.reference).ok()?;
+            let record = store.lookup(&reference).ok()??;
+            PluginInfo::of(&PluginRef::stored(&reference, record, store), &[]).ok()
+        })
+        .collect()
+}
+
 /// Why a plugin cannot be installed.
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {

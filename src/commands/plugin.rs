@@ -24,7 +24,7 @@ use serde_json::json;
 pub enum PluginCommand {
     /// Write a new plugin project (Rust or Python) that builds and tests as written.
     New(NewArgs),
-    /// List bundled and installed plugins with their worlds and digests.
+    /// List bundled, installed and pulled (OCI) plugins with their worlds and digests.
     List(ListArgs),
     /// Show what a plugin implements and which capabilities it will ask for.
     Inspect(InspectArgs),
@@ -211,7 +211,7 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     let plugin_dirs = vec![dirs.plugins.clone()];
     match command {
         PluginCommand::New(args) => new(&args),
-        PluginCommand::List(args) => list(&plugin_dirs, args.json),
+        PluginCommand::List(args) => list(&plugin_dirs, &dirs, args.json),
         PluginCommand::Inspect(args) => inspect(&args, &dirs, &plugin_dirs),
         PluginCommand::Install(args) => install(&args, &dirs),
         PluginCommand::Verify(args) => verify(&args, &dirs, &plugin_dirs),
@@ -346,8 +346,9 @@ fn source(info: &PluginInfo) -> String {
     }
 }
 
-fn list(plugin_dirs: &[PathBuf], as_json: bool) -> anyhow::Result<ExitCode> {
-    let all = catalog::list(plugin_dirs);
+fn list(plugin_dirs: &[PathBuf], dirs: &Dirs, as_json: bool) -> anyhow::Result<ExitCode> {
+    let mut all = catalog::list(plugin_dirs);
+    all.extend(catalog::list_stored(&sources(dirs).store));
     if as_json {
         let items: Vec<_> = all.iter().map(describe_json).collect();
         println!("{}", serde_json::to_string_pretty(&items)?);

@@ -115,6 +115,9 @@ fn a_signed_plugin_from_a_registry_runs_under_kubectl_and_then_without_the_regis
     assert_eq!(run.code, Some(0), "inspect: {}", run.stderr);
     assert!(run.stdout.contains(&format!("source:    {tag}")), "{}", run.stdout);
     assert!(run.stdout.contains("worlds:    provider"), "{}", run.stdout);
+    let run = env.run(&["plugin", "list"]);
+    let line = run.stdout.lines().find(|l| l.starts_with(&tag)).unwrap_or_else(|| panic!("{}", run.stdout));
+    assert!(line.contains("provider") && line.ends_with(&tag), "{line}");
 
     // The store is private: 0700 directories, 0600 files, the component by its digest.
     let store = store_dir(&env);
