@@ -10,6 +10,10 @@
 //!   private session bus, as the tests start it) vs from the file cache
 //!   (target ≤ 3 ms), and `storage = auto` with no session bus at all
 //! - peak RSS of `credbroker get`                               (target ≤ 15 MB)
+//! - with `docker-registry` installed (scripts/install-test-deps), a plugin
+//!   from a loopback OCI registry: a cache hit of a profile naming it vs one
+//!   naming the bundled plugin (target ≤ 1.1×), and the first run's pull on
+//!   top of the compile of a ~200 KB plugin (target ≤ 150 ms)
 //!
 //! Run with `cargo bench --bench startup`. `STARTUP_RUNS` sets the repetitions.
 
@@ -93,6 +97,54 @@ fn compile_default_native(dir: &Path) -> Option<PathBuf> {
     let built =
         Command::new(rustc).arg("-O").arg(&source).arg("-o").arg(&binary).env_remove("RUSTFLAGS").status().ok()?;
     built.success().then_some(binary)
+}
+
+/// A plain-HTTP `docker-registry` on loopback, stopped when dropped.
+struct LoopbackRegistry {
+    child: std::process::Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopbackRegistry {
+    /// Start one, or `None` when `docker-registry` is not installed.
+    fn start() -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let host = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .ok()?;
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let registry = Self { child, host, _dir: dir };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&registry.host).is_err() {
+            if started.elapsed() > Duration::from_secs(20) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(registry)
+    }
+}
+
+impl Drop for LoopbackRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -185,8 +237,11 @@ fn main() {
             let _ = std::fs::remove_dir_all(&artifacts);
         },
     );
-    let probe_wasm = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/plugin-build/wasm32-wasip2/plugin/test_plugin_probe.wasm");
+    let plugin_build = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("plugin-build/wasm32-wasip2/plugin");
+    let probe_wasm = plugin_build.join("test_plugin_probe.wasm");
     let probe_first = probe_wasm.exists().then(|| {
         let size = std::fs::metadata(&probe_wasm).map(|m| m.len()).unwrap_or(0);
         let stats = measure(
@@ -206,6 +261,8 @@ fn main() {
         );
         (size, stats)
     });
+    let oci = LoopbackRegistry::start()
+        .and_then(|registry| oci_runs(&registry, &credbroker, runs, &probe_wasm, &plugin_build));
     println!("credbroker get start-up, {runs} interleaved runs each (median, p90):");
     let row = |name: &str, s: &Stats| {
         println!(
@@ -229,6 +286,12 @@ fn main() {
     row("credbroker get, first run (compiles static)", &first);
     if let Some((size, stats)) = &probe_first {
         row(&format!("credbroker get, first run ({} KB plugin)", size / 1024), stats);
+    }
+    if let Some(oci) = &oci {
+        row("profile, bundled static: cache hit", &oci.bundled_hit);
+        row("profile, static from OCI: cache hit", &oci.oci_hit);
+        row(&format!("first run, {} KB plugin file (compiles)", oci.probe_size / 1024), &oci.file_first);
+        row(&format!("first run, {} KB plugin from OCI (pull+compile)", oci.probe_size / 1024), &oci.oci_first);
     }
     println!("ratios:");
     println!("  precompiled run / /bin/true   = {:.2}x (target <= 3.5x)", ms(fresh.median) / ms(true_stats.median));
@@ -257,4 +320,124 @@ fn main() {
         "  peak RSS of credbroker get    = {:.1} MB (target <= 15 MB)",
         fresh.max_rss_kib.max(hit.max_rss_kib) as f64 / 1024.0
     );
+    match &oci {
+        Some(oci) => {
+            println!(
+                "  OCI cache hit / bundled hit   = {:.2}x (target <= 1.1x)",
+                ms(oci.oci_hit.median) / ms(oci.bundled_hit.median)
+            );
+            println!(
+                "  OCI first run - file first run = {:.1} ms (the pull; target <= 150 ms)",
+                ms(oci.oci_first.median) - ms(oci.file_first.median)
+            );
+        }
+        None => {
+            println!("  (no docker-registry: the OCI cases were not measured; scripts/install-test-deps installs it)")
+        }
+    }
+}
+
+/// The OCI cases' measurements.
+struct OciStats {
+    bundled_hit: Stats,
+    oci_hit: Stats,
+    probe_size: u64,
+    file_first: Stats,
+    oci_first: Stats,
+}
+
+/// Push the static plugin and the probe to `registry`, then measure cache
+/// hits of profiles naming the bundled and the pulled static plugin, and
+/// first runs of the probe from its file and from the registry (the store
+/// and the compiled code removed before each).
+fn oci_runs(
+    registry: &LoopbackRegistry,
+    credbroker: &Path,
+    runs: usize,
+    probe_wasm: &Path,
+    plugin_build: &Path,
+) -> Option<OciStats> {
+    let home = tempfile::tempdir().ok()?;
+    let command = |args: &[&str]| {
+        let mut c = Command::new(credbroker);
+        c.args(args)
+            .env("HOME", home.path())
+            .env("XDG_CACHE_HOME", home.path().join(".cache"))
+            .env("XDG_CONFIG_HOME", home.path().join(".config"))
+            .env("XDG_DATA_HOME", home.path().join(".local/share"))
+            .env_remove("KUBERNETES_EXEC_INFO")
+            .env_remove("DOCKER_CONFIG");
+        c
+    };
+    let static_ref = format!("oci://{}/credbroker/static:1", registry.host);
+    let probe_ref = format!("oci://{}/credbroker/probe:1", registry.host);
+    let config = home.path().join(".config/credbroker");
+    std::fs::create_dir_all(&config).ok()?;
+    let settings = "[profiles.NAME.settings]\ntoken = \"abc\"\nexpires-in = \"86400\"\n";
+    std::fs::write(
+        config.join("config.toml"),
+        format!(
+            "[plugins.registries.\"{host}\"]\ninsecure = true\n\
+             [profiles.bundled]\nplugin = \"static\"\n{}\
+             [profiles.oci]\nplugin = {static_ref:?}\n{}\
+             [profiles.probe-file]\nplugin = {:?}\n[profiles.probe-file.settings]\nbehavior = \"echo\"\nvalue = \"x\"\n\
+             [profiles.probe-oci]\nplugin = {probe_ref:?}\n[profiles.probe-oci.settings]\nbehavior = \"echo\"\nvalue = \"x\"\n",
+            settings.replace("NAME", "bundled"),
+            settings.replace("NAME", "oci"),
+            probe_wasm.display().to_string(),
+            host = registry.host,
+        ),
+    )
+    .ok()?;
+    let static_wasm = plugin_build.join("credbroker_plugin_static.wasm");
+    if !static_wasm.exists() || !probe_wasm.exists() {
+        eprintln!(
+            "the OCI cases need {} and {} (cargo test builds the probe)",
+            static_wasm.display(),
+            probe_wasm.display()
+        );
+        return None;
+    }
+    for (wasm, reference) in [(static_wasm.as_path(), &static_ref), (probe_wasm, &probe_ref)] {
+        let pushed = command(&["plugin", "push", wasm.to_str()?, reference]).output().ok()?;
+        if !pushed.status.success() {
+            eprintln!("pushing {reference} failed: {}", String::from_utf8_lossy(&pushed.stderr));
+            return None;
+        }
+    }
+    // Pull, compile and cache a credential for both profiles.
+    run_once(&mut command(&["get", "--provider", "bundled"]));
+    run_once(&mut command(&["get", "--provider", "oci"]));
+    let mut bundled_cmd = || command(&["get", "--provider", "bundled"]);
+    let mut oci_cmd = || command(&["get", "--provider", "oci"]);
+    let [bundled_hit, oci_hit] =
+        <[Stats; 2]>::try_from(measure_interleaved(runs, &mut [&mut bundled_cmd, &mut oci_cmd])).ok()?;
+
+    let artifacts = home.path().join(".cache/credbroker/artifacts");
+    let store = home.path().join(".local/share/credbroker/oci");
+    let first_runs = (runs / 10).max(5);
+    let (mut file_times, mut oci_times) = (Vec::new(), Vec::new());
+    let (mut file_rss, mut oci_rss) = (0, 0);
+    for _ in 0..first_runs {
+        let _ = std::fs::remove_dir_all(&artifacts);
+        let (t, rss) = run_once(&mut command(&["get", "--provider", "probe-file", "--no-cache"]));
+        file_times.push(t);
+        file_rss = file_rss.max(rss);
+        let _ = std::fs::remove_dir_all(&artifacts);
+        let _ = std::fs::remove_dir_all(&store);
+        let (t, rss) = run_once(&mut command(&["get", "--provider", "probe-oci", "--no-cache"]));
+        oci_times.push(t);
+        oci_rss = oci_rss.max(rss);
+    }
+    let stats = |mut times: Vec<Duration>, max_rss_kib| {
+        times.sort();
+        Stats { median: times[times.len() / 2], p90: times[times.len() * 9 / 10], max_rss_kib }
+    };
+    Some(OciStats {
+        bundled_hit,
+        oci_hit,
+        probe_size: std::fs::metadata(probe_wasm).map(|m| m.len()).unwrap_or(0),
+        file_first: stats(file_times, file_rss),
+        oci_first: stats(oci_times, oci_rss),
+    })
 }

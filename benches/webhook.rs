@@ -328,10 +328,12 @@ async fn main() {
     let serve_with = |ttl: u32, validators: String| {
         let path = write(dir.path(), &format!("serve-{ttl}-{}.toml", validators.len()), &config(ttl, &validators));
         let artifacts = dir.path().join("artifacts");
+        let plugin_store = dir.path().join("oci");
         async move {
             Server::bind(ServeOptions {
                 config: path,
                 plugin_dirs: Vec::new(),
+                plugin_store,
                 artifact_dir: Some(artifacts),
                 listen: None,
                 insecure_plain_http: false,
@@ -660,7 +662,11 @@ fn reload_time(artifacts: &std::path::Path, config: &str, dir: &std::path::Path)
     let load = || {
         let started = Instant::now();
         let slots = credbroker_host::webhook::validators::PluginSlots::new(8, Duration::from_secs(5));
-        let set = ValidatorSet::load(&parsed, &runtime, &[], slots).unwrap();
+        let sources = credbroker_host::plugin::prepare::PluginSources {
+            plugin_dirs: Vec::new(),
+            store: credbroker_host::plugin::store::PluginStore::new(artifacts.join("oci")),
+        };
+        let set = ValidatorSet::load(&parsed, &runtime, &sources, slots).unwrap();
         let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         tokio.block_on(set.setup()).unwrap();
         started.elapsed()

@@ -24,6 +24,8 @@ pub enum Source {
     Installed(PathBuf),
     /// Named by path.
     File(PathBuf),
+    /// Pulled from an OCI registry (the reference), kept in the store.
+    Oci(String),
 }
 
 /// One plugin, described.
@@ -55,6 +57,7 @@ impl PluginInfo {
                 Source::Installed(path.clone())
             }
             PluginOrigin::File(path) => Source::File(path.clone()),
+            PluginOrigin::Oci { reference, .. } => Source::Oci(reference.to_string()),
         };
         Ok(Self {
             name: plugin.name.clone(),
@@ -115,6 +118,20 @@ pub fn list(plugin_dirs: &[PathBuf]) -> Vec<PluginInfo> {
         .into_iter()
         .filter_map(|name| PluginRef::locate(&name, plugin_dirs).ok())
         .filter_map(|plugin| PluginInfo::of(&plugin, plugin_dirs).ok())
+        .collect()
+}
+
+/// The OCI plugins in `store`, by reference (those whose ref file or
+/// component no longer checks out are left out: `get` refuses them too).
+pub fn list_stored(store: &crate::plugin::store::PluginStore) -> Vec<PluginInfo> {
+    store
+        .records()
+        .into_iter()
+        .filter_map(|record| {
+            let reference = crate::plugin::reference::OciReference::parse(&record.reference).ok()?;
+            let record = store.lookup(&reference).ok()??;
+            PluginInfo::of(&PluginRef::stored(&reference, record, store), &[]).ok()
+        })
         .collect()
 }
 

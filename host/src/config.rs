@@ -32,8 +32,9 @@ use crate::signing::TrustPolicy;
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PluginSpec {
-    /// A bundled or installed plugin name, or a path to a `.wasm` (relative
-    /// paths are relative to the configuration file).
+    /// A bundled or installed plugin name, a path to a `.wasm` (relative
+    /// paths are relative to the configuration file), or an OCI reference
+    /// (`oci://REGISTRY/REPOSITORY:TAG` or `…@sha256:DIGEST`).
     pub plugin: String,
     /// The plugin's sha256 must be this (hex), or it does not run.
     #[serde(default)]
@@ -53,7 +54,7 @@ pub struct PluginSpec {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Profile {
-    /// A bundled or installed plugin name, or a path to a `.wasm`.
+    /// A bundled or installed plugin name, a path to a `.wasm`, or an OCI reference.
     pub plugin: String,
     /// The plugin's sha256 must be this (hex), or it does not run.
     #[serde(default)]
@@ -176,6 +177,14 @@ impl ClientConfig {
             profile.plugin = relative_to(base, &profile.plugin);
         }
         config.plugins.resolve_paths(base);
+        config.plugins.validate().map_err(&invalid)?;
+        if config.plugins.update_interval_seconds.is_some() {
+            return Err(invalid(
+                "[plugins] update-interval-seconds is for credbroker serve; `credbroker get` re-resolves tags only on \
+                 `credbroker plugin update`"
+                    .into(),
+            ));
+        }
         Ok(config)
     }
 }

@@ -14,6 +14,8 @@ pub struct Dirs {
     pub plugins: PathBuf,
     /// Plugin-private persistent state.
     pub state: PathBuf,
+    /// Plugins pulled from OCI registries (the plugin store).
+    pub store: PathBuf,
 }
 
 impl Dirs {
@@ -34,12 +36,21 @@ impl Dirs {
             cache,
             plugins: project.data_dir().join("plugins"),
             state: project.data_dir().join("state"),
+            store: project.data_dir().join("oci"),
         })
     }
 
     /// Precompiled plugin artifacts.
     pub fn artifacts(&self) -> PathBuf {
         self.cache.join("artifacts")
+    }
+
+    /// Where plugins come from: the installed plugin directory and the store.
+    pub fn plugin_sources(&self) -> crate::plugin::prepare::PluginSources {
+        crate::plugin::prepare::PluginSources {
+            plugin_dirs: vec![self.plugins.clone()],
+            store: crate::plugin::store::PluginStore::new(self.store.clone()),
+        }
     }
 
     /// Cached credentials.

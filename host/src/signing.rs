@@ -11,7 +11,15 @@
 //!
 //! Bundled plugins are part of the binary the operator already trusts and are
 //! never asked for a signature.
+//!
+//! Plugins pulled from an OCI registry are signed the way OCI artifacts are,
+//! with cosign's key-based signatures ([`crate::plugin::cosign`]), and
+//! trusted per registry: `[plugins.registries."HOST[:PORT]"]` says which
+//! repositories may be pulled from it, which keys vouch for them, whether
+//! signatures are required there, and how to reach it (a CA file, plain HTTP
+//! for a loopback registry).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -19,7 +27,9 @@ use base64::engine::general_purpose::STANDARD;
 use ring::signature::{ED25519, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{self, KeyError, key_id};
+use crate::keys::{self, KeyError, KeyKind, key_id};
+use crate::plugin::reference::OciReference;
+use crate::plugin::registry::Connection;
 use crate::plugin::{PluginOrigin, PluginRef};
 
 /// The `format` of a signature file.
@@ -34,9 +44,41 @@ pub struct TrustPolicy {
     /// Refuse plugin files without a valid signature by a trusted key.
     #[serde(default)]
     pub require_signatures: bool,
-    /// Ed25519 public keys (SPKI PEM) whose signatures are trusted.
+    /// Public keys (SPKI PEM) whose signatures are trusted: Ed25519 for
+    /// plugin files, Ed25519 or ECDSA P-256 for OCI plugins.
     #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
+    /// Registries OCI plugins may come from, by `host[:port]`. When there are
+    /// none, any registry may be named; when there are some, only those.
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryPolicy>,
+    /// How often `credbroker serve` re-resolves the tags of its OCI
+    /// validators (a new digest is pulled, verified and loaded), in seconds.
+    /// `serve.toml` only; default: only on `credbroker plugin update`.
+    #[serde(default)]
+    pub update_interval_seconds: Option<u64>,
+}
+
+/// `[plugins.registries."HOST[:PORT]"]`: the trust in one registry and how to reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RegistryPolicy {
+    /// Repositories that may be pulled from it: exact paths, or prefixes
+    /// ending in `*` (`credbroker/*`). Default: all.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Keys whose cosign signatures vouch for its plugins (default: `[plugins] trusted-keys`).
+    #[serde(default)]
+    pub trusted_keys: Option<Vec<PathBuf>>,
+    /// Whether its plugins must be signed (default: `[plugins] require-signatures`).
+    #[serde(default)]
+    pub require_signatures: Option<bool>,
+    /// A PEM CA bundle that replaces the system roots for it.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Speak plain HTTP to it: only for a loopback registry (tests, a local mirror).
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// A signature file's content.
@@ -110,6 +152,41 @@ pub enum SignatureError {
         /// The key that claims to have signed.
         key_id: String,
     },
+    /// The registry is not among `[plugins.registries]`.
+    #[error(
+        "{reference}: the registry {registry} is not among the trusted registries ({}); add [plugins.registries.\"{registry}\"]",
+        trusted.join(", ")
+    )]
+    RegistryNotTrusted {
+        /// The reference.
+        reference: String,
+        /// Its registry.
+        registry: String,
+        /// The registries that are.
+        trusted: Vec<String>,
+    },
+    /// The repository is not among its registry's `repositories`.
+    #[error("{reference}: the repository {repository} is not among the repositories trusted in {registry} ({})", allowed.join(", "))]
+    RepositoryNotTrusted {
+        /// The reference.
+        reference: String,
+        /// The registry.
+        registry: String,
+        /// The repository.
+        repository: String,
+        /// The patterns that are allowed.
+        allowed: Vec<String>,
+    },
+    /// No trusted cosign signature vouches for an OCI plugin.
+    #[error(
+        "{reference} is refused: {why}, and the configuration requires signatures by a trusted key (sign it with `credbroker plugin sign {reference} --key KEY`)"
+    )]
+    Unverified {
+        /// The reference.
+        reference: String,
+        /// Why.
+        why: crate::plugin::cosign::Unverified,
+    },
 }
 
 /// The signature file of the plugin at `path`.
@@ -160,11 +237,111 @@ pub enum Trust {
 impl TrustPolicy {
     /// Make relative key paths relative to `base` (the configuration's directory).
     pub fn resolve_paths(&mut self, base: &Path) {
-        for key in &mut self.trusted_keys {
-            if key.is_relative() {
-                *key = base.join(&*key);
+        let absolute = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        self.trusted_keys.iter_mut().for_each(absolute);
+        for registry in self.registries.values_mut() {
+            registry.trusted_keys.iter_mut().flatten().for_each(absolute);
+            registry.ca_file.iter_mut().for_each(absolute);
+        }
+    }
+
+    /// Check what can be checked without the network: registry names, plain
+    /// HTTP only for loopback registries, repository patterns, the update interval.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the entry and what to change.
+    pub fn validate(&self) -> Result<(), String> {
+        for (registry, policy) in &self.registries {
+            let shown = crate::boundary::text::name(registry);
+            if !crate::plugin::reference::is_registry(registry) || registry.to_ascii_lowercase() != *registry {
+                return Err(format!(
+                    "[plugins.registries.\"{shown}\"]: a registry is a lowercase host name or IP address with an optional :port"
+                ));
+            }
+            if policy.insecure && !crate::plugin::reference::is_loopback_registry(registry) {
+                return Err(format!(
+                    "[plugins.registries.\"{shown}\"]: insecure (plain HTTP) is allowed only for a loopback registry \
+                     (127.0.0.1, [::1], localhost): plugins and credentials would cross the network in the clear; \
+                     give the registry TLS (ca-file for a private CA)"
+                ));
+            }
+            if let Some(bad) =
+                policy.repositories.iter().find(|r| r.is_empty() || r.trim_end_matches('*').contains('*'))
+            {
+                return Err(format!(
+                    "[plugins.registries.\"{shown}\"]: repository pattern `{}` must be a path or a prefix ending in `*`",
+                    crate::boundary::text::name(bad)
+                ));
             }
         }
+        if let Some(seconds) = self.update_interval_seconds {
+            crate::config::check_range("update-interval-seconds", seconds, 1, 7 * 86_400)
+                .map_err(|e| format!("[plugins] {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The policy of `reference`'s registry, after checking that the registry
+    /// and repository may be used at all.
+    ///
+    /// # Errors
+    ///
+    /// [`SignatureError::RegistryNotTrusted`], [`SignatureError::RepositoryNotTrusted`].
+    pub fn registry(&self, reference: &OciReference) -> Result<Option<&RegistryPolicy>, SignatureError> {
+        if self.registries.is_empty() {
+            return Ok(None);
+        }
+        let Some(policy) = self.registries.get(&reference.registry) else {
+            return Err(SignatureError::RegistryNotTrusted {
+                reference: reference.to_string(),
+                registry: reference.registry.clone(),
+                trusted: self.registries.keys().cloned().collect(),
+            });
+        };
+        let matches = |pattern: &String| match pattern.strip_suffix('*') {
+            Some(prefix) => reference.repository.starts_with(prefix),
+            None => reference.repository == *pattern,
+        };
+        if !policy.repositories.is_empty() && !policy.repositories.iter().any(matches) {
+            return Err(SignatureError::RepositoryNotTrusted {
+                reference: reference.to_string(),
+                registry: reference.registry.clone(),
+                repository: reference.repository.clone(),
+                allowed: policy.repositories.clone(),
+            });
+        }
+        Ok(Some(policy))
+    }
+
+    /// How to reach `reference`'s registry.
+    pub fn connection(&self, reference: &OciReference) -> Connection {
+        match self.registries.get(&reference.registry) {
+            Some(policy) => Connection { ca_file: policy.ca_file.clone(), insecure: policy.insecure },
+            None => Connection::default(),
+        }
+    }
+
+    /// Check an OCI plugin's signatures against its registry's keys.
+    fn check_oci(
+        &self,
+        reference: &OciReference,
+        record: &crate::plugin::store::StoredRef,
+    ) -> Result<Trust, SignatureError> {
+        let registry = self.registry(reference)?;
+        let required = registry.and_then(|r| r.require_signatures).unwrap_or(self.require_signatures);
+        if !required {
+            return Ok(Trust::NotRequired);
+        }
+        let paths = registry.and_then(|r| r.trusted_keys.as_ref()).unwrap_or(&self.trusted_keys);
+        let keys = paths.iter().map(|path| keys::verifying_key_of(path)).collect::<Result<Vec<_>, _>>()?;
+        crate::plugin::cosign::verify(&record.signatures, &keys, reference, &record.manifest_digest)
+            .map(Trust::SignedBy)
+            .map_err(|why| SignatureError::Unverified { reference: reference.to_string(), why })
     }
 
     /// Whether `plugin` may run.
@@ -178,6 +355,7 @@ impl TrustPolicy {
             PluginOrigin::Bundled(_) => Ok(Trust::Bundled),
             PluginOrigin::File(_) if !self.require_signatures => Ok(Trust::NotRequired),
             PluginOrigin::File(path) => self.verify(&plugin.name, path, &plugin.sha256).map(Trust::SignedBy),
+            PluginOrigin::Oci { reference, record, .. } => self.check_oci(reference, record),
         }
     }
 
@@ -213,7 +391,12 @@ impl TrustPolicy {
         let signature = STANDARD.decode(&file.signature).map_err(|e| malformed(format!("signature: {e}")))?;
         let mut trusted = Vec::new();
         for key_path in &self.trusted_keys {
-            let public = keys::public_key_of(key_path)?;
+            // P-256 keys vouch for OCI plugins only: file signatures are Ed25519.
+            let public = keys::verifying_key_of(key_path)?;
+            if public.kind != KeyKind::Ed25519 {
+                continue;
+            }
+            let public = public.raw;
             let id = key_id(&public);
             if id == file.key_id {
                 return UnparsedPublicKey::new(&ED25519, &public)
@@ -246,7 +429,11 @@ mod tests {
         let plugin = dir.path().join("p.wasm");
         std::fs::write(&plugin, b"\0asm component bytes").unwrap();
         let key = keys::private_key_of(&dir.path().join("signer.pem")).unwrap();
-        let policy = TrustPolicy { require_signatures: true, trusted_keys: vec![dir.path().join("signer.pub")] };
+        let policy = TrustPolicy {
+            require_signatures: true,
+            trusted_keys: vec![dir.path().join("signer.pub")],
+            ..TrustPolicy::default()
+        };
         Fixture { dir, plugin, policy, key }
     }
 
@@ -278,6 +465,34 @@ mod tests {
         sig.sha256 = new_digest;
         std::fs::write(signature_path(&f.plugin), serde_json::to_vec(&sig).unwrap()).unwrap();
         assert!(check(&f).unwrap_err().contains("does not verify"));
+    }
+
+    #[test]
+    fn registries_are_checked_at_load_and_before_any_pull() {
+        let policy: TrustPolicy = toml::from_str(
+            r#"
+[registries."registry.corp"]
+repositories = ["credbroker/*", "tools/one"]
+[registries."127.0.0.1:5000"]
+insecure = true
+"#,
+        )
+        .unwrap();
+        policy.validate().unwrap();
+        let reference = |r: &str| OciReference::parse(r).unwrap();
+        assert!(policy.registry(&reference("oci://registry.corp/credbroker/ldap:1")).unwrap().is_some());
+        assert!(policy.registry(&reference("oci://registry.corp/tools/one:1")).is_ok());
+        let other_repo = policy.registry(&reference("oci://registry.corp/tools/two:1")).unwrap_err().to_string();
+        assert!(other_repo.contains("the repository tools/two is not among the repositories trusted"), "{other_repo}");
+        let other = policy.registry(&reference("oci://evil.example/credbroker/ldap:1")).unwrap_err().to_string();
+        assert!(other.contains("the registry evil.example is not among the trusted registries"), "{other}");
+        assert!(policy.connection(&reference("oci://127.0.0.1:5000/x:1")).insecure);
+
+        let remote: TrustPolicy = toml::from_str("[registries.\"registry.corp\"]\ninsecure = true\n").unwrap();
+        assert!(
+            remote.validate().unwrap_err().contains("insecure (plain HTTP) is allowed only for a loopback registry")
+        );
+        assert!(TrustPolicy::default().registry(&reference("oci://anywhere.example/x:1")).unwrap().is_none());
     }
 
     #[test]

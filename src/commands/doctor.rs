@@ -12,8 +12,9 @@ use credbroker_host::capabilities::{Grants, NoTerminal, StateStore};
 use credbroker_host::config::{ClientConfig, PluginSpec};
 use credbroker_host::dirs::Dirs;
 use credbroker_host::exec::{self, GetRequest, Selection};
-use credbroker_host::plugin::PluginRef;
-use credbroker_host::runtime::{Allocation, Runtime, RuntimeOptions, Sandbox, SandboxSpec, World};
+use credbroker_host::plugin::prepare::{PrepareError, Verified};
+use credbroker_host::plugin::{PluginError, PluginOrigin, PluginRef};
+use credbroker_host::runtime::{Allocation, Runtime, RuntimeOptions, World};
 use credbroker_host::settings::ResolvedSettings;
 use credbroker_host::storage::{KeyringHandle, StorageKind};
 use credbroker_host::{fsutil, reachability};
@@ -174,37 +175,39 @@ fn check_profile(
     spec: &PluginSpec,
     timeout: Duration,
 ) {
-    let plugin = match PluginRef::locate(&spec.plugin, std::slice::from_ref(&dirs.plugins)) {
-        Ok(plugin) => plugin,
+    // The path `credbroker get` takes, step by step, each failure with its fix.
+    let (plugin, trust) = match dirs.plugin_sources().trusted(spec, &config.plugins) {
+        Ok(trusted) => trusted,
         Err(e) => {
-            report.fail(e.to_string(), "install it (`credbroker plugin install`) or fix the name in the profile");
+            let fix = match &e {
+                PrepareError::Plugin(PluginError::DigestMismatch { .. }) => {
+                    "install the pinned build, or update the pin if the change is intended"
+                }
+                PrepareError::Plugin(_) | PrepareError::Reference(_) => {
+                    "install it (`credbroker plugin install`) or fix the name in the profile"
+                }
+                PrepareError::Registry { .. } => {
+                    "check the reference, the registry's credentials (docker login) and [plugins.registries]"
+                }
+                PrepareError::Store(_) => "pull it again: credbroker plugin pull REFERENCE",
+                PrepareError::Signature(_) => "get a signed build, or sign it: credbroker plugin sign",
+                // Not steps 1–3: reported below.
+                PrepareError::Settings(_) | PrepareError::Grant(_) | PrepareError::Load(_) => "",
+            };
+            report.fail(e.to_string(), fix);
             return;
         }
     };
-    if let Some(pin) = &spec.sha256 {
-        match plugin.verify_pin(pin) {
-            Ok(()) => report.ok("sha256 matches the pin"),
-            Err(e) => {
-                report.fail(e.to_string(), "install the pinned build, or update the pin if the change is intended")
-            }
-        }
+    if spec.sha256.is_some() {
+        report.ok("sha256 matches the pin");
     }
-    match config.plugins.check(&plugin) {
-        Ok(credbroker_host::signing::Trust::SignedBy(key)) => report.ok(format!("signed by trusted key {key}")),
-        Ok(_) => {}
-        Err(e) => report.fail(e.to_string(), "get a signed build, or sign it: credbroker plugin sign"),
+    if let credbroker_host::signing::Trust::SignedBy(key) = &trust {
+        report.ok(format!("signed by trusted key {key}"));
     }
-    let started = Instant::now();
-    match runtime.load(&plugin, World::Provider) {
-        Ok(_) => report.ok(format!(
-            "loads as a provider (sha256 {}…, {} ms)",
-            &plugin.sha256[..12],
-            started.elapsed().as_millis()
-        )),
-        Err(e) => {
-            report.fail(e.to_string(), "use a provider plugin built for this credbroker (`credbroker plugin inspect`)")
-        }
+    if let PluginOrigin::Oci { record, .. } = &plugin.origin {
+        report.ok(format!("{} is in the plugin store ({})", plugin.name, record.manifest_digest));
     }
+    // A broken setting is reported, and the rest still checked.
     let settings = match ResolvedSettings::resolve(&spec.settings) {
         Ok(settings) => {
             report.ok(format!("{} setting(s) resolve", settings.iter().count()));
@@ -215,14 +218,20 @@ fn check_profile(
             ResolvedSettings::default()
         }
     };
-    let sandbox = Sandbox::new(SandboxSpec {
-        settings,
-        grants: &spec.grants,
-        limits: spec.limits.clone(),
-        terminal: Arc::new(NoTerminal),
-        state: StateStore::memory(),
-    });
-    if let Err(e) = sandbox {
+    let verified = Verified::new(plugin, trust, settings, spec);
+    let plugin = &verified.plugin;
+    let started = Instant::now();
+    match verified.load(runtime, &[World::Provider]) {
+        Ok(_) => report.ok(format!(
+            "loads as a provider (sha256 {}…, {} ms)",
+            &plugin.sha256[..12],
+            started.elapsed().as_millis()
+        )),
+        Err(e) => {
+            report.fail(e.to_string(), "use a provider plugin built for this credbroker (`credbroker plugin inspect`)")
+        }
+    }
+    if let Err(e) = verified.sandbox(Arc::new(NoTerminal), StateStore::memory()) {
         report.fail(e.to_string(), "correct the grant in the profile's [grants]");
         return;
     }

@@ -1,4 +1,5 @@
-//! `credbroker plugin`: write, list, inspect, install, sign and verify plugins.
+//! `credbroker plugin`: write, list, inspect, install, sign and verify
+//! plugins; push them to and pull them from OCI registries.
 
 mod template;
 
@@ -11,7 +12,9 @@ use credbroker_host::catalog::{self, PluginInfo, Source};
 use credbroker_host::config::ClientConfig;
 use credbroker_host::contract::{self, Compatibility};
 use credbroker_host::dirs::Dirs;
-use credbroker_host::plugin::PluginRef;
+use credbroker_host::plugin::prepare::{PluginSources, PrepareError};
+use credbroker_host::plugin::reference::{OciReference, is_oci};
+use credbroker_host::plugin::{PluginOrigin, PluginRef, cosign, registry};
 use credbroker_host::signing::{self, Trust, TrustPolicy};
 use credbroker_host::{fsutil, keys};
 use serde_json::json;
@@ -21,7 +24,7 @@ use serde_json::json;
 pub enum PluginCommand {
     /// Write a new plugin project (Rust or Python) that builds and tests as written.
     New(NewArgs),
-    /// List bundled and installed plugins with their worlds and digests.
+    /// List bundled, installed and pulled (OCI) plugins with their worlds and digests.
     List(ListArgs),
     /// Show what a plugin implements and which capabilities it will ask for.
     Inspect(InspectArgs),
@@ -29,10 +32,60 @@ pub enum PluginCommand {
     Install(InstallArgs),
     /// Check a plugin's sha256 pin and its signature by a trusted key.
     Verify(VerifyArgs),
-    /// Sign a plugin file with an Ed25519 key (writes PLUGIN.wasm.sig).
+    /// Sign a plugin file (writes PLUGIN.wasm.sig) or an OCI artifact (pushes a cosign signature).
     Sign(SignArgs),
-    /// Create an Ed25519 key pair for signing plugins.
+    /// Create a key pair for signing plugins (Ed25519, or ECDSA P-256 as cosign makes).
     Keygen(KeygenArgs),
+    /// Publish a plugin file as an OCI artifact (the CNCF wasm layout).
+    Push(PushArgs),
+    /// Fetch an OCI plugin into the plugin store, verified (again, if it is there).
+    Pull(PullArgs),
+    /// Re-resolve the tags of OCI plugins in the store (one, or all); a new digest is pulled and verified.
+    Update(UpdateArgs),
+}
+
+/// The `[plugins]` policy an OCI command works under.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// The configuration whose `[plugins]` policy applies (registries, keys) [default: ~/.config/credbroker/config.toml].
+    #[arg(long, env = "CREDBROKER_CONFIG", value_name = "FILE", conflicts_with = "serve_config")]
+    config: Option<PathBuf>,
+    /// Use the `[plugins]` policy of this `credbroker serve` configuration instead.
+    #[arg(long, value_name = "FILE")]
+    serve_config: Option<PathBuf>,
+}
+
+/// Arguments of `plugin push`.
+#[derive(Debug, Args)]
+#[command(after_help = "Registry credentials come from docker's config.json ($DOCKER_CONFIG or ~/.docker: \
+    `docker login` writes them); a CA file or plain HTTP (loopback registries only) are set in \
+    [plugins.registries.\"HOST[:PORT]\"]. The digest printed is what a profile may pin: \
+    plugin = \"oci://REGISTRY/REPOSITORY@sha256:…\".")]
+pub struct PushArgs {
+    /// The component file.
+    path: PathBuf,
+    /// Where: oci://REGISTRY/REPOSITORY:TAG.
+    reference: String,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// Arguments of `plugin pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// oci://REGISTRY/REPOSITORY:TAG or oci://REGISTRY/REPOSITORY@sha256:DIGEST.
+    reference: String,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// Arguments of `plugin update`.
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// The reference to re-resolve [default: every tag in the plugin store].
+    reference: Option<String>,
+    #[command(flatten)]
+    policy: PolicyArgs,
 }
 
 /// Arguments of `plugin new`.
@@ -71,7 +124,7 @@ pub struct ListArgs {
 /// Arguments of `plugin inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A bundled or installed plugin name, or a path to a `.wasm`.
+    /// A bundled or installed plugin name, a path to a `.wasm`, or an OCI reference (from the store; pulled if absent).
     plugin: String,
     /// Print JSON.
     #[arg(long)]
@@ -103,7 +156,7 @@ pub struct InstallArgs {
 /// Arguments of `plugin verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// A bundled or installed plugin name, or a path to a `.wasm`.
+    /// A bundled or installed plugin name, a path to a `.wasm`, or an OCI reference (checked in the store; pulled if absent).
     plugin: String,
     /// Its sha256 must be this.
     #[arg(long, value_name = "HEX")]
@@ -118,12 +171,27 @@ pub struct VerifyArgs {
 
 /// Arguments of `plugin sign`.
 #[derive(Debug, Args)]
+#[command(after_help = "An OCI artifact is signed the way cosign signs: a simple-signing payload naming \
+    the manifest digest, pushed under the tag sha256-HEX.sig of the same repository \
+    (`cosign verify --key KEY.pub --insecure-ignore-tlog=true REGISTRY/REPOSITORY@sha256:…` accepts it). \
+    Stores that pulled it before get the signature with `credbroker plugin update`.")]
 pub struct SignArgs {
-    /// The component file.
-    path: PathBuf,
-    /// The Ed25519 private key (PKCS#8 PEM, from `plugin keygen` or `openssl genpkey -algorithm ed25519`).
+    /// The component file, or an OCI reference (oci://REGISTRY/REPOSITORY:TAG or …@sha256:DIGEST).
+    path: String,
+    /// The private key (PKCS#8 PEM, from `plugin keygen`): Ed25519 for files; Ed25519 or ECDSA P-256 for OCI.
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+/// The kind of key `plugin keygen` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyKindArg {
+    /// Ed25519: signs plugin files and OCI artifacts.
+    Ed25519,
+    /// ECDSA P-256 (cosign's default kind): signs OCI artifacts.
+    EcdsaP256,
 }
 
 /// Arguments of `plugin keygen`.
@@ -132,6 +200,9 @@ pub struct KeygenArgs {
     /// Write OUT.pem (private, 0600) and OUT.pub (public: what operators trust).
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
+    /// The kind of key.
+    #[arg(long, value_enum, default_value_t = KeyKindArg::Ed25519)]
+    kind: KeyKindArg,
 }
 
 /// Run a plugin subcommand.
@@ -140,12 +211,15 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
     let plugin_dirs = vec![dirs.plugins.clone()];
     match command {
         PluginCommand::New(args) => new(&args),
-        PluginCommand::List(args) => list(&plugin_dirs, args.json),
-        PluginCommand::Inspect(args) => inspect(&args, &plugin_dirs),
+        PluginCommand::List(args) => list(&plugin_dirs, &dirs, args.json),
+        PluginCommand::Inspect(args) => inspect(&args, &dirs, &plugin_dirs),
         PluginCommand::Install(args) => install(&args, &dirs),
         PluginCommand::Verify(args) => verify(&args, &dirs, &plugin_dirs),
-        PluginCommand::Sign(args) => sign(&args),
+        PluginCommand::Sign(args) => sign(&args, &dirs),
         PluginCommand::Keygen(args) => keygen(&args),
+        PluginCommand::Push(args) => push(&args, &dirs),
+        PluginCommand::Pull(args) => pull(&args, &dirs),
+        PluginCommand::Update(args) => update(&args, &dirs),
     }
 }
 
@@ -268,11 +342,13 @@ fn source(info: &PluginInfo) -> String {
     match &info.source {
         Source::Bundled => "bundled".into(),
         Source::Installed(path) | Source::File(path) => path.display().to_string(),
+        Source::Oci(reference) => reference.clone(),
     }
 }
 
-fn list(plugin_dirs: &[PathBuf], as_json: bool) -> anyhow::Result<ExitCode> {
-    let all = catalog::list(plugin_dirs);
+fn list(plugin_dirs: &[PathBuf], dirs: &Dirs, as_json: bool) -> anyhow::Result<ExitCode> {
+    let mut all = catalog::list(plugin_dirs);
+    all.extend(catalog::list_stored(&sources(dirs).store));
     if as_json {
         let items: Vec<_> = all.iter().map(describe_json).collect();
         println!("{}", serde_json::to_string_pretty(&items)?);
@@ -306,8 +382,8 @@ fn compatibility_note(compatibility: Compatibility) -> &'static str {
 fn describe_json(info: &PluginInfo) -> serde_json::Value {
     json!({
         "name": info.name,
-        "source": match &info.source { Source::Bundled => "bundled", Source::Installed(_) => "installed", Source::File(_) => "file" },
-        "path": match &info.source { Source::Bundled => None, Source::Installed(p) | Source::File(p) => Some(p.display().to_string()) },
+        "source": match &info.source { Source::Bundled => "bundled", Source::Installed(_) => "installed", Source::File(_) => "file", Source::Oci(_) => "oci" },
+        "path": match &info.source { Source::Bundled => None, Source::Installed(p) | Source::File(p) => Some(p.display().to_string()), Source::Oci(r) => Some(r.clone()) },
         "sha256": info.sha256,
         "size": info.size,
         "worlds": info.worlds().iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -318,8 +394,14 @@ fn describe_json(info: &PluginInfo) -> serde_json::Value {
     })
 }
 
-fn inspect(args: &InspectArgs, plugin_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let plugin = PluginRef::locate(&args.plugin, plugin_dirs)?;
+fn inspect(args: &InspectArgs, dirs: &Dirs, plugin_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let plugin = if is_oci(&args.plugin) {
+        // From the store (pulled first, under the configuration's policy, if it is not there).
+        let policy = client_config(None, dirs)?.plugins;
+        sources(dirs).locate(&args.plugin, &policy)?
+    } else {
+        PluginRef::locate(&args.plugin, plugin_dirs)?
+    };
     let info = PluginInfo::of(&plugin, plugin_dirs).with_context(|| format!("reading {}", args.plugin))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&describe_json(&info))?);
@@ -424,6 +506,9 @@ fn install(args: &InstallArgs, dirs: &Dirs) -> anyhow::Result<ExitCode> {
 
 fn verify(args: &VerifyArgs, dirs: &Dirs, plugin_dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let config = client_config(args.config.as_deref(), dirs)?;
+    if is_oci(&args.plugin) {
+        return verify_oci(args, config.plugins, dirs);
+    }
     let plugin = PluginRef::locate(&args.plugin, plugin_dirs)?;
     if let Some(pin) = &args.sha256 {
         plugin.verify_pin(pin)?;
@@ -431,7 +516,11 @@ fn verify(args: &VerifyArgs, dirs: &Dirs, plugin_dirs: &[PathBuf]) -> anyhow::Re
     } else {
         println!("sha256:    {}", plugin.sha256);
     }
-    let mut policy = TrustPolicy { require_signatures: true, trusted_keys: config.plugins.trusted_keys.clone() };
+    let mut policy = TrustPolicy {
+        require_signatures: true,
+        trusted_keys: config.plugins.trusted_keys.clone(),
+        ..TrustPolicy::default()
+    };
     policy.trusted_keys.extend(args.keys.iter().cloned());
     if policy.trusted_keys.is_empty() && args.sha256.is_none() {
         bail!("nothing to verify against: pass --sha256 HEX or --key PUBLIC.pem, or set [plugins] trusted-keys");
@@ -447,17 +536,179 @@ fn verify(args: &VerifyArgs, dirs: &Dirs, plugin_dirs: &[PathBuf]) -> anyhow::Re
     Ok(ExitCode::SUCCESS)
 }
 
-fn sign(args: &SignArgs) -> anyhow::Result<ExitCode> {
+/// `plugin verify oci://…`: the one path's locate, pin and trust steps, with
+/// signatures required and `--key`s trusted besides the configured keys.
+fn verify_oci(args: &VerifyArgs, mut policy: TrustPolicy, dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    policy.require_signatures = true;
+    policy.trusted_keys.extend(args.keys.iter().cloned());
+    for registry in policy.registries.values_mut() {
+        registry.require_signatures = Some(true);
+        if let Some(keys) = &mut registry.trusted_keys {
+            keys.extend(args.keys.iter().cloned());
+        }
+    }
+    let spec = credbroker_host::config::PluginSpec {
+        plugin: args.plugin.clone(),
+        sha256: args.sha256.clone(),
+        ..Default::default()
+    };
+    let (plugin, trust) = sources(dirs).trusted(&spec, &policy)?;
+    if let PluginOrigin::Oci { record, .. } = &plugin.origin {
+        println!("manifest:  {}", record.manifest_digest);
+    }
+    let pinned = if args.sha256.is_some() { " (matches the pin)" } else { "" };
+    println!("sha256:    {}{pinned}", plugin.sha256);
+    if let Trust::SignedBy(key) = trust {
+        println!("signature: valid, by trusted key {key}");
+    }
+    println!("OK");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(args: &SignArgs, dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    if is_oci(&args.path) {
+        return sign_oci(args, dirs);
+    }
     let key = keys::private_key_of(&args.key)?;
-    let plugin = PluginRef::locate(&args.path.display().to_string(), &[])
-        .or_else(|_| PluginRef::locate(&format!("./{}", args.path.display()), &[]))?;
+    let path = PathBuf::from(&args.path);
+    let plugin = PluginRef::locate(&args.path, &[]).or_else(|_| PluginRef::locate(&format!("./{}", args.path), &[]))?;
     let signature = signing::sign(&plugin.sha256, &key).context("signing")?;
-    let path = signing::signature_path(&args.path);
+    let path = signing::signature_path(&path);
     let mut text = serde_json::to_string_pretty(&signature)?;
     text.push('\n');
     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("wrote {} (sha256 {}, key {})", path.display(), signature.sha256, signature.key_id);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `[plugins]` policy `args` name.
+fn policy_of(args: &PolicyArgs, dirs: &Dirs) -> anyhow::Result<TrustPolicy> {
+    Ok(match &args.serve_config {
+        Some(path) => credbroker_host::webhook::config::ServerConfig::load(path)?.plugins,
+        None => client_config(args.config.as_deref(), dirs)?.plugins,
+    })
+}
+
+fn oci_reference(spec: &str) -> anyhow::Result<OciReference> {
+    Ok(OciReference::parse(spec)?)
+}
+
+fn sign_oci(args: &SignArgs, dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    let reference = oci_reference(&args.path)?;
+    let key = keys::signing_key_of(&args.key)?;
+    let policy = policy_of(&args.policy, dirs)?;
+    policy.registry(&reference)?;
+    let connection = policy.connection(&reference);
+    // What is signed is the manifest the reference names now.
+    let digest = registry::resolve(&reference, &connection).with_context(|| format!("resolving {reference}"))?;
+    let signature =
+        cosign::sign(&reference, &digest, &key).map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    registry::push_signature(&reference, &digest, signature, &connection)
+        .with_context(|| format!("pushing the signature of {reference}"))?;
+    eprintln!(
+        "signed {} ({digest}) with key {} ({}): pushed {}",
+        reference.at_digest(&digest).repository_path(),
+        key.public().id(),
+        key.public().kind,
+        reference.at_tag(&cosign::signature_tag(&digest))
+    );
+    eprintln!("stores that pulled it before get the signature with: credbroker plugin update {reference}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn push(args: &PushArgs, dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    let reference = oci_reference(&args.reference)?;
+    if reference.tag.is_none() || reference.digest.is_some() {
+        bail!(
+            "push to a tag: oci://REGISTRY/REPOSITORY:TAG (the digest is the registry's answer, printed after the push)"
+        );
+    }
+    let policy = policy_of(&args.policy, dirs)?;
+    policy.registry(&reference)?;
+    let wasm = fsutil::read_bounded(&args.path, fsutil::bounds::PLUGIN)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {}", args.path.display(), e.reason()))?;
+    let shape =
+        contract::ComponentShape::parse(&wasm).with_context(|| format!("{} is not a plugin", args.path.display()))?;
+    // A plugin that runs nowhere is not worth publishing.
+    shape
+        .check_any(&[
+            credbroker_host::runtime::World::Provider,
+            credbroker_host::runtime::World::Validator,
+            credbroker_host::runtime::World::Login,
+        ])
+        .map_err(|why| anyhow::anyhow!("{} implements no credbroker world: {why}", args.path.display()))?;
+    let digest = registry::push(&reference, &wasm, &shape, &policy.connection(&reference))
+        .with_context(|| format!("pushing {reference}"))?;
+    eprintln!(
+        "pushed {} to {reference} (component sha256 {})\nsign it:  credbroker plugin sign {reference} --key KEY.pem",
+        args.path.display(),
+        credbroker_host::plugin::sha256_hex(&wasm)
+    );
+    // The pinned reference, for scripts and profiles.
+    println!("{}", reference.at_digest(&digest));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sources(dirs: &Dirs) -> PluginSources {
+    dirs.plugin_sources()
+}
+
+fn pull(args: &PullArgs, dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    let reference = oci_reference(&args.reference)?;
+    let policy = policy_of(&args.policy, dirs)?;
+    let plugin = sources(dirs).pull(&reference, &policy)?;
+    let trust = policy.check(&plugin)?;
+    if let PluginOrigin::Oci { record, .. } = &plugin.origin {
+        eprintln!(
+            "pulled {reference} ({}) into the plugin store\n  component sha256 {}{}",
+            record.manifest_digest,
+            plugin.sha256,
+            match trust {
+                Trust::SignedBy(key) => format!(", signed by trusted key {key}"),
+                _ => String::new(),
+            }
+        );
+        println!("{}", reference.at_digest(&record.manifest_digest));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn update(args: &UpdateArgs, dirs: &Dirs) -> anyhow::Result<ExitCode> {
+    let policy = policy_of(&args.policy, dirs)?;
+    let sources = sources(dirs);
+    let references: Vec<OciReference> = match &args.reference {
+        Some(spec) => vec![oci_reference(spec)?],
+        None => sources
+            .store
+            .records()
+            .iter()
+            .filter_map(|r| OciReference::parse(&r.reference).ok())
+            .filter(|r| r.digest.is_none())
+            .collect(),
+    };
+    if references.is_empty() {
+        eprintln!("no tags in the plugin store to update");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut failed = false;
+    for reference in &references {
+        match sources.update(reference, &policy) {
+            Ok(updated) => match &updated.before {
+                Some(before) if *before == updated.after => eprintln!("{reference}: unchanged ({before})"),
+                Some(before) => eprintln!("{reference}: {before} -> {}", updated.after),
+                None => eprintln!("{reference}: pulled ({})", updated.after),
+            },
+            // Not a failure: the stored copy is what runs, as it did before.
+            Err(PrepareError::Registry { error, .. }) if error.is_unreachable() => {
+                eprintln!("warning: {reference}: {error}; the stored copy stays in use");
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {reference}: {e}; the stored copy stays in use");
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
@@ -468,16 +719,25 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
             bail!("{} exists; choose another --out", path.display());
         }
     }
-    let (private_pem, public_pem) = keys::generate().map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    let kind = match args.kind {
+        KeyKindArg::Ed25519 => keys::KeyKind::Ed25519,
+        KeyKindArg::EcdsaP256 => keys::KeyKind::EcdsaP256,
+    };
+    let (private_pem, public_pem) =
+        keys::generate_of(kind).map_err(|_| anyhow::anyhow!("the system random source failed"))?;
     let dir = private.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = private.file_name().and_then(|n| n.to_str()).context("--out needs a file name")?;
     fsutil::write_private_atomic(dir, name, private_pem.as_bytes())
         .with_context(|| format!("writing {}", private.display()))?;
     std::fs::write(&public, public_pem).with_context(|| format!("writing {}", public.display()))?;
-    let id = keys::key_id(&keys::public_key_of(&public)?);
+    let id = keys::verifying_key_of(&public)?.id();
+    let what = match kind {
+        keys::KeyKind::Ed25519 => "PLUGIN.wasm (or oci://REGISTRY/REPOSITORY:TAG)",
+        keys::KeyKind::EcdsaP256 => "oci://REGISTRY/REPOSITORY:TAG",
+    };
     eprintln!(
-        "wrote {} (private, 0600: keep it secret) and {} (public, key {id})\n\
-         sign:  credbroker plugin sign PLUGIN.wasm --key {}\n\
+        "wrote {} ({kind}, private, 0600: keep it secret) and {} (public, key {id})\n\
+         sign:  credbroker plugin sign {what} --key {}\n\
          trust: [plugins]\n       require-signatures = true\n       trusted-keys = [\"{}\"]",
         private.display(),
         public.display(),

@@ -72,6 +72,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let options = ServeOptions {
         config: args.config,
         plugin_dirs: vec![dirs.plugins.clone()],
+        plugin_store: dirs.store.clone(),
         artifact_dir: Some(dirs.artifacts()),
         listen: args.listen,
         insecure_plain_http: args.insecure_plain_http,

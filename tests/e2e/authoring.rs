@@ -11,7 +11,10 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+use crate::harness::apiserver::ApiServer;
+use crate::harness::kubectl;
 use crate::harness::pki::{Issued, TestCa};
+use crate::harness::registry::Registry;
 use crate::harness::webhook::Webhook;
 use crate::harness::{Answer, HttpStub, Run, UserEnv, audit, root};
 
@@ -265,7 +268,7 @@ fn a_new_rust_provider_builds_tests_and_runs_outside_the_workspace() {
     let env = UserEnv::new();
     let work = outside();
     let dir = plugin_new(&env, work.path(), "corp-tokens", &["--world", "provider"]);
-    build_rust(&dir);
+    let wasm = build_rust(&dir);
     let service = HttpStub::start(vec![("/v1/token", Answer::ok(r#"{"token":"svc-tok-5e1f","expiresIn":600}"#))]);
     let key = "k3y-for-corp-tokens";
     audit::secret(key);
@@ -289,6 +292,31 @@ fn a_new_rust_provider_builds_tests_and_runs_outside_the_workspace() {
     let get = readme_command(&readme, "credbroker get", &[("https://tokens.corp.example", &origin)]);
     let run = Run::of(sh(&env, &dir, &get, &[("API_KEY", key)]));
     assert!(run.error().contains("denied: the server answered HTTP 401 (Unauthorized)"), "{}", run.stderr);
+
+    // Published: pushed to a registry, named by its tag in a profile, pulled
+    // and run by `credbroker get` under the real kubectl (tests/e2e/oci.rs
+    // has the rest of distribution).
+    let registry = Registry::start_tls();
+    registry.login(&env, crate::harness::registry::PASSWORD);
+    env.write_config(&registry.policy(""));
+    let tag = registry.reference("corp/corp-tokens:1.0");
+    let push = env.run(&["plugin", "push", wasm.to_str().unwrap(), &tag]);
+    assert_eq!(push.code, Some(0), "{}", push.stderr);
+    let origin = service.origin();
+    env.write_config(&format!(
+        "{}[profiles.corp-tokens]\nplugin = {tag:?}\n[profiles.corp-tokens.settings]\nurl = {origin:?}\napi-key = \"env:API_KEY\"\n[profiles.corp-tokens.grants]\nhttp = [{origin:?}]\n",
+        registry.policy("")
+    ));
+    let server = ApiServer::with_token("svc-tok-5e1f");
+    let kubeconfig = kubectl::kubeconfig(&env, &server, &kubectl::Exec::v1(&["get", "--provider", "corp-tokens"]));
+    let run = Run::of(
+        kubectl::command(&env, "1.33", &kubeconfig, &["get", "--raw", "/version"])
+            .env("API_KEY", key)
+            .output()
+            .expect("kubectl"),
+    );
+    assert_eq!(run.code, Some(0), "kubectl: {}", run.stderr);
+    assert_eq!(server.tokens_seen(), ["svc-tok-5e1f"]);
 }
 
 /// `plugin new --world validator` → tests → build → the README's serve.toml

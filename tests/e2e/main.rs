@@ -17,6 +17,7 @@ mod kubectl;
 mod ldap;
 mod load;
 mod logging;
+mod oci;
 mod oidc;
 mod plugins;
 mod python;

@@ -15,12 +15,12 @@ use std::time::Duration;
 use self::cache::{CacheError, CachedCredential, KeyMaterial, TokenCache};
 use self::credential::{ApiVersion, ExecCredential, ExecCredentialSpec, ExecCredentialStatus, ExecInfoError, KIND};
 use crate::bindings::types::{ClusterInfo, Credential, CredentialRequest, CredentialSecret, Setting};
-use crate::capabilities::{GrantError, StateStore, StdioTerminal};
+use crate::capabilities::{StateStore, StdioTerminal};
 use crate::config::{ClientConfig, ConfigError, PluginSpec};
 use crate::dirs::Dirs;
-use crate::plugin::{PluginError, PluginRef};
-use crate::runtime::{Allocation, LoadError, RunError, Runtime, RuntimeOptions, Sandbox, SandboxSpec, World};
-use crate::settings::{ResolvedSettings, SettingsError};
+use crate::plugin::PluginError;
+use crate::plugin::prepare::PrepareError;
+use crate::runtime::{Allocation, LoadError, RunError, Runtime, RuntimeOptions, World};
 use crate::storage::{KeyringHandle, Selector, Storage, StorageError, StorageKind};
 
 /// Which provider to run.
@@ -73,18 +73,9 @@ pub enum GetError {
         /// Bundled and installed plugins.
         plugins: String,
     },
-    /// The plugin cannot be found or fails its pin.
+    /// The plugin cannot be located, pinned, trusted, configured or sandboxed.
     #[error(transparent)]
-    Plugin(#[from] PluginError),
-    /// The configuration requires a signature the plugin lacks.
-    #[error(transparent)]
-    Signature(#[from] crate::signing::SignatureError),
-    /// A setting cannot be resolved.
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
-    /// A grant is malformed.
-    #[error(transparent)]
-    Grant(#[from] GrantError),
+    Prepare(#[from] PrepareError),
     /// KUBERNETES_EXEC_INFO is unusable.
     #[error(transparent)]
     ExecInfo(#[from] ExecInfoError),
@@ -193,8 +184,12 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
         None => ClientConfig::load(&dirs.config_file, true)?,
     };
     let profile = resolve_profile(request, &config, &dirs)?;
-    let plugin = PluginRef::locate(&profile.spec.plugin, std::slice::from_ref(&dirs.plugins)).map_err(|e| match e {
-        PluginError::Unknown { name, .. } if matches!(request.selection, Selection::Provider(_)) => {
+    // Located, pinned, trusted (before the cache: a credential a now-untrusted
+    // plugin produced is not served) and its settings resolved; no component read.
+    let verified = dirs.plugin_sources().verify(&profile.spec, &config.plugins).map_err(|e| match e {
+        PrepareError::Plugin(PluginError::Unknown { name, .. })
+            if matches!(request.selection, Selection::Provider(_)) =>
+        {
             GetError::UnknownProvider {
                 name,
                 profiles: list_or_none(config.profiles.keys().cloned().collect()),
@@ -204,14 +199,10 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
                 )),
             }
         }
-        other => GetError::Plugin(other),
+        other => GetError::Prepare(other),
     })?;
-    if let Some(pin) = &profile.spec.sha256 {
-        plugin.verify_pin(pin)?;
-    }
-    // Before the cache: a credential a now-untrusted plugin produced is not served.
-    config.plugins.check(&plugin)?;
-    let settings = ResolvedSettings::resolve(&profile.spec.settings)?;
+    let plugin = &verified.plugin;
+    let settings = &verified.settings;
 
     let server = spec.cluster.as_ref().map(|c| c.server.as_str());
     let key = TokenCache::key(&KeyMaterial {
@@ -252,19 +243,14 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
 
     let settings_list: Vec<Setting> =
         settings.iter().map(|(k, v)| Setting { key: k.to_string(), value: v.to_string() }).collect();
-    let sandbox = Sandbox::new(SandboxSpec {
-        settings,
-        grants: &profile.spec.grants,
-        limits: profile.spec.limits.clone(),
-        terminal: Arc::new(StdioTerminal),
-        state: match &storage {
-            Storage::Keyring(handle) => {
-                StateStore::keyring_for(handle.keyring().clone(), &dirs.state, &profile.name, &plugin.name)
-            }
-            Storage::Files => StateStore::file_for(&dirs.state, &profile.name, &plugin.name),
-            Storage::Nothing => StateStore::memory(),
-        },
-    })?;
+    let state = match &storage {
+        Storage::Keyring(handle) => {
+            StateStore::keyring_for(handle.keyring().clone(), &dirs.state, &profile.name, &plugin.name)
+        }
+        Storage::Files => StateStore::file_for(&dirs.state, &profile.name, &plugin.name),
+        Storage::Nothing => StateStore::memory(),
+    };
+    let sandbox = verified.sandbox(Arc::new(StdioTerminal), state)?;
     let _lock = match &cache {
         // Wait for a parallel run as long as it may take to finish.
         Some(cache) => Some(cache.lock(&key, sandbox.limits.timeout() + Duration::from_secs(5))?),
@@ -294,7 +280,7 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
     };
     let runtime =
         Runtime::new(RuntimeOptions { allocation: Allocation::OnDemand, artifact_dir: Some(dirs.artifacts()) })?;
-    let loaded = runtime.load(&plugin, World::Provider)?;
+    let loaded = verified.load(&runtime, &[World::Provider])?;
     // The keyring's connection lives on its runtime: the plugin runs there too.
     let tokio = match &keyring {
         Some(handle) => Arc::clone(handle.runtime()),

@@ -222,7 +222,7 @@ impl Default for CacheConfig {
 pub struct ValidatorConfig {
     /// A name for logs and metrics.
     pub name: String,
-    /// A bundled or installed plugin name, or a path to a `.wasm`.
+    /// A bundled or installed plugin name, a path to a `.wasm`, or an OCI reference.
     pub plugin: String,
     /// The plugin's sha256 must be this.
     #[serde(default)]
@@ -338,6 +338,7 @@ impl ServerConfig {
             validator.plugin = relative_to(base, &validator.plugin);
         }
         config.plugins.resolve_paths(base);
+        config.plugins.validate().map_err(&invalid)?;
         if let Some(login) = &mut config.login {
             for file in std::iter::once(&mut login.signing_key_file).chain(login.verification_key_files.iter_mut()) {
                 if file.is_relative() {

@@ -50,6 +50,8 @@ pub struct ServeOptions {
     pub config: PathBuf,
     /// Directories of installed plugins.
     pub plugin_dirs: Vec<PathBuf>,
+    /// The store of plugins pulled from OCI registries.
+    pub plugin_store: PathBuf,
     /// Where compiled plugins are cached.
     pub artifact_dir: Option<PathBuf>,
     /// Overrides `[server] listen`.
@@ -64,6 +66,14 @@ impl ServeOptions {
     fn load_config(&self) -> Result<ServerConfig, ConfigError> {
         let overrides = ListenerOverrides { listen: self.listen, insecure_plain_http: self.insecure_plain_http };
         ServerConfig::load_with(&self.config, &overrides)
+    }
+
+    /// Where plugins come from.
+    fn plugin_sources(&self) -> crate::plugin::prepare::PluginSources {
+        crate::plugin::prepare::PluginSources {
+            plugin_dirs: self.plugin_dirs.clone(),
+            store: crate::plugin::store::PluginStore::new(self.plugin_store.clone()),
+        }
     }
 }
 
@@ -271,6 +281,7 @@ impl Server {
             shared.validators().len()
         );
         let reloader = tokio::spawn(reload_loop(Arc::clone(&shared)));
+        let updater = tokio::spawn(update_loop(Arc::clone(&shared)));
         let config = &shared.listener_config;
         let budgets = Arc::new(Budgets {
             handshakes: Budget::new("TLS handshakes in progress", config.max_handshakes),
@@ -315,6 +326,7 @@ impl Server {
         shared.ready.store(false, Ordering::SeqCst);
         drop(listener);
         reloader.abort();
+        updater.abort();
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop.send(true);
         drop(open);
@@ -447,7 +459,7 @@ fn load_validators(
     runtime: &Arc<Runtime>,
     slots: &PluginSlots,
 ) -> Result<ValidatorSet, super::validators::BuildError> {
-    let mut set = ValidatorSet::load(config, runtime, &options.plugin_dirs, slots.clone())?;
+    let mut set = ValidatorSet::load(config, runtime, &options.plugin_sources(), slots.clone())?;
     set.watched.push(options.config.clone());
     Ok(set)
 }
@@ -894,6 +906,40 @@ fn stamps_after_load(set: &ValidatorSet, config: &Path, config_stamp: Stamp) -> 
 fn stamp(path: &Path) -> Stamp {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), m.ino()))
+}
+
+/// Re-resolve the OCI tags of the serving validators every `[plugins]
+/// update-interval-seconds`: a new digest is pulled, verified and stored,
+/// which changes its ref file, which [`reload_loop`] then loads beside the
+/// serving set. A registry that cannot be reached is a warning: the stored
+/// copy keeps serving.
+async fn update_loop(shared: Arc<Shared>) {
+    let mut last = Instant::now();
+    loop {
+        tokio::time::sleep(RELOAD_POLL).await;
+        let set = shared.validators();
+        let Some(interval) = set.plugin_policy.update_interval_seconds.map(Duration::from_secs) else { continue };
+        if set.oci_tags.is_empty() || last.elapsed() < interval {
+            continue;
+        }
+        last = Instant::now();
+        let sources = shared.options.plugin_sources();
+        let _ = tokio::task::spawn_blocking(move || {
+            for reference in &set.oci_tags {
+                match sources.update(reference, &set.plugin_policy) {
+                    Ok(updated) if updated.before.as_ref() != Some(&updated.after) => {
+                        tracing::info!("{reference} now resolves to {}; loading it", updated.after);
+                    }
+                    Ok(_) => tracing::debug!("{reference} is unchanged"),
+                    Err(crate::plugin::prepare::PrepareError::Registry { error, .. }) if error.is_unreachable() => {
+                        tracing::warn!("cannot re-resolve {reference}, the stored copy keeps serving: {error}");
+                    }
+                    Err(e) => tracing::error!("not updating {reference}, the stored copy keeps serving: {e}"),
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Watch the configuration, plugin and TLS files (and SIGHUP); swap in a new

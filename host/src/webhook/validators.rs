@@ -15,9 +15,9 @@ use crate::bindings::LoginOutcome;
 use crate::bindings::types::{ReviewOutcome, TokenReview};
 use crate::capabilities::{NoTerminal, StateStore};
 use crate::limits::LimitExceeded;
-use crate::plugin::PluginRef;
-use crate::runtime::{LoadedPlugin, RunError, Runtime, Sandbox, SandboxSpec, World};
-use crate::settings::ResolvedSettings;
+use crate::plugin::prepare::PluginSources;
+use crate::plugin::reference::OciReference;
+use crate::runtime::{LoadedPlugin, RunError, Runtime, Sandbox, World};
 
 /// The plugin slots of a server: how many plugin runs (reviews, logins,
 /// re-checks) may be in progress at once, and how long one waits for a slot.
@@ -169,8 +169,14 @@ pub struct ValidatorSet {
     slots: PluginSlots,
     /// Signs and verifies the server's own tokens, when `[login]` is configured.
     pub issuer: Option<Arc<TokenIssuer>>,
-    /// Files whose change means a reload (the configuration, plugin and key files).
+    /// Files whose change means a reload (the configuration, plugin and key
+    /// files, and the store's ref files of OCI plugins).
     pub watched: Vec<PathBuf>,
+    /// The OCI tags its validators were loaded from, which `[plugins]
+    /// update-interval-seconds` re-resolves.
+    pub oci_tags: Vec<OciReference>,
+    /// The `[plugins]` policy it was loaded under.
+    pub plugin_policy: crate::signing::TrustPolicy,
 }
 
 /// A validator set that cannot be built.
@@ -189,7 +195,15 @@ impl ValidatorSet {
     pub fn new(validators: Vec<Validator>, slots: PluginSlots) -> Self {
         let share = slots.default_share(validators.len());
         let shares = validators.iter().map(|_| Arc::new(Semaphore::new(share as usize))).collect();
-        Self { validators, shares, slots, issuer: None, watched: Vec::new() }
+        Self {
+            validators,
+            shares,
+            slots,
+            issuer: None,
+            watched: Vec::new(),
+            oci_tags: Vec::new(),
+            plugin_policy: Default::default(),
+        }
     }
 
     /// Load every validator of `config` (compiling plugins as needed).
@@ -200,40 +214,37 @@ impl ValidatorSet {
     pub fn load(
         config: &ServerConfig,
         runtime: &Arc<Runtime>,
-        plugin_dirs: &[PathBuf],
+        sources: &PluginSources,
         slots: PluginSlots,
     ) -> Result<Self, BuildError> {
         let mut validators = Vec::new();
         let mut shares = Vec::new();
         let mut watched = Vec::new();
+        let mut oci_tags = Vec::new();
         let default_share = slots.default_share(config.validators.len());
         for entry in &config.validators {
             let share = entry.max_concurrent_reviews.unwrap_or(default_share).min(slots.size());
             shares.push(Arc::new(Semaphore::new(share as usize)));
             let fail = |message: String| BuildError { name: entry.name.clone(), message };
             let spec = entry.spec();
-            let plugin = PluginRef::locate(&spec.plugin, plugin_dirs).map_err(|e| fail(e.to_string()))?;
-            if let Some(pin) = &spec.sha256 {
-                plugin.verify_pin(pin).map_err(|e| fail(e.to_string()))?;
+            let prepared = sources
+                .prepare(
+                    &spec,
+                    &config.plugins,
+                    runtime,
+                    &[World::Validator, World::Login],
+                    Arc::new(NoTerminal),
+                    StateStore::memory(),
+                )
+                .map_err(|e| fail(e.to_string()))?;
+            tracing::info!(validator = %entry.name, "loaded {} (sha256 {})", crate::boundary::text::name(&prepared.plugin.name), prepared.plugin.sha256);
+            watched.extend(prepared.plugin.watched_files(&sources.store, config.plugins.require_signatures));
+            if let crate::plugin::PluginOrigin::Oci { reference, .. } = &prepared.plugin.origin
+                && reference.digest.is_none()
+            {
+                oci_tags.push(reference.clone());
             }
-            config.plugins.check(&plugin).map_err(|e| fail(e.to_string()))?;
-            if let crate::plugin::PluginOrigin::File(path) = &plugin.origin {
-                watched.push(path.clone());
-                if config.plugins.require_signatures {
-                    watched.push(crate::signing::signature_path(path));
-                }
-            }
-            let settings = ResolvedSettings::resolve(&spec.settings).map_err(|e| fail(e.to_string()))?;
-            let sandbox = Sandbox::new(SandboxSpec {
-                settings,
-                grants: &spec.grants,
-                limits: spec.limits.clone(),
-                terminal: Arc::new(NoTerminal),
-                state: StateStore::memory(),
-            })
-            .map_err(|e| fail(e.to_string()))?;
-            let loaded =
-                runtime.load_any(&plugin, &[World::Validator, World::Login]).map_err(|e| fail(e.to_string()))?;
+            let (loaded, sandbox) = (prepared.loaded, prepared.sandbox);
             let (validates, logs_in) = (loaded.implements(World::Validator), loaded.implements(World::Login));
             if loaded.has_setup() {
                 // What setup read is in the image the reviews start from: a
@@ -268,7 +279,7 @@ impl ValidatorSet {
             }
             None => None,
         };
-        Ok(Self { validators, shares, slots, issuer, watched })
+        Ok(Self { validators, shares, slots, issuer, watched, oci_tags, plugin_policy: config.plugins.clone() })
     }
 
     /// Run every validator's setup (`validator-setup`), as a load must before

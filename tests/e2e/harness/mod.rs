@@ -8,6 +8,7 @@ pub mod kubectl;
 pub mod ldap_flood;
 pub mod oidc;
 pub mod pki;
+pub mod registry;
 pub mod slapd;
 pub mod sts;
 pub mod terminal;
@@ -35,7 +36,7 @@ pub fn credbroker_bin() -> PathBuf {
 }
 
 /// Where plugins are built (shared with the host's build script).
-fn plugin_target_dir() -> PathBuf {
+pub fn plugin_target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|d| if d.is_absolute() { d } else { root().join(d) })
@@ -148,6 +149,8 @@ impl UserEnv {
             .env_remove("CREDBROKER_PLUGIN")
             .env_remove("CREDBROKER_CONFIG")
             .env_remove("CREDBROKER_CACHE_DIR")
+            // Registry credentials come from this user's ~/.docker/config.json only.
+            .env_remove("DOCKER_CONFIG")
             // A developer's RUST_BACKTRACE makes every error capture (and, at
             // trace level, print) a backtrace, and symbolizing it costs tens of MiB.
             .env_remove("RUST_BACKTRACE")

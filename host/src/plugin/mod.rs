@@ -1,4 +1,19 @@
-//! Finding a plugin by name or path, and knowing exactly which bytes it is.
+//! Plugins: finding one by name, path or OCI reference, knowing exactly
+//! which bytes it is, and the one path from a reference to a verified,
+//! prepared plugin ([`prepare`]) that `get`, `serve` and `doctor` share.
+//!
+//! - [`reference`]: `oci://REGISTRY/REPOSITORY:TAG` and `…@sha256:DIGEST`.
+//! - [`artifact`]: the CNCF wasm artifact layout (manifest, config, layer).
+//! - [`registry`]: pulling and pushing over the registry API.
+//! - [`cosign`]: cosign's key-based signatures of OCI artifacts.
+//! - [`store`]: pulled plugins, content-addressed, in the user data directory.
+
+pub mod artifact;
+pub mod cosign;
+pub mod prepare;
+pub mod reference;
+pub mod registry;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +28,15 @@ pub enum PluginOrigin {
     Bundled(&'static BundledPlugin),
     /// A file: given by path, or installed in the user plugin directory.
     File(PathBuf),
+    /// Pulled from an OCI registry and kept in the plugin store.
+    Oci {
+        /// The reference it was named by.
+        reference: reference::OciReference,
+        /// Where the store keeps its component.
+        blob: PathBuf,
+        /// What the reference resolved to: manifest, digests, signatures.
+        record: Box<store::StoredRef>,
+    },
 }
 
 /// A located plugin with its identity: the sha256 of its `.wasm`.
@@ -61,6 +85,19 @@ pub enum PluginError {
     /// The pin is not a sha256 in hex.
     #[error("the sha256 pin `{0}` is not 64 hex digits")]
     BadPin(String),
+    /// The stored component of an OCI plugin is not the one its manifest names.
+    #[error(
+        "the stored component of {reference} has sha256 {actual}, but its manifest names {expected}: the store was \
+         tampered with; refusing to run it (`credbroker plugin pull {reference}` fetches it again)"
+    )]
+    Tampered {
+        /// The reference.
+        reference: String,
+        /// The digest the manifest names.
+        expected: String,
+        /// The digest of the stored file.
+        actual: String,
+    },
 }
 
 /// Lowercase hex sha256 of `bytes`.
@@ -68,9 +105,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Whether `spec` names a file rather than a bundled or installed plugin.
+/// Whether `spec` names a file rather than a bundled or installed plugin or
+/// an OCI artifact.
 pub fn is_path(spec: &str) -> bool {
-    spec.contains('/') || spec.ends_with(".wasm")
+    !reference::is_oci(spec) && (spec.contains('/') || spec.ends_with(".wasm"))
 }
 
 impl PluginRef {
@@ -103,6 +141,21 @@ impl PluginRef {
             name: crate::boundary::text::name(spec).into_owned(),
             available: available(plugin_dirs, None),
         })
+    }
+
+    /// The OCI plugin `reference` as the store has it: its digest from the
+    /// ref file, its component not read until it is compiled.
+    pub fn stored(reference: &reference::OciReference, record: store::StoredRef, store: &store::PluginStore) -> Self {
+        Self {
+            name: reference.to_string(),
+            sha256: record.sha256().to_string(),
+            origin: PluginOrigin::Oci {
+                reference: reference.clone(),
+                blob: store.blob_path(record.sha256()),
+                record: Box::new(record),
+            },
+            wasm: None,
+        }
     }
 
     fn from_file(name: String, path: &Path) -> Result<Self, PluginError> {
@@ -140,6 +193,31 @@ impl PluginRef {
             (None, PluginOrigin::File(path)) => {
                 crate::fsutil::read_bounded(path, crate::fsutil::bounds::PLUGIN).map_err(std::io::Error::other)
             }
+            (None, PluginOrigin::Oci { blob, .. }) => {
+                let wasm =
+                    crate::fsutil::read_bounded(blob, crate::fsutil::bounds::PLUGIN).map_err(std::io::Error::other)?;
+                // The bytes compiled are the bytes the manifest (and its signature) name.
+                let actual = sha256_hex(&wasm);
+                if actual != self.sha256 {
+                    return Err(std::io::Error::other(PluginError::Tampered {
+                        reference: self.name.clone(),
+                        expected: self.sha256.clone(),
+                        actual,
+                    }));
+                }
+                Ok(wasm)
+            }
+        }
+    }
+
+    /// The files whose change means this plugin changed (what `serve` watches):
+    /// the file and its signature, or an OCI plugin's ref file in the store.
+    pub fn watched_files(&self, store: &store::PluginStore, signatures: bool) -> Vec<PathBuf> {
+        match &self.origin {
+            PluginOrigin::Bundled(_) => Vec::new(),
+            PluginOrigin::File(path) if signatures => vec![path.clone(), crate::signing::signature_path(path)],
+            PluginOrigin::File(path) => vec![path.clone()],
+            PluginOrigin::Oci { reference, .. } => vec![store.record_path(reference)],
         }
     }
 }
