@@ -57,21 +57,39 @@ impl OidcProvider {
     }
 
     fn spawn(dir: &std::path::Path, port: u16, ttls: &[(String, String)]) -> (Child, String, u16) {
-        let mut child = Command::new("node")
-            .arg(root().join("tests/fixtures/oidc/server.mjs"))
-            .env("OIDC_PORT", port.to_string())
-            .env("OIDC_TLS_CERT", dir.join("tls.crt"))
-            .env("OIDC_TLS_KEY", dir.join("tls.key"))
-            .envs(ttls.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node (the tests need node and `npm ci --prefix tests/fixtures/oidc`)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-        let issuer = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("oidc-provider said {line:?}"));
-        let port = issuer.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
-        (child, issuer.to_string(), port)
+        // Node has been seen to hang before its first line (in a futex, on
+        // this busy machine, once in hundreds of starts): a start that says
+        // nothing within a minute is killed and tried again, once.
+        for attempt in 0..2 {
+            let mut child = Command::new("node")
+                .arg(root().join("tests/fixtures/oidc/server.mjs"))
+                .env("OIDC_PORT", port.to_string())
+                .env("OIDC_TLS_CERT", dir.join("tls.crt"))
+                .env("OIDC_TLS_KEY", dir.join("tls.key"))
+                .envs(ttls.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("node (the tests need node and `npm ci --prefix tests/fixtures/oidc`)");
+            let stdout = child.stdout.take().expect("stdout");
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(stdout).read_line(&mut line);
+                let _ = tx.send(line);
+            });
+            let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                assert!(attempt == 0, "oidc-provider said nothing within a minute, twice");
+                continue;
+            };
+            let issuer =
+                line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("oidc-provider said {line:?}"));
+            let port = issuer.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+            return (child, issuer.to_string(), port);
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Kill the server (SIGKILL): an outage until [`OidcProvider::restart`].
