@@ -179,17 +179,8 @@ fn idle_connections_and_slow_clients_do_not_starve_reviews() {
         assert!(lasted < Duration::from_secs(120), "a slow-loris client was never cut off");
     }
     // Idle connections are closed once the handshake deadline passes.
-    for mut stream in idle {
-        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let mut byte = [0u8; 1];
-        match stream.read(&mut byte) {
-            Ok(0) => {}
-            Ok(_) => panic!("the server sent something to a client that said nothing"),
-            Err(e) => assert!(
-                !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
-                "an idle connection was kept open: {e}"
-            ),
-        }
+    for stream in idle {
+        assert_closed_without_a_byte(stream, Duration::from_secs(60), "an idle connection");
     }
     let (status, _) = webhook.post(review_body("v1", "tok-load-1", &[]));
     assert_eq!(status, 200, "still serving");
@@ -379,17 +370,8 @@ fn idle_health_connections_and_trickled_logins_do_not_delay_reviews() {
         assert!(answer.contains("the body did not arrive within 10000 ms"), "{answer}");
         assert!(lasted < Duration::from_secs(20), "a trickled login lasted {lasted:?}");
     }
-    for mut stream in silent {
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let mut byte = [0u8; 1];
-        match stream.read(&mut byte) {
-            Ok(0) => {}
-            Ok(_) => panic!("the server sent something to a client that said nothing"),
-            Err(e) => assert!(
-                !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
-                "a silent health connection was kept open: {e}"
-            ),
-        }
+    for stream in silent {
+        assert_closed_without_a_byte(stream, Duration::from_secs(30), "a silent health connection");
     }
     assert_eq!(timed_review(&http, &webhook, "tok-load-1").0, 200, "still serving");
 }
@@ -514,4 +496,19 @@ fn a_flood_for_a_slow_validator_leaves_the_others_fast() {
     // stays near its few ms alone; other tests running beside this one slow
     // both measurements alike).
     assert!(flooded < quiet + Duration::from_millis(50), "p99 {flooded:?} with the flood, {quiet:?} without");
+}
+
+/// Wait up to `within` for the server to close `stream`, a connection that
+/// never said anything, without sending it a byte.
+fn assert_closed_without_a_byte(mut stream: std::net::TcpStream, within: Duration, what: &str) {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => {}
+        Ok(_) => panic!("the server sent something to {what}, which said nothing"),
+        Err(e) => assert!(
+            !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            "{what} was kept open: {e}"
+        ),
+    }
 }

@@ -243,27 +243,12 @@ mod secret_service {
             .await
         }
 
-        async fn call<B, R>(
-            &self,
-            what: &'static str,
-            path: &str,
-            interface: &str,
-            method: &str,
-            body: &B,
-        ) -> Result<R, KeyringError>
-        where
-            B: serde::Serialize + zbus::zvariant::DynamicType,
-            R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
-        {
-            call(&self.conn, what, path, interface, method, body).await
-        }
-
         async fn search(&self, attributes: HashMap<&str, &str>) -> Result<Vec<OwnedObjectPath>, KeyringError> {
             let (mut unlocked, locked): (Vec<OwnedObjectPath>, Vec<OwnedObjectPath>) =
-                self.call("a search", SERVICE_PATH, SERVICE, "SearchItems", &(attributes,)).await?;
+                call(&self.conn, "a search", SERVICE_PATH, SERVICE, "SearchItems", &(attributes,)).await?;
             if !locked.is_empty() {
                 let (opened, prompt): (Vec<OwnedObjectPath>, OwnedObjectPath) =
-                    self.call("unlocking", SERVICE_PATH, SERVICE, "Unlock", &(locked,)).await?;
+                    call(&self.conn, "unlocking", SERVICE_PATH, SERVICE, "Unlock", &(locked,)).await?;
                 no_prompt(&prompt)?;
                 unlocked.extend(opened);
             }
@@ -281,9 +266,9 @@ mod secret_service {
                 if found.is_empty() {
                     return Ok(None);
                 }
-                let secrets: HashMap<OwnedObjectPath, Secret> = self
-                    .call("reading a secret", SERVICE_PATH, SERVICE, "GetSecrets", &(&found, &self.session))
-                    .await?;
+                let secrets: HashMap<OwnedObjectPath, Secret> =
+                    call(&self.conn, "reading a secret", SERVICE_PATH, SERVICE, "GetSecrets", &(&found, &self.session))
+                        .await?;
                 // Several matches (another client wrote one too): any is ours, take the first found.
                 Ok(found.iter().find_map(|path| secrets.get(path)).map(|secret| secret.2.clone()))
             })
@@ -304,9 +289,15 @@ mod secret_service {
                 ]);
                 let secret: (ObjectPath<'_>, &[u8], &[u8], &str) =
                     (self.session.as_ref(), &[], secret, "application/octet-stream");
-                let (_, prompt): (OwnedObjectPath, OwnedObjectPath) = self
-                    .call("storing a secret", DEFAULT_COLLECTION, COLLECTION, "CreateItem", &(properties, secret, true))
-                    .await?;
+                let (_, prompt): (OwnedObjectPath, OwnedObjectPath) = call(
+                    &self.conn,
+                    "storing a secret",
+                    DEFAULT_COLLECTION,
+                    COLLECTION,
+                    "CreateItem",
+                    &(properties, secret, true),
+                )
+                .await?;
                 no_prompt(&prompt)
             })
             .await
@@ -351,7 +342,7 @@ mod secret_service {
         async fn delete_found(&self, found: Vec<OwnedObjectPath>) -> Result<usize, KeyringError> {
             for path in &found {
                 let prompt: OwnedObjectPath =
-                    self.call("removing a secret", path.as_str(), ITEM, "Delete", &()).await?;
+                    call(&self.conn, "removing a secret", path.as_str(), ITEM, "Delete", &()).await?;
                 no_prompt(&prompt)?;
             }
             Ok(found.len())
