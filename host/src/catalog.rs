@@ -261,14 +261,18 @@ pub fn install(
     })
 }
 
-/// Replace `path` atomically with `bytes`, mode 0644 (plugins are not secret,
-/// but nobody else may change them).
+/// Replace `path` atomically with `bytes`, mode 0644 on Unix (plugins are not
+/// secret, but nobody else may change them); on Windows the file has its
+/// directory's access list.
 fn write_readable(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
     let mut file = tempfile::Builder::new().prefix(".install.").suffix(".tmp").tempfile_in(dir)?;
     file.write_all(bytes)?;
-    file.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     file.as_file().sync_data()?;
     file.persist(path).map_err(|e| e.error)?;
     Ok(())

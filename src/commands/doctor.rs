@@ -1,6 +1,5 @@
 //! `credbroker doctor`: check the set-up end to end and say what to fix.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -127,19 +126,33 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check_private_dir(report: &mut Report, dir: &Path, what: &str) {
-    match std::fs::symlink_metadata(dir) {
-        Err(_) => report.ok(format!("{what}: {} (created on first use, mode 0700)", dir.display())),
-        Ok(meta) if !meta.is_dir() => report
-            .fail(format!("{what}: {} is not a directory", dir.display()), format!("remove it: rm {}", dir.display())),
-        Ok(meta) if meta.uid() != fsutil::current_uid() => report.fail(
-            format!("{what}: {} belongs to uid {}, not you", dir.display(), meta.uid()),
-            format!("use your own directory (CREDBROKER_CACHE_DIR), or `sudo chown -R $(id -u) {}`", dir.display()),
+    use fsutil::{DirPrivacy, PrivateDirError};
+    match fsutil::dir_privacy(dir) {
+        Err(PrivateDirError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+            report.ok(format!("{what}: {} (created private on first use)", dir.display()));
+        }
+        Err(PrivateDirError::NotADirectory(_)) => report.fail(
+            format!("{what}: {} is not a directory (or is a symlink)", dir.display()),
+            format!("remove it: {} {}", if cfg!(windows) { "del" } else { "rm" }, dir.display()),
         ),
-        Ok(meta) if meta.mode() & 0o077 != 0 => report.fail(
-            format!("{what}: {} has mode {:04o}: other users can read it", dir.display(), meta.mode() & 0o7777),
-            format!("chmod 700 {} (credbroker get also narrows it on its next run)", dir.display()),
+        Err(e @ PrivateDirError::ForeignOwner { .. }) => report.fail(
+            format!("{what}: {e}"),
+            if cfg!(windows) {
+                "use your own directory (CREDBROKER_CACHE_DIR), or take ownership of it".to_string()
+            } else {
+                format!("use your own directory (CREDBROKER_CACHE_DIR), or `sudo chown -R $(id -u) {}`", dir.display())
+            },
         ),
-        Ok(_) => report.ok(format!("{what}: {} (private)", dir.display())),
+        Err(e) => report.fail(format!("{what}: {e}"), "check the directory's permissions".to_string()),
+        Ok(DirPrivacy::Open { before }) => report.fail(
+            format!("{what}: {} has {before}: other users can read it", dir.display()),
+            if cfg!(windows) {
+                "credbroker get makes it private on its next run".to_string()
+            } else {
+                format!("chmod 700 {} (credbroker get also narrows it on its next run)", dir.display())
+            },
+        ),
+        Ok(DirPrivacy::Private) => report.ok(format!("{what}: {} (private)", dir.display())),
     }
 }
 
@@ -156,7 +169,7 @@ fn check_plugin_dir(report: &mut Report, dir: &Path) {
         }
         count += 1;
         if let Ok(meta) = std::fs::metadata(&path)
-            && (meta.mode() & 0o022 != 0 || meta.uid() != fsutil::current_uid() && meta.uid() != 0)
+            && others_can_replace(&meta)
         {
             report.fail(
                 format!("{}: other users can replace this plugin", path.display()),
@@ -165,6 +178,19 @@ fn check_plugin_dir(report: &mut Report, dir: &Path) {
         }
     }
     report.ok(format!("installed plugins: {count} in {}", dir.display()));
+}
+
+/// Whether users other than the current one (and root) can write the file.
+#[cfg(unix)]
+fn others_can_replace(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.mode() & 0o022 != 0 || meta.uid() != fsutil::current_uid() && meta.uid() != 0
+}
+
+/// Installed plugins inherit the user's profile directory's access list.
+#[cfg(windows)]
+fn others_can_replace(_meta: &std::fs::Metadata) -> bool {
+    false
 }
 
 fn check_profile(

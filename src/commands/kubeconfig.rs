@@ -393,26 +393,33 @@ fn upsert_context(top: &mut Mapping, name: &str, args: &KubeconfigArgs, user: &s
 /// through, not replaced.
 fn write_kubeconfig(target: &Path, original: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let target = match std::fs::canonicalize(target) {
         Ok(resolved) => resolved,
         Err(_) => target.to_path_buf(),
     };
     let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let mode = std::fs::metadata(original).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut file = tempfile::Builder::new()
         .prefix(".kubeconfig.")
         .tempfile_in(dir)
         .with_context(|| format!("creating a file in {}", dir.display()))?;
     file.write_all(bytes).with_context(|| format!("writing {}", target.display()))?;
-    file.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", target.display()))?;
+    // The mode of the kubeconfig being edited, or 0600 for a new one. (On
+    // Windows the file has its directory's access list, as `%USERPROFILE%\.kube`'s.)
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(original).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o600);
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", target.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = original;
     file.as_file().sync_all().with_context(|| format!("writing {}", target.display()))?;
     file.persist(&target).map_err(|e| e.error).with_context(|| format!("replacing {}", target.display()))?;
     Ok(())

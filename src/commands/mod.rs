@@ -7,6 +7,7 @@ mod get;
 mod kubeconfig;
 mod logout;
 mod plugin;
+#[cfg(unix)]
 mod serve;
 mod setup;
 mod webhook_kubeconfig;
@@ -89,7 +90,16 @@ pub enum Command {
     /// Print an ExecCredential for kubectl (the exec credential plugin).
     Get(get::GetArgs),
     /// Answer TokenReviews for kube-apiserver (the webhook token authenticator).
+    #[cfg(unix)]
     Serve(serve::ServeArgs),
+    /// The webhook is not built for Windows: this says so.
+    #[cfg(not(unix))]
+    #[command(hide = true)]
+    Serve {
+        /// Whatever was given.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Remove cached credentials and refresh tokens (plugin state) of a provider, or of all.
     Logout(logout::LogoutArgs),
     /// Ask the API server who it thinks you are (a SelfSubjectReview with your credential).
@@ -135,13 +145,17 @@ impl Command {
             | Self::Doctor(_)
             | Self::Setup(_)
             | Self::Completions { .. } => Level::WARN,
+            #[cfg(unix)]
             Self::Serve(_) => Level::INFO,
+            #[cfg(not(unix))]
+            Self::Serve { .. } => Level::WARN,
         }
     }
 
     /// The log format its command line asks for, if any (`serve --log-format`).
     pub fn log_format(&self) -> Option<crate::logging::LogFormat> {
         match self {
+            #[cfg(unix)]
             Self::Serve(args) => args.log_format(),
             _ => None,
         }
@@ -151,7 +165,14 @@ impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Get(args) => get::run(args),
+            #[cfg(unix)]
             Self::Serve(args) => serve::run(args),
+            #[cfg(not(unix))]
+            Self::Serve { .. } => anyhow::bail!(
+                "`credbroker serve` (the webhook) runs on Linux, in pods; this build for {} has the client \
+                 commands (get, kubeconfig, doctor, plugin, cache, logout, whoami, setup)",
+                std::env::consts::OS
+            ),
             Self::Cache(command) => cache::run(command),
             Self::Logout(args) => logout::run(args),
             Self::Whoami(args) => whoami::run(args),

@@ -293,6 +293,8 @@ fn write_project(dir: &Path, files: &[template::File], force: bool) -> anyhow::R
             std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&path, &file.content).with_context(|| format!("writing {}", path.display()))?;
+        // Windows has no executable bit: scripts run through their interpreter.
+        #[cfg(unix)]
         if file.executable {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
@@ -584,7 +586,10 @@ fn sign(args: &SignArgs, dirs: &Dirs) -> anyhow::Result<ExitCode> {
 /// The `[plugins]` policy `args` name.
 fn policy_of(args: &PolicyArgs, dirs: &Dirs) -> anyhow::Result<TrustPolicy> {
     Ok(match &args.serve_config {
+        #[cfg(unix)]
         Some(path) => credbroker_host::webhook::config::ServerConfig::load(path)?.plugins,
+        #[cfg(not(unix))]
+        Some(_) => anyhow::bail!("--serve-config names a webhook configuration; `credbroker serve` runs on Linux"),
         None => client_config(args.config.as_deref(), dirs)?.plugins,
     })
 }

@@ -11,6 +11,8 @@ use serde_json::{Map, Value, json};
 /// A certificate or key, by path or embedded.
 pub enum Pem<'a> {
     /// Referenced by absolute path (kube-apiserver reads it when it starts).
+    /// Only `serve --print-kubeconfig` refers to files, and `serve` is Unix-only.
+    #[cfg_attr(not(unix), allow(dead_code))]
     File(&'a Path),
     /// Embedded as `*-data` (the file can be copied anywhere).
     Data(&'a [u8]),

@@ -195,11 +195,26 @@ pub struct ProcessRuns {
     started: usize,
 }
 
-/// Kills the helper's process group when dropped: on every way out of a run
-/// but a clean exit, including the call being cancelled at the run's deadline.
-struct GroupKiller(Option<i32>);
+/// Kills the helper and what it started when dropped: on every way out of a
+/// run but a clean exit, including the call being cancelled at the run's
+/// deadline. On Unix the helper leads its own process group, which is
+/// signalled; on Windows it is put in a job object, which is terminated.
+#[cfg(unix)]
+struct TreeKiller(Option<i32>);
 
-impl GroupKiller {
+#[cfg(unix)]
+impl TreeKiller {
+    /// The helper's process group (it was spawned as its leader).
+    fn new(child: &tokio::process::Child) -> Self {
+        Self(child.id().and_then(|pid| i32::try_from(pid).ok()))
+    }
+
+    /// Forget the group: the helper was reaped, so its id is free for reuse
+    /// and must not be signalled.
+    fn release(&mut self) {
+        self.0 = None;
+    }
+
     fn kill(&mut self) {
         if let Some(group) = self.0.take() {
             // SAFETY: kill(2) with a negative pid signals the process group
@@ -212,7 +227,58 @@ impl GroupKiller {
     }
 }
 
-impl Drop for GroupKiller {
+#[cfg(windows)]
+struct TreeKiller {
+    /// The job object's handle (as an integer, so the future stays `Send`).
+    job: Option<isize>,
+    kill_on_drop: bool,
+}
+
+#[cfg(windows)]
+impl TreeKiller {
+    /// A job object holding the helper; processes it starts join it. (One
+    /// started before the helper is assigned escapes: Windows has no way to
+    /// spawn into a job without suspending the helper's first thread.)
+    fn new(child: &tokio::process::Child) -> Self {
+        use windows_sys::Win32::Foundation::CloseHandle;
+        use windows_sys::Win32::System::JobObjects::{AssignProcessToJobObject, CreateJobObjectW};
+        let Some(process) = child.raw_handle() else { return Self { job: None, kill_on_drop: false } };
+        // SAFETY: an anonymous job with default security; the child's
+        // process handle is open while `child` lives.
+        unsafe {
+            let job = CreateJobObjectW(std::ptr::null(), std::ptr::null());
+            if job.is_null() {
+                return Self { job: None, kill_on_drop: false };
+            }
+            if AssignProcessToJobObject(job, process.cast()) == 0 {
+                CloseHandle(job);
+                return Self { job: None, kill_on_drop: false };
+            }
+            Self { job: Some(job as isize), kill_on_drop: true }
+        }
+    }
+
+    /// The helper exited cleanly: what it left running is left alone, as on Unix.
+    fn release(&mut self) {
+        self.kill_on_drop = false;
+    }
+
+    fn kill(&mut self) {
+        use windows_sys::Win32::Foundation::CloseHandle;
+        use windows_sys::Win32::System::JobObjects::TerminateJobObject;
+        if let Some(job) = self.job.take() {
+            // SAFETY: the job handle made in `new`, closed once.
+            unsafe {
+                if self.kill_on_drop {
+                    TerminateJobObject(job as _, 1);
+                }
+                CloseHandle(job as _);
+            }
+        }
+    }
+}
+
+impl Drop for TreeKiller {
     fn drop(&mut self) {
         self.kill();
     }
@@ -366,13 +432,12 @@ async fn run(boundary: &Boundary, line: &str, words: &[String]) -> Result<Vec<u8
     let (program, arguments) = words.split_first().ok_or_else(|| HostError::Invalid("no program".into()))?;
     let shown = boundary.output().clean(program);
     let deadline = boundary.network_timeout().min(boundary.time_left());
-    let mut child = Command::new(program)
-        .args(arguments)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
+    let mut command = Command::new(program);
+    command.args(arguments).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    // Its own process group, so everything it starts can be killed with it.
+    #[cfg(unix)]
+    command.process_group(0);
+    let mut child = command
         .spawn()
         .map_err(|e| {
             HostError::Unreachable(format!(
@@ -382,7 +447,7 @@ async fn run(boundary: &Boundary, line: &str, words: &[String]) -> Result<Vec<u8
         })?;
     // Declared after the child, so dropped (the group killed) before it,
     // also when the call is cancelled at the run's deadline.
-    let mut group = GroupKiller(child.id().and_then(|pid| i32::try_from(pid).ok()));
+    let mut tree = TreeKiller::new(&child);
     let (Some(stdout), Some(stderr_pipe)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(HostError::Unreachable("the credential process has no pipes".into()));
     };
@@ -400,12 +465,11 @@ async fn run(boundary: &Boundary, line: &str, words: &[String]) -> Result<Vec<u8
     };
     let ended = finish(&mut child, pipes, deadline, boundary.memory(), &mut stderr).await;
     if matches!(ended, Ended::Exited(..)) {
-        // Reaped: its group id is free for reuse, so it is not signalled.
-        group.0 = None;
+        tree.release();
     } else {
-        // Its group first, while the child is unreaped; then the child is
+        // Its tree first, while the child is unreaped; then the child is
         // reaped, so no zombie is left.
-        group.kill();
+        tree.kill();
         let _ = child.kill().await;
     }
     stderr.log(boundary, &shown);

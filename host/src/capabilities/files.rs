@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,9 +20,6 @@ use crate::bindings::types::HostError;
 use crate::boundary::wire::WireSize;
 use crate::boundary::{CapView, ViewOf};
 use crate::fsutil;
-
-/// Identity of a file's content: device, inode, size, modification time.
-type Stamp = (u64, u64, u64, i64, i64);
 
 /// Most files whose content is kept between reads.
 const CACHED_FILES: usize = 64;
@@ -71,7 +67,7 @@ pub struct FilePolicy {
     /// Content read before, by the identity of the file it came from (device
     /// and inode, not the path), kept while the file is unchanged: a
     /// validator may read its grants on every review.
-    cache: Mutex<HashMap<Stamp, Arc<Vec<u8>>>>,
+    cache: Mutex<HashMap<fsutil::ContentStamp, Arc<Vec<u8>>>>,
 }
 
 fn is_normal_absolute(path: &Path) -> bool {
@@ -144,7 +140,7 @@ impl FilePolicy {
                 other => HostError::Unreachable(other.to_string()),
             })?,
             Granted::Beneath(dir, rest) => fsutil::open_beneath(dir, rest).map_err(|e| {
-                if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::EXDEV)) {
+                if fsutil::leads_outside(&e) {
                     HostError::Denied(format!("`{path}` leads outside the granted directory `{}`", dir.display()))
                 } else {
                     unreadable(e)
@@ -161,7 +157,7 @@ impl FilePolicy {
                 meta.len()
             )));
         }
-        let stamp = (meta.dev(), meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec());
+        let stamp = fsutil::ContentStamp::of(&meta);
         if let Some(bytes) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&stamp) {
             return Ok(Arc::clone(bytes));
         }

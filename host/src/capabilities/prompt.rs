@@ -50,11 +50,14 @@ fn read_answer() -> io::Result<String> {
     Ok(line)
 }
 
-/// Turns terminal echo off on stdin while alive (when stdin is a terminal).
+/// Turns terminal echo off on stdin while alive (when stdin is a terminal):
+/// the termios `ECHO` flag on Unix (with `ECHONL`, so the newline still shows).
+#[cfg(unix)]
 struct EchoOff {
     saved: Option<libc::termios>,
 }
 
+#[cfg(unix)]
 impl EchoOff {
     fn new() -> Self {
         // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed, then filled termios;
@@ -75,6 +78,7 @@ impl EchoOff {
     }
 }
 
+#[cfg(unix)]
 impl Drop for EchoOff {
     fn drop(&mut self) {
         if let Some(saved) = self.saved {
@@ -82,6 +86,47 @@ impl Drop for EchoOff {
             unsafe {
                 libc::tcsetattr(0, libc::TCSANOW, &saved);
             }
+        }
+    }
+}
+
+/// Turns console echo off on stdin while alive (when stdin is a console): the
+/// console mode's `ENABLE_ECHO_INPUT` on Windows. The console does not echo
+/// the Enter either, so the newline is written to stderr when it is restored.
+#[cfg(windows)]
+struct EchoOff {
+    saved: Option<u32>,
+}
+
+#[cfg(windows)]
+impl EchoOff {
+    fn new() -> Self {
+        use windows_sys::Win32::System::Console::{
+            ENABLE_ECHO_INPUT, GetConsoleMode, GetStdHandle, STD_INPUT_HANDLE, SetConsoleMode,
+        };
+        // SAFETY: console calls on this process's stdin handle; failures (stdin
+        // not a console) leave it untouched.
+        unsafe {
+            let input = GetStdHandle(STD_INPUT_HANDLE);
+            let mut mode = 0;
+            if GetConsoleMode(input, &mut mode) == 0 || SetConsoleMode(input, mode & !ENABLE_ECHO_INPUT) == 0 {
+                return Self { saved: None };
+            }
+            Self { saved: Some(mode) }
+        }
+    }
+}
+
+#[cfg(windows)]
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        use windows_sys::Win32::System::Console::{GetStdHandle, STD_INPUT_HANDLE, SetConsoleMode};
+        if let Some(saved) = self.saved {
+            // SAFETY: restores the mode read in `new` on the same handle.
+            unsafe {
+                SetConsoleMode(GetStdHandle(STD_INPUT_HANDLE), saved);
+            }
+            let _ = writeln!(io::stderr());
         }
     }
 }

@@ -11,7 +11,6 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -188,7 +187,7 @@ impl TokenCache {
     }
 
     fn read_file(path: &Path) -> Option<Vec<u8>> {
-        let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).ok()?;
+        let mut file = fsutil::open_nofollow(OpenOptions::new().read(true), path).ok()?;
         let meta = file.metadata().ok()?;
         if !fsutil::is_private_file(&meta) || meta.len() > MAX_ENTRY {
             tracing::warn!("ignoring cache entry `{}`: not a private file of this user", path.display());

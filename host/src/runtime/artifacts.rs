@@ -14,7 +14,6 @@
 //! rewrite both files already runs code as this user, so a key would buy
 //! nothing, and start-up time matters on every kubectl command.)
 
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use wasmtime::Engine;
@@ -142,7 +141,7 @@ fn sum_name(artifact_name: &str) -> String {
 }
 
 fn load(engine: &Engine, path: &Path, digest: &str, fingerprint: &str) -> Result<Component, Rejected> {
-    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
+    let file = match fsutil::open_nofollow(std::fs::OpenOptions::new().read(true), path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Rejected::Missing),
         Err(e) => return Err(Rejected::Io(e)),

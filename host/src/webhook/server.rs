@@ -884,7 +884,7 @@ async fn drain(mut body: Incoming) {
 }
 
 /// Identity of a file's content, to notice changes.
-type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+type Stamp = Option<crate::fsutil::ContentStamp>;
 
 /// Each watched file with its stamp.
 type Stamps = Vec<(PathBuf, Stamp)>;
@@ -904,8 +904,7 @@ fn stamps_after_load(set: &ValidatorSet, config: &Path, config_stamp: Stamp) -> 
 }
 
 fn stamp(path: &Path) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), m.ino()))
+    std::fs::metadata(path).ok().map(|m| crate::fsutil::ContentStamp::of(&m))
 }
 
 /// Re-resolve the OCI tags of the serving validators every `[plugins]

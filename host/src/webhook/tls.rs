@@ -48,11 +48,10 @@ pub enum TlsError {
 
 /// Identity of a file's current content: changes when the file is replaced
 /// or rewritten.
-type Stamp = Option<(std::time::SystemTime, u64, u64)>;
+type Stamp = Option<crate::fsutil::ContentStamp>;
 
 fn stamp(path: &Path) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(std::time::UNIX_EPOCH), m.len(), m.ino()))
+    std::fs::metadata(path).ok().map(|m| crate::fsutil::ContentStamp::of(&m))
 }
 
 /// A rustls server configuration that follows its files.

@@ -1,0 +1,133 @@
+//! The OS secret store: the Secret Service on Linux ([`secret_service`]), the
+//! Credential Manager on Windows ([`credential_manager`]). Each backend is a
+//! `Keyring` with the same calls: `check_bus`, `connect`, `get`, `put`,
+//! `delete` and `delete_all`.
+//!
+//! Other platforms have no keyring support in this build yet: there,
+//! [`Keyring::connect`] says so, and `storage = "auto"` keeps files.
+
+use std::time::Duration;
+
+/// Longest any keyring operation may take: a Secret Service that waits for a
+/// prompt nobody sees must not stall kubectl.
+pub const KEYRING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `application` attribute of every item credbroker stores.
+pub const APPLICATION: &str = "credbroker";
+
+/// The keyring cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    /// No session bus, or no Secret Service on it, or no default collection.
+    #[error("no OS keyring answers: {0}")]
+    Unavailable(String),
+    /// The collection or item is locked and unlocking it needs a prompt.
+    #[error(
+        "the OS keyring is locked; unlock it (log in to the desktop session, or run `gnome-keyring-daemon --unlock`) and retry"
+    )]
+    Locked,
+    /// It did not answer within [`KEYRING_TIMEOUT`].
+    #[error("the OS keyring did not answer within {} s", KEYRING_TIMEOUT.as_secs())]
+    Timeout,
+    /// The Secret Service refused a call.
+    #[error("the OS keyring refused {call}: {message}")]
+    Call {
+        /// The call.
+        call: &'static str,
+        /// Its error.
+        message: String,
+    },
+}
+
+/// Which item: its attributes. `application` is always [`APPLICATION`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemId {
+    /// `credential` or `state`.
+    pub kind: &'static str,
+    /// The profile (or plugin) name the user selected.
+    pub profile: String,
+    /// The cache key or state name within the profile.
+    pub key: String,
+}
+
+impl ItemId {
+    /// Its Secret Service attributes.
+    #[cfg(target_os = "linux")]
+    fn attributes(&self) -> std::collections::HashMap<&str, &str> {
+        std::collections::HashMap::from([
+            ("application", APPLICATION),
+            ("kind", self.kind),
+            ("profile", self.profile.as_str()),
+            ("key", self.key.as_str()),
+        ])
+    }
+}
+
+/// Which items to remove: all of credbroker's, or one profile's, of one kind or both.
+#[derive(Debug, Clone, Copy)]
+pub struct Selector<'a> {
+    /// `credential`, `state`, or both when `None`.
+    pub kind: Option<&'static str>,
+    /// One profile, or all when `None`.
+    pub profile: Option<&'a str>,
+    /// One item key (cache key or state name), or all when `None`.
+    pub key: Option<&'a str>,
+}
+
+#[cfg(target_os = "linux")]
+mod secret_service;
+#[cfg(target_os = "linux")]
+pub use self::secret_service::Keyring;
+
+#[cfg(windows)]
+mod credential_manager;
+#[cfg(windows)]
+pub use self::credential_manager::Keyring;
+
+#[cfg(not(any(target_os = "linux", windows)))]
+pub use self::unsupported::Keyring;
+
+#[cfg(not(any(target_os = "linux", windows)))]
+mod unsupported {
+    use std::collections::HashMap;
+
+    use super::{ItemId, KeyringError, Selector};
+
+    /// No keyring on this platform in this build (Keychain and Credential
+    /// Manager support is to come): every call says so.
+    #[derive(Debug, Clone)]
+    pub struct Keyring {
+        _private: (),
+    }
+
+    fn unsupported() -> KeyringError {
+        KeyringError::Unavailable(format!("this build has no OS keyring support on {}", std::env::consts::OS))
+    }
+
+    impl Keyring {
+        /// Always [`KeyringError::Unavailable`].
+        pub fn check_bus() -> Result<(), KeyringError> {
+            Err(unsupported())
+        }
+        /// Always [`KeyringError::Unavailable`].
+        pub async fn connect() -> Result<Self, KeyringError> {
+            Err(unsupported())
+        }
+        /// Unreachable: no `Keyring` is ever made.
+        pub async fn get(&self, _: &ItemId) -> Result<Option<Vec<u8>>, KeyringError> {
+            Err(unsupported())
+        }
+        /// Unreachable: no `Keyring` is ever made.
+        pub async fn put(&self, _: &ItemId, _: &str, _: &[u8]) -> Result<(), KeyringError> {
+            Err(unsupported())
+        }
+        /// Unreachable: no `Keyring` is ever made.
+        pub async fn delete(&self, _: &ItemId) -> Result<bool, KeyringError> {
+            Err(unsupported())
+        }
+        /// Unreachable: no `Keyring` is ever made.
+        pub async fn delete_all(&self, _: Selector<'_>) -> Result<HashMap<&'static str, usize>, KeyringError> {
+            Err(unsupported())
+        }
+    }
+}
