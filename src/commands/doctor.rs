@@ -143,7 +143,7 @@ fn check_private_dir(report: &mut Report, dir: &Path, what: &str) {
                 format!("use your own directory (CREDBROKER_CACHE_DIR), or `sudo chown -R $(id -u) {}`", dir.display())
             },
         ),
-        Err(e) => report.fail(format!("{what}: {e}"), "check the directory's permissions".to_string()),
+        Err(e) => report.fail(format!("{what}: {e}"), "check the directory's permissions"),
         Ok(DirPrivacy::Open { before }) => report.fail(
             format!("{what}: {} has {before}: other users can read it", dir.display()),
             if cfg!(windows) {

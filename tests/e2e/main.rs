@@ -26,3 +26,4 @@ mod serve;
 mod setup;
 mod storage;
 mod whoami;
+mod windows;

@@ -437,14 +437,9 @@ async fn run(boundary: &Boundary, line: &str, words: &[String]) -> Result<Vec<u8
     // Its own process group, so everything it starts can be killed with it.
     #[cfg(unix)]
     command.process_group(0);
-    let mut child = command
-        .spawn()
-        .map_err(|e| {
-            HostError::Unreachable(format!(
-                "cannot run the credential process `{}`: {e}",
-                boundary.output().clean(line)
-            ))
-        })?;
+    let mut child = command.spawn().map_err(|e| {
+        HostError::Unreachable(format!("cannot run the credential process `{}`: {e}", boundary.output().clean(line)))
+    })?;
     // Declared after the child, so dropped (the group killed) before it,
     // also when the call is cancelled at the run's deadline.
     let mut tree = TreeKiller::new(&child);

@@ -19,9 +19,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub use self::sys::{ContentStamp, is_private_file, leads_outside, open_beneath};
 #[cfg(unix)]
 pub use self::unix::current_uid;
-pub use self::sys::{ContentStamp, is_private_file, leads_outside, open_beneath};
 
 /// What [`ensure_private_dir`] did to a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub fn ensure_private_dir(path: &Path) -> Result<DirState, PrivateDirError> {
         Err(e) => return Err(e),
     };
     if let DirState::Fixed { before } = &state {
-        tracing::warn!("`{}` had {before}, which let other users in; made it private to you", path.display());
+        tracing::warn!("`{}` had {before}, which let other users in; {}", path.display(), sys::NARROWED);
     }
     Ok(state)
 }

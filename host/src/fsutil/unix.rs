@@ -29,6 +29,9 @@ pub(super) fn dir_privacy(path: &Path, meta: &fs::Metadata) -> Result<DirPrivacy
     Ok(if mode & 0o077 == 0 { DirPrivacy::Private } else { DirPrivacy::Open { before: format!("mode {mode:04o}") } })
 }
 
+/// What [`narrow_dir`] did, for the warning.
+pub(super) const NARROWED: &str = "changed it to 0700";
+
 /// Narrow a directory of the user's to 0700.
 pub(super) fn narrow_dir(path: &Path) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))

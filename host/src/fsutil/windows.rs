@@ -1,7 +1,8 @@
-//! Private on Windows: a directory is private when its access list is
-//! protected (nothing inherited from above) and allows the current user
-//! alone; files created in it inherit that list, so they are private by
-//! construction. `%LOCALAPPDATA%` is already the user's, and this makes
+//! Private on Windows: a directory is private when its access list allows
+//! the current user and nobody else but the operating system (`SYSTEM`) and
+//! the machine's administrators, who can read every file anyway (the rule
+//! OpenSSH for Windows applies to private keys); files created in it inherit
+//! that list, so they are private by construction. `%LOCALAPPDATA%` is already the user's, and this makes
 //! credbroker's directories independent of how it was set up. Links are
 //! never followed out of a directory: an open checks the path the handle
 //! really names.
@@ -21,8 +22,8 @@ use windows_sys::Win32::Security::Authorization::{
     SDDL_REVISION_1, SE_FILE_OBJECT, SetNamedSecurityInfoW,
 };
 use windows_sys::Win32::Security::{
-    ACCESS_ALLOWED_ACE, ACE_HEADER, ACL, ACL_SIZE_INFORMATION, AclSizeInformation, DACL_SECURITY_INFORMATION,
-    EqualSid, GetAce, GetAclInformation, GetSecurityDescriptorDacl, GetTokenInformation, OWNER_SECURITY_INFORMATION,
+    ACCESS_ALLOWED_ACE, ACE_HEADER, ACL, ACL_SIZE_INFORMATION, AclSizeInformation, DACL_SECURITY_INFORMATION, EqualSid,
+    GetAce, GetAclInformation, GetSecurityDescriptorDacl, GetTokenInformation, OWNER_SECURITY_INFORMATION,
     PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
     TokenUser,
 };
@@ -102,10 +103,10 @@ impl UserSid {
         unsafe { (*self.buffer.as_ptr().cast::<TOKEN_USER>()).User.Sid }
     }
 
-    /// A security descriptor whose protected list allows this user alone,
-    /// inherited by everything created below.
+    /// A security descriptor whose protected list allows this user,
+    /// `SYSTEM` and the administrators, inherited by everything created below.
     fn private_descriptor(&self) -> io::Result<Local> {
-        let sddl = wide(format!("D:P(A;OICI;FA;;;{})", self.text).as_ref());
+        let sddl = wide(format!("D:P(A;OICI;FA;;;{})(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)", self.text).as_ref());
         let mut descriptor: PSECURITY_DESCRIPTOR = ptr::null_mut();
         // SAFETY: a NUL-terminated SDDL string; the descriptor is LocalAlloc'd.
         let ok = unsafe {
@@ -136,8 +137,11 @@ fn sid_text(sid: PSID) -> String {
     String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(string, len) })
 }
 
-/// The accounts other than `user` that `dacl` allows in (`None` for a
-/// missing list, which allows everyone).
+/// `SYSTEM` and the built-in Administrators group: allowed in a private list.
+const TRUSTED_SIDS: [&str; 2] = ["S-1-5-18", "S-1-5-32-544"];
+
+/// The accounts other than `user` and [`TRUSTED_SIDS`] that `dacl` allows in
+/// (everyone for a missing list).
 fn others_allowed(dacl: *mut ACL, user: &UserSid) -> Vec<String> {
     if dacl.is_null() {
         return vec!["everyone (no access list)".into()];
@@ -145,7 +149,12 @@ fn others_allowed(dacl: *mut ACL, user: &UserSid) -> Vec<String> {
     let mut info = ACL_SIZE_INFORMATION { AceCount: 0, AclBytesInUse: 0, AclBytesFree: 0 };
     // SAFETY: a valid ACL and an output of the size passed.
     let ok = unsafe {
-        GetAclInformation(dacl, (&mut info as *mut ACL_SIZE_INFORMATION).cast(), size_of_val(&info) as u32, AclSizeInformation)
+        GetAclInformation(
+            dacl,
+            (&mut info as *mut ACL_SIZE_INFORMATION).cast(),
+            size_of_val(&info) as u32,
+            AclSizeInformation,
+        )
     };
     if ok == 0 {
         return vec!["an unreadable access list".into()];
@@ -172,7 +181,10 @@ fn others_allowed(dacl: *mut ACL, user: &UserSid) -> Vec<String> {
         let sid = unsafe { ptr::addr_of_mut!((*ace.cast::<ACCESS_ALLOWED_ACE>()).SidStart) }.cast();
         // SAFETY: two valid SIDs.
         if unsafe { EqualSid(sid, user.sid()) } == 0 {
-            others.push(sid_text(sid));
+            let text = sid_text(sid);
+            if !TRUSTED_SIDS.contains(&text.as_str()) {
+                others.push(text);
+            }
         }
     }
     others
@@ -219,6 +231,9 @@ pub(super) fn dir_privacy(path: &Path, _meta: &fs::Metadata) -> Result<DirPrivac
         DirPrivacy::Open { before: format!("an access list that also allowed {}", others.join(", ")) }
     })
 }
+
+/// What [`narrow_dir`] did, for the warning.
+pub(super) const NARROWED: &str = "replaced it with one that allows you alone";
 
 /// Replace a directory's access list by the private one (inherited by what
 /// is in it).
@@ -321,7 +336,12 @@ fn final_path(file: &fs::File) -> io::Result<PathBuf> {
     loop {
         // SAFETY: an open handle and a buffer of the length passed.
         let len = unsafe {
-            GetFinalPathNameByHandleW(handle, buffer.as_mut_ptr(), buffer.len() as u32, FILE_NAME_NORMALIZED | VOLUME_NAME_DOS)
+            GetFinalPathNameByHandleW(
+                handle,
+                buffer.as_mut_ptr(),
+                buffer.len() as u32,
+                FILE_NAME_NORMALIZED | VOLUME_NAME_DOS,
+            )
         } as usize;
         if len == 0 {
             return Err(io::Error::last_os_error());

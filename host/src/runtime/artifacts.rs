@@ -163,12 +163,23 @@ fn load(engine: &Engine, path: &Path, digest: &str, fingerprint: &str) -> Result
     if checksum(digest, fingerprint, &mapped) != expected.trim() {
         return Err(Rejected::Checksum);
     }
-    drop(mapped);
-    // SAFETY: the file is a private file of this user whose content matched the
-    // checksum written with it by `precompile_component`'s output, and wasmtime
-    // itself checks it was made by a compatible engine. Nothing else writes in
-    // the private cache directory.
-    unsafe { Component::deserialize_file(engine, path) }.map_err(Rejected::Wasmtime)
+    // SAFETY (both): the file is a private file of this user whose content
+    // matched the checksum written with it by `precompile_component`'s output,
+    // and wasmtime itself checks it was made by a compatible engine. Nothing
+    // else writes in the private cache directory.
+    #[cfg(unix)]
+    {
+        drop(mapped);
+        // The file's pages become the code's: nothing is copied.
+        unsafe { Component::deserialize_file(engine, path) }.map_err(Rejected::Wasmtime)
+    }
+    // wasmtime maps the file for execution (PAGE_EXECUTE_WRITECOPY), which
+    // needs the file opened for execution; wine refuses that for a file in the
+    // cache, so the checked bytes are copied into fresh code memory instead.
+    #[cfg(windows)]
+    {
+        unsafe { Component::deserialize(engine, &mapped[..]) }.map_err(Rejected::Wasmtime)
+    }
 }
 
 /// Tell a non-wasm file and a core module apart from a component before

@@ -27,6 +27,10 @@ pub struct Exec<'a> {
     pub provide_cluster_info: bool,
     /// The cluster's `client.authentication.k8s.io/exec` extension config.
     pub extension_config: Option<Value>,
+    /// The program, when it is not the Linux `credbroker` (`args` follow it).
+    pub program: Option<PathBuf>,
+    /// The entry's `env`.
+    pub env: Vec<(String, String)>,
 }
 
 impl<'a> Exec<'a> {
@@ -37,7 +41,19 @@ impl<'a> Exec<'a> {
             args: args.iter().map(|a| a.to_string()).collect(),
             provide_cluster_info: true,
             extension_config: None,
+            program: None,
+            env: Vec::new(),
         }
+    }
+
+    /// A v1 entry that runs the Windows `credbroker.exe` under wine as `user`.
+    pub fn windows(user: &UserEnv, args: &[&str]) -> Self {
+        let wine = super::wine::wine();
+        let mut exec = Self::v1(args);
+        exec.program = Some(PathBuf::from(super::wine::WINE64));
+        exec.args.insert(0, wine.exe.display().to_string());
+        exec.env = wine.exec_env(user);
+        exec
     }
 
     /// A v1beta1 entry.
@@ -50,10 +66,13 @@ impl<'a> Exec<'a> {
 pub fn kubeconfig(env: &UserEnv, server: &ApiServer, exec: &Exec<'_>) -> PathBuf {
     let mut exec_entry = json!({
         "apiVersion": exec.api_version,
-        "command": credbroker_bin(),
+        "command": exec.program.clone().unwrap_or_else(credbroker_bin),
         "args": exec.args,
         "provideClusterInfo": exec.provide_cluster_info,
     });
+    if !exec.env.is_empty() {
+        exec_entry["env"] = exec.env.iter().map(|(name, value)| json!({"name": name, "value": value})).collect();
+    }
     if exec.api_version.ends_with("/v1") {
         exec_entry["interactiveMode"] = json!("IfAvailable");
     }

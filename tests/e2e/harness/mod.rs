@@ -13,6 +13,7 @@ pub mod slapd;
 pub mod sts;
 pub mod terminal;
 pub mod webhook;
+pub mod wine;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -80,9 +80,11 @@ fn read(name: &str) -> Result<Option<Vec<u8>>, KeyringError> {
         return Err(KeyringError::Call { call: "reading a secret", message: error.to_string() });
     }
     // SAFETY: CredReadW filled a CREDENTIALW whose blob has the size it says.
+    // (wine packs what it returns without aligning it: read unaligned.)
     let secret = unsafe {
-        let blob = (*credential).CredentialBlob;
-        let size = (*credential).CredentialBlobSize as usize;
+        let filled = credential.read_unaligned();
+        let blob = filled.CredentialBlob;
+        let size = filled.CredentialBlobSize as usize;
         let secret = if blob.is_null() { Vec::new() } else { std::slice::from_raw_parts(blob, size).to_vec() };
         CredFree(credential.cast());
         secret
@@ -146,12 +148,14 @@ fn names_under(prefix: &str) -> Result<Vec<String>, KeyringError> {
     }
     let mut names = Vec::with_capacity(count as usize);
     // SAFETY: CredEnumerateW returned `count` credential pointers, each with
-    // a NUL-terminated target name.
+    // a NUL-terminated target name. (wine packs them without aligning them:
+    // everything is read unaligned.)
     unsafe {
         for index in 0..count as usize {
-            let name = (**list.add(index)).TargetName;
-            let len = (0..).take_while(|&i| *name.add(i) != 0).count();
-            names.push(String::from_utf16_lossy(std::slice::from_raw_parts(name, len)));
+            let name = list.add(index).read_unaligned().read_unaligned().TargetName;
+            let len = (0..).take_while(|&i| name.add(i).read_unaligned() != 0).count();
+            let units: Vec<u16> = (0..len).map(|i| name.add(i).read_unaligned()).collect();
+            names.push(String::from_utf16_lossy(&units));
         }
         CredFree(list.cast());
     }

@@ -140,8 +140,7 @@ impl Keyring {
     pub async fn connect() -> Result<Self, KeyringError> {
         Self::check_bus()?;
         bounded(async {
-            let conn =
-                zbus::connection::Builder::session().map_err(unavailable)?.build().await.map_err(unavailable)?;
+            let conn = zbus::connection::Builder::session().map_err(unavailable)?.build().await.map_err(unavailable)?;
             // Both questions at once: one round trip.
             let (session, locked) = tokio::join!(
                 open_session(&conn),
