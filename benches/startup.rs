@@ -263,6 +263,7 @@ fn main() {
     });
     let oci = LoopbackRegistry::start()
         .and_then(|registry| oci_runs(&registry, &credbroker, runs, &probe_wasm, &plugin_build));
+    let windows = windows_runs((runs / 4).max(10), &get);
     println!("credbroker get start-up, {runs} interleaved runs each (median, p90):");
     let row = |name: &str, s: &Stats| {
         println!(
@@ -335,6 +336,128 @@ fn main() {
             println!("  (no docker-registry: the OCI cases were not measured; scripts/install-test-deps installs it)")
         }
     }
+    match &windows {
+        Some(w) => {
+            println!("the Windows build under wine, {} interleaved runs each (median, p90):", w.runs);
+            row("Linux, cache hit (file)", &w.linux_hit);
+            row("Windows under wine, cache hit (file)", &w.windows_hit);
+            row("Windows under wine, cache hit (Credential Manager)", &w.windows_keyring_hit);
+            row("Linux, precompiled static plugin", &w.linux_fresh);
+            row("Windows under wine, precompiled static plugin", &w.windows_fresh);
+            println!(
+                "  Windows/Linux cache hit       = {:.2}x; precompiled run = {:.2}x (wine: a regression guard)",
+                ms(w.windows_hit.median) / ms(w.linux_hit.median),
+                ms(w.windows_fresh.median) / ms(w.linux_fresh.median)
+            );
+        }
+        None => println!("  (no mingw-w64 or wine64: the Windows build was not measured; scripts/install-test-deps)"),
+    }
+}
+
+/// The Windows cases' measurements.
+struct WindowsStats {
+    runs: usize,
+    linux_hit: Stats,
+    windows_hit: Stats,
+    windows_keyring_hit: Stats,
+    linux_fresh: Stats,
+    windows_fresh: Stats,
+}
+
+/// Cross-build the Windows binary (release, thin LTO: the fat-LTO release
+/// build takes half an hour on two cores, and this is a regression guard),
+/// then measure it under wine against the Linux binary (`get` makes its
+/// commands), with a persistent wineserver so no run pays for starting one.
+fn windows_runs(runs: usize, get: &dyn Fn(&Path, &[&str]) -> Command) -> Option<WindowsStats> {
+    const WINE64: &str = "/usr/lib/wine/wine64";
+    let has = |program: &str| Command::new(program).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !has("x86_64-w64-mingw32-gcc") || !Path::new(WINE64).exists() {
+        return None;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let built = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args(["build", "--release", "--target", "x86_64-pc-windows-gnu", "-p", "credbroker", "--target-dir"])
+        .arg(&target_dir)
+        .env("CARGO_PROFILE_RELEASE_LTO", "thin")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .ok()?;
+    assert!(built.success(), "cross-building credbroker.exe failed");
+    let exe = target_dir.join("x86_64-pc-windows-gnu/release/credbroker.exe");
+    // wine 8 lacks bcryptprimitives.dll (Rust's std needs ProcessPrng): a
+    // stub next to the .exe (see tests/e2e/harness/wine.rs).
+    let dll = exe.with_file_name("bcryptprimitives.dll");
+    if !dll.exists() {
+        let source = exe.with_file_name("bcryptprimitives-stub.c");
+        std::fs::write(
+            &source,
+            "#include <windows.h>\n#include <ntsecapi.h>\nBOOL WINAPI ProcessPrng(PBYTE p, SIZE_T n) { return RtlGenRandom(p, (ULONG)n); }\n",
+        )
+        .ok()?;
+        let status = Command::new("x86_64-w64-mingw32-gcc")
+            .args(["-shared", "-o"])
+            .arg(&dll)
+            .arg(&source)
+            .arg("-ladvapi32")
+            .status()
+            .ok()?;
+        assert!(status.success(), "building the bcryptprimitives.dll stub failed");
+    }
+    let prefix = target_dir.join("wine-prefix");
+    let home = tempfile::tempdir().ok()?;
+    let cache = format!("Z:{}", home.path().join("cache").display()).replace('/', "\\");
+    let config = home.path().join("config.toml");
+    std::fs::write(&config, "").ok()?;
+    let config = format!("Z:{}", config.display()).replace('/', "\\");
+    let wine = |extra: &[&str]| {
+        let mut command = Command::new(WINE64);
+        command
+            .arg(&exe)
+            .args(["get", "--provider", "static", "--set", "token=abc"])
+            .args(extra)
+            .env("WINEPREFIX", &prefix)
+            .env("WINEDEBUG", "-all")
+            .env("CREDBROKER_CACHE_DIR", &cache)
+            .env("CREDBROKER_CONFIG", &config)
+            .env_remove("KUBERNETES_EXEC_INFO")
+            .env_remove("CREDBROKER_STORAGE");
+        command
+    };
+    // One wineserver for the whole measurement (it exits when told to, below).
+    let mut server = Command::new("/usr/lib/wine/wineserver").arg("-p").env("WINEPREFIX", &prefix).spawn().ok()?;
+    let hit = ["--storage", "file", "--set", "expires-in=86400"];
+    let keyring_hit = ["--storage", "keyring", "--set", "expires-in=86400"];
+    for warm in [&["--no-cache"][..], &hit, &keyring_hit] {
+        run_once(&mut wine(warm));
+    }
+    let linux_home = home.path().join("linux");
+    run_once(&mut get(&linux_home, &["--no-cache"]));
+    run_once(&mut get(&linux_home, &hit));
+    let mut linux_hit = || get(&linux_home, &hit);
+    let mut windows_hit = || wine(&hit);
+    let mut windows_keyring_hit = || wine(&keyring_hit);
+    let mut linux_fresh = || get(&linux_home, &["--no-cache"]);
+    let mut windows_fresh = || wine(&["--no-cache"]);
+    let mut stats = measure_interleaved(
+        runs,
+        &mut [&mut linux_hit, &mut windows_hit, &mut windows_keyring_hit, &mut linux_fresh, &mut windows_fresh],
+    )
+    .into_iter();
+    let _ = Command::new("/usr/lib/wine/wineserver").arg("-k").env("WINEPREFIX", &prefix).status();
+    let _ = server.wait();
+    let mut next = || stats.next().expect("one result per command");
+    Some(WindowsStats {
+        runs,
+        linux_hit: next(),
+        windows_hit: next(),
+        windows_keyring_hit: next(),
+        linux_fresh: next(),
+        windows_fresh: next(),
+    })
 }
 
 /// The OCI cases' measurements.

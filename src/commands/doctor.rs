@@ -306,7 +306,7 @@ fn check_keyring(report: &mut Report, config: &ClientConfig) {
         .filter(|(_, p)| p.storage == Some(StorageKind::Keyring))
         .map(|(name, _)| name.as_str())
         .collect();
-    match KeyringHandle::connect() {
+    match KeyringHandle::connect(None) {
         Ok(_) => report.ok("OS keyring: answers (storage = auto keeps secrets there)"),
         // Usual in containers and over SSH, and auto then keeps files: not a problem.
         Err(e) if wants_keyring.is_empty() => {

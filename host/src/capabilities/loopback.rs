@@ -53,9 +53,19 @@ pub struct LoopbackPolicy {
     browser: Option<Vec<String>>,
 }
 
-/// The system's opener of URLs (`open-browser = true`).
+/// The system's opener of URLs (`open-browser = true`): the URL is its last
+/// argument. On Windows, url.dll's handler (as Go's pkg/browser, which
+/// kubelogin uses): unlike `cmd /c start`, it takes the URL as one argument,
+/// with no shell to reinterpret its `&`s.
 fn system_opener() -> Vec<String> {
-    vec![if cfg!(target_os = "macos") { "open" } else { "xdg-open" }.to_string()]
+    let opener: &[&str] = if cfg!(windows) {
+        &["rundll32.exe", "url.dll,FileProtocolHandler"]
+    } else if cfg!(target_os = "macos") {
+        &["open"]
+    } else {
+        &["xdg-open"]
+    };
+    opener.iter().map(|s| s.to_string()).collect()
 }
 
 /// The browser to open: `browser-command` (program and leading arguments),

@@ -60,7 +60,8 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
-    fn item(&self) -> ItemId {
+    /// Its keyring item.
+    pub fn item(&self) -> ItemId {
         ItemId { kind: "credential", profile: self.profile.clone(), key: self.name.clone() }
     }
 }

@@ -211,7 +211,9 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
         settings: settings.iter().collect(),
         server: if profile.share_across_clusters { None } else { server },
     });
-    let storage = Storage::open(request.storage.unwrap_or(profile.storage), &dirs.cache)?;
+    // A cache hit reads this item first: the keyring looks it up as it connects.
+    let first_read = (!request.no_cache).then(|| key.item());
+    let storage = Storage::open(request.storage.unwrap_or(profile.storage), &dirs.cache, first_read.as_ref())?;
     let keyring = match &storage {
         Storage::Keyring(handle) => Some(handle.clone()),
         Storage::Files | Storage::Nothing => None,
@@ -420,7 +422,7 @@ pub fn clear_cache(provider: Option<&str>) -> Result<Removed, GetError> {
 pub fn forget(provider: Option<&str>) -> Result<Removed, GetError> {
     let mut removed = clear_cache(provider)?;
     let dirs = Dirs::of_user().map_err(GetError::Dirs)?;
-    let keyring = match KeyringHandle::connect() {
+    let keyring = match KeyringHandle::connect(None) {
         Ok(handle) => Some(handle),
         Err(StorageError::Keyring(e)) => {
             removed.keyring_unchecked.get_or_insert(e.to_string());
@@ -477,7 +479,7 @@ fn with_keyring(
     if removed.keyring_unchecked.is_some() {
         return Ok(());
     }
-    match KeyringHandle::connect() {
+    match KeyringHandle::connect(None) {
         Ok(handle) => Ok(work(&handle, removed)?),
         Err(StorageError::Keyring(e)) => {
             removed.keyring_unchecked = Some(e.to_string());

@@ -67,15 +67,16 @@ pub struct KeyringHandle {
 }
 
 impl KeyringHandle {
-    /// Connect on a new current-thread runtime.
+    /// Connect on a new current-thread runtime; `first_read` is the item the
+    /// caller reads first (the keyring may look it up while connecting).
     ///
     /// # Errors
     ///
     /// [`StorageError::Runtime`] or the keyring's error.
-    pub fn connect() -> Result<Self, StorageError> {
+    pub fn connect(first_read: Option<&ItemId>) -> Result<Self, StorageError> {
         Keyring::check_bus()?;
         let runtime = Arc::new(new_runtime()?);
-        let keyring = runtime.block_on(Keyring::connect())?;
+        let keyring = runtime.block_on(Keyring::connect(first_read))?;
         Ok(Self { keyring, runtime })
     }
 
@@ -140,19 +141,20 @@ impl From<KeyringError> for StorageError {
 pub const FALLBACK_NOTICE_FILE: &str = "keyring-fallback-noticed";
 
 impl Storage {
-    /// Resolve `kind`: connect to the keyring if it asks for one. For `auto`,
-    /// a keyring that does not answer means files, and the first time that
-    /// happens (remembered in `cache_dir`) a notice says so.
+    /// Resolve `kind`: connect to the keyring if it asks for one (`first_read`:
+    /// as for [`KeyringHandle::connect`]). For `auto`, a keyring that does not
+    /// answer means files, and the first time that happens (remembered in
+    /// `cache_dir`) a notice says so.
     ///
     /// # Errors
     ///
     /// [`StorageError::Keyring`] for `keyring` when none answers.
-    pub fn open(kind: StorageKind, cache_dir: &Path) -> Result<Self, StorageError> {
+    pub fn open(kind: StorageKind, cache_dir: &Path, first_read: Option<&ItemId>) -> Result<Self, StorageError> {
         match kind {
             StorageKind::File => Ok(Self::Files),
             StorageKind::None => Ok(Self::Nothing),
-            StorageKind::Keyring => Ok(Self::Keyring(KeyringHandle::connect()?)),
-            StorageKind::Auto => match KeyringHandle::connect() {
+            StorageKind::Keyring => Ok(Self::Keyring(KeyringHandle::connect(first_read)?)),
+            StorageKind::Auto => match KeyringHandle::connect(first_read) {
                 Ok(handle) => Ok(Self::Keyring(handle)),
                 Err(StorageError::Keyring(reason)) => {
                     notice_fallback(&reason, cache_dir);

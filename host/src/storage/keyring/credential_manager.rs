@@ -21,7 +21,7 @@ use windows_sys::Win32::Security::Credentials::{
     CredWriteW,
 };
 
-use super::{APPLICATION, ItemId, KeyringError, Selector};
+use super::{APPLICATION, ItemId, KeyringError, Selector, escape};
 
 /// The most a credential's secret may hold (`CRED_MAX_CREDENTIAL_BLOB_SIZE`).
 const PART_BYTES: usize = 5 * 512;
@@ -41,18 +41,6 @@ pub struct Keyring {
 
 fn wide(text: &str) -> Vec<u16> {
     text.encode_utf16().chain(Some(0)).collect()
-}
-
-/// `text` with the characters that separate, filter or escape names escaped.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '/' | '#' | '*' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn item_name(kind: &str, profile: &str, key: &str) -> String {
@@ -194,7 +182,7 @@ impl Keyring {
     /// # Errors
     ///
     /// Never: a store that refuses says so at its first call.
-    pub async fn connect() -> Result<Self, KeyringError> {
+    pub async fn connect(_first_read: Option<&ItemId>) -> Result<Self, KeyringError> {
         Ok(Self { _private: () })
     }
 

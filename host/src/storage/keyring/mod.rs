@@ -1,5 +1,6 @@
-//! The OS secret store: the Secret Service on Linux ([`secret_service`]), the
-//! Credential Manager on Windows ([`credential_manager`]). Each backend is a
+//! The OS secret store: the Secret Service on Linux (`secret_service`), the
+//! Credential Manager on Windows (`credential_manager`), the login Keychain
+//! on macOS (`keychain`). Each backend is a
 //! `Keyring` with the same calls: `check_bus`, `connect`, `get`, `put`,
 //! `delete` and `delete_all`.
 //!
@@ -74,6 +75,22 @@ pub struct Selector<'a> {
     pub key: Option<&'a str>,
 }
 
+/// `text` with the characters that separate, filter or escape the names of
+/// items escaped (`%XX`), for stores whose items are found by name rather than
+/// by attributes: a profile `a/b` and a key `c` never name the item of
+/// profile `a` and key `b/c`.
+#[cfg(any(windows, target_os = "macos"))]
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '/' | '#' | '*' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(target_os = "linux")]
 mod secret_service;
 #[cfg(target_os = "linux")]
@@ -84,10 +101,15 @@ mod credential_manager;
 #[cfg(windows)]
 pub use self::credential_manager::Keyring;
 
-#[cfg(not(any(target_os = "linux", windows)))]
+#[cfg(target_os = "macos")]
+mod keychain;
+#[cfg(target_os = "macos")]
+pub use self::keychain::Keyring;
+
+#[cfg(not(any(target_os = "linux", windows, target_os = "macos")))]
 pub use self::unsupported::Keyring;
 
-#[cfg(not(any(target_os = "linux", windows)))]
+#[cfg(not(any(target_os = "linux", windows, target_os = "macos")))]
 mod unsupported {
     use std::collections::HashMap;
 
@@ -110,7 +132,7 @@ mod unsupported {
             Err(unsupported())
         }
         /// Always [`KeyringError::Unavailable`].
-        pub async fn connect() -> Result<Self, KeyringError> {
+        pub async fn connect(_first_read: Option<&ItemId>) -> Result<Self, KeyringError> {
             Err(unsupported())
         }
         /// Unreachable: no `Keyring` is ever made.
