@@ -42,8 +42,11 @@ pub struct Keyring {
     session: OwnedObjectPath,
     /// The search for the item the caller said it reads first, asked while
     /// connecting (one round trip less on a cache hit), taken by its `get`.
-    first_read: std::sync::Arc<std::sync::Mutex<Option<(ItemId, Vec<OwnedObjectPath>)>>>,
+    first_read: std::sync::Arc<std::sync::Mutex<Option<Found>>>,
 }
+
+/// An item and the paths a search for it found.
+type Found = (ItemId, Vec<OwnedObjectPath>);
 
 /// The session bus's socket when it is a plain `unix:path=` address (or the
 /// default `$XDG_RUNTIME_DIR/bus`): connected here, in one system call,
