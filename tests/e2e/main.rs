@@ -19,6 +19,7 @@ mod load;
 mod logging;
 mod oci;
 mod oidc;
+mod platforms;
 mod plugins;
 mod python;
 mod runtime;

@@ -384,3 +384,55 @@ pub fn open_beneath(dir: &Path, relative: &Path) -> io::Result<fs::File> {
     }
     Ok(file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    #[test]
+    fn private_dirs_are_created_checked_and_stay_private() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a").join("b");
+        assert_eq!(ensure_private_dir(&dir).unwrap(), DirState::Created);
+        assert_eq!(dir_privacy(&dir).unwrap(), DirPrivacy::Private);
+        assert_eq!(ensure_private_dir(&dir).unwrap(), DirState::Existed);
+        // A file written there is private by inheritance, and read back.
+        write_private_atomic(&dir, "x", b"two").unwrap();
+        let file = open_nofollow(fs::OpenOptions::new().read(true), &dir.join("x")).unwrap();
+        assert!(is_private_file(&file.metadata().unwrap()));
+    }
+
+    #[test]
+    fn a_file_is_not_a_private_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("f");
+        fs::write(&file, b"").unwrap();
+        assert!(matches!(ensure_private_dir(&file), Err(PrivateDirError::NotADirectory(_))));
+    }
+
+    #[test]
+    fn opens_beneath_a_directory_stay_in_it() {
+        let root = tempfile::tempdir().unwrap();
+        let granted = root.path().join("granted");
+        fs::create_dir_all(granted.join("sub")).unwrap();
+        fs::write(granted.join("sub").join("in.txt"), b"in").unwrap();
+        fs::write(root.path().join("outside.txt"), b"out").unwrap();
+        let mut text = String::new();
+        use std::io::Read;
+        open_beneath(&granted, Path::new("sub/in.txt")).unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "in");
+        let error = open_beneath(&granted, Path::new("../outside.txt")).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(open_beneath(&granted, Path::new("missing.txt")).is_err());
+    }
+
+    #[test]
+    fn stamps_change_with_the_content() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("f");
+        fs::write(&path, b"one").unwrap();
+        let before = ContentStamp::of(&fs::metadata(&path).unwrap());
+        fs::write(&path, b"three").unwrap();
+        assert_ne!(ContentStamp::of(&fs::metadata(&path).unwrap()), before);
+    }
+}
