@@ -186,6 +186,21 @@ fn windows_errors_are_clear() {
     );
 }
 
+/// The host's own unit tests, built for Windows: among them those of the
+/// Windows halves (private directories by access list, opens beneath a
+/// directory, the Credential Manager's item names and parts).
+#[test]
+fn the_host_unit_tests_pass_on_windows() {
+    let run = crate::harness::wine::run_host_unit_tests();
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    for windows_test in
+        ["fsutil::windows::tests::private_dirs_are_created_checked_and_stay_private", "credential_manager::tests"]
+    {
+        assert!(run.stdout.contains(windows_test), "{windows_test} did not run:\n{}", run.stdout);
+    }
+    assert!(run.stdout.contains("test result: ok."), "{}", run.stdout);
+}
+
 #[test]
 fn kubectl_authenticates_with_the_windows_binary() {
     let env = UserEnv::new();

@@ -513,7 +513,8 @@ impl Host for CapView<'_, ProcessRuns> {
     }
 }
 
-#[cfg(test)]
+// The helpers these run are shell scripts.
+#[cfg(all(test, unix))]
 mod tests {
     use std::sync::Mutex;
     use std::time::Instant;

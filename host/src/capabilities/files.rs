@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path, PathBuf, Prefix};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::Linker;
@@ -71,7 +71,17 @@ pub struct FilePolicy {
 }
 
 fn is_normal_absolute(path: &Path) -> bool {
-    path.is_absolute() && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+    path.is_absolute()
+        && path.components().all(|c| match c {
+            Component::RootDir | Component::Normal(_) => true,
+            // Windows: a drive (`C:`) or a share (`\\server\share`), also in
+            // their `\\?\` forms; never a device (`\\.\pipe\...`).
+            Component::Prefix(prefix) => matches!(
+                prefix.kind(),
+                Prefix::Disk(_) | Prefix::VerbatimDisk(_) | Prefix::UNC(..) | Prefix::VerbatimUNC(..)
+            ),
+            Component::CurDir | Component::ParentDir => false,
+        })
 }
 
 /// Where a checked path is opened from.
@@ -95,7 +105,8 @@ impl FilePolicy {
             if !is_normal_absolute(grant) {
                 return Err(GrantError::BadFile(grant.clone()));
             }
-            if grant.as_os_str().to_string_lossy().ends_with('/') {
+            // A trailing separator (`/`, or `\` on Windows) grants a directory.
+            if grant.as_os_str().to_string_lossy().ends_with(std::path::is_separator) {
                 policy.dirs.push(grant.clone());
             } else {
                 policy.files.push(grant.clone());
@@ -206,6 +217,7 @@ impl Host for CapView<'_, FileReads> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(unix)]
     use crate::capabilities::testing::Run;
 
     #[test]
@@ -216,7 +228,11 @@ mod tests {
         let policy = FilePolicy::new(&[granted.clone(), PathBuf::from(format!("{}/", sub.display()))]).unwrap();
         assert_eq!(policy.check(granted.to_str().unwrap()).unwrap(), Granted::Exact(granted.clone()));
         assert!(matches!(policy.check(sub.join("a.pem").to_str().unwrap()), Ok(Granted::Beneath(_, _))));
-        assert!(matches!(policy.check("/etc/passwd"), Err(HostError::Denied(_))));
+        let other = dir.path().join("other.txt");
+        assert!(matches!(policy.check(other.to_str().unwrap()), Err(HostError::Denied(_))));
+        // Not a file path (on Windows a named pipe's): never granted.
+        assert!(matches!(policy.check(r"\\.\pipe\x"), Err(HostError::Invalid(_))));
+        assert!(FilePolicy::new(&[PathBuf::from(r"\\.\pipe\x")]).is_err());
         assert!(matches!(policy.check(sub.to_str().unwrap()), Err(HostError::Denied(_))), "the directory itself");
         let dotdot = format!("{}/../tokens.csv", sub.display());
         assert!(matches!(policy.check(&dotdot), Err(HostError::Invalid(_))));
@@ -253,6 +269,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     fn grants(paths: &[&Path]) -> String {
         format!(
             "files = [{}]",
@@ -260,6 +277,8 @@ mod tests {
         )
     }
 
+    // Symlinks and FIFOs made as Unix makes them; on Windows the e2e suite checks the open.
+    #[cfg(unix)]
     #[tokio::test]
     async fn symlinks_and_fifos_do_not_lead_out() {
         let root = tempfile::tempdir().unwrap();
@@ -286,6 +305,8 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
+    // Swaps the directory for a symlink, which Windows lets only administrators make.
+    #[cfg(unix)]
     #[tokio::test]
     async fn a_directory_swapped_during_reads_never_yields_an_outside_file() {
         let root = tempfile::tempdir().unwrap();

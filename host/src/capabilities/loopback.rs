@@ -359,6 +359,8 @@ mod tests {
         assert!(matches!(no_state, Err(HostError::Invalid(m)) if m.contains("no `state`")));
     }
 
+    // The browser is a shell script.
+    #[cfg(unix)]
     #[tokio::test]
     async fn the_operators_browser_command_gets_the_url_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();

@@ -362,6 +362,8 @@ mod tests {
         assert_eq!(view.get("k".into()).await.unwrap(), None);
     }
 
+    // Windows has no FIFOs in the file system.
+    #[cfg(unix)]
     #[tokio::test]
     async fn a_fifo_in_place_of_the_state_file_is_ignored_not_waited_for() {
         let dir = tempfile::tempdir().unwrap();

@@ -191,7 +191,8 @@ fn check(record: &StoredRef) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
+// They check the files' modes.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;

@@ -72,6 +72,43 @@ pub fn wine() -> &'static Wine {
     })
 }
 
+/// Cross-build the host crate's unit tests for Windows and run them under
+/// wine in the shared prefix; what the test binary printed and whether it passed.
+pub fn run_host_unit_tests() -> Run {
+    let wine = wine();
+    let target_dir = plugin_target_dir().parent().expect("target dir").to_path_buf();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(root())
+        .args(["test", "--no-run", "--lib", "--target", TARGET, "-p", "credbroker-host"])
+        .args(["--message-format", "json", "--target-dir"])
+        .arg(&target_dir)
+        .stderr(Stdio::inherit());
+    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+        build.env_remove(var);
+    }
+    let built = build.output().expect("running cargo to cross-build the host's unit tests");
+    assert!(built.status.success(), "cross-building the host's unit tests for {TARGET} failed");
+    let executable = String::from_utf8_lossy(&built.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|message| message["profile"]["test"] == true)
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .expect("cargo names the test executable");
+    // The test binary lives in deps/, away from the stub DLL next to credbroker.exe.
+    let dll = wine.exe.with_file_name("bcryptprimitives.dll");
+    std::fs::copy(&dll, executable.with_file_name("bcryptprimitives.dll")).expect("copying the DLL stub");
+    let mut command = Command::new(WINE64);
+    command
+        .arg(&executable)
+        .args(["--test-threads", "2"])
+        .env("WINEPREFIX", &wine.prefix)
+        .env("WINEDEBUG", "-all")
+        .stdin(Stdio::null());
+    Run::of(command.output().expect("running the host's unit tests under wine"))
+}
+
 /// `path` as a Windows program under wine names it (`Z:` is `/`).
 pub fn windows_path(path: &Path) -> String {
     format!("Z:{}", path.display()).replace('/', "\\")
