@@ -14,9 +14,9 @@
 //!   Target p99 ≤ 5 ms.
 //! - (i) the `jwt` validator reading an AuthenticationConfiguration of two
 //!   issuers and 8 CEL expressions (rules and mappings), against (f), the same
-//!   RS256 JWTs without CEL. Target ≥ 0.8 once reviews start from the
-//!   set-up instance; until then every review also runs the setup (parsing
-//!   the file, compiling the expressions).
+//!   RS256 JWTs without CEL. Target ≥ 0.8: the file is parsed and the
+//!   expressions compiled once, by the validator's setup; a review evaluates
+//!   them.
 //! - Peak RSS of a `credbroker serve` process with 256 connections busy
 //!   (target ≤ 150 MB).
 //!

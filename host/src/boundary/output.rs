@@ -33,6 +33,31 @@ struct State {
     stderr_tail: VecDeque<String>,
 }
 
+impl State {
+    /// Hold `bytes` of the run's memory for the secrets and their automaton.
+    fn hold_secrets(&mut self, bytes: usize) -> Result<(), crate::limits::LimitExceeded> {
+        match &mut self.secrets_held {
+            Some(held) => held.resize(bytes),
+            None => {
+                self.secrets_held = Some(self.memory.hold(bytes)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// The redactor with its automaton built and charged to the run's
+    /// memory; one that does not fit withholds every text instead.
+    fn redactor(&mut self) -> &Redactor {
+        if !self.redactor.is_built() {
+            let bytes = self.redactor.memory_usage();
+            if self.hold_secrets(bytes).is_err() {
+                self.redactor.withhold();
+            }
+        }
+        &self.redactor
+    }
+}
+
 /// One run's output channel. Cheap to clone; clones share it.
 #[derive(Clone)]
 pub struct PluginOutput {
@@ -76,35 +101,32 @@ impl PluginOutput {
     pub fn mark_secret(&self, value: &str) -> Result<(), SecretError> {
         let mut state = self.state();
         state.redactor.add(value)?;
-        let bytes = state.redactor.memory_usage();
-        let memory = state.memory.clone();
-        match &mut state.secrets_held {
-            Some(held) => held.resize(bytes)?,
-            None => state.secrets_held = Some(memory.hold(bytes)?),
-        }
+        // The secrets now, their automaton when a text is first searched.
+        let bytes = state.redactor.secret_bytes();
+        state.hold_secrets(bytes)?;
         Ok(())
     }
 
     /// The longest text the redactor replaces.
     pub fn longest_secret(&self) -> usize {
-        self.state().redactor.longest()
+        self.state().redactor().longest()
     }
 
     /// Where to split `text` near `at` so no secret is cut in two.
     pub fn safe_split(&self, text: &str, at: usize) -> usize {
-        self.state().redactor.safe_split(text, at)
+        self.state().redactor().safe_split(text, at)
     }
 
     /// `text` with secrets redacted.
     pub fn redact(&self, text: &str) -> String {
-        self.state().redactor.redact(text).into_owned()
+        self.state().redactor().redact(text).into_owned()
     }
 
     /// The part of `text` that can show in `max` bytes, redacted: only that
     /// much (and the longest secret beyond it) is searched, so the host's
     /// work per message is bounded whatever the plugin sends.
-    fn shown_part<'a>(state: &State, text: &'a str, max: usize) -> (Cow<'a, str>, usize) {
-        let (shown, covered) = state.redactor.redact_prefix(text, max);
+    fn shown_part<'a>(state: &mut State, text: &'a str, max: usize) -> (Cow<'a, str>, usize) {
+        let (shown, covered) = state.redactor().redact_prefix(text, max);
         (shown, text.len() - covered)
     }
 
@@ -120,8 +142,8 @@ impl PluginOutput {
     /// `text` fit for an error message or a log field: redacted, on one line
     /// with unsafe characters escaped, at most [`MAX_MESSAGE`] bytes.
     pub fn clean(&self, text: &str) -> String {
-        let state = self.state();
-        let (redacted, cut) = Self::shown_part(&state, text, MAX_MESSAGE);
+        let mut state = self.state();
+        let (redacted, cut) = Self::shown_part(&mut state, text, MAX_MESSAGE);
         Self::bounded(&text::one_line(&redacted), MAX_MESSAGE, cut)
     }
 
@@ -142,7 +164,7 @@ impl PluginOutput {
     /// Log one message from the plugin (`source`: `log`, `stdout`, `stderr`).
     pub fn log(&self, level: Level, source: &str, message: &str) {
         let mut state = self.state();
-        let (redacted, cut) = Self::shown_part(&state, message, MAX_LINE);
+        let (redacted, cut) = Self::shown_part(&mut state, message, MAX_LINE);
         let line = Self::bounded(&text::one_line(&redacted), MAX_LINE, cut);
         if source == "stderr" && !line.trim().is_empty() {
             if state.stderr_tail.len() == STDERR_TAIL {
@@ -169,7 +191,7 @@ impl PluginOutput {
     /// the run's output budget; `None` once the budget is spent.
     pub fn for_terminal(&self, message: &str) -> Option<String> {
         let mut state = self.state();
-        let (redacted, cut) = Self::shown_part(&state, message, MAX_TERMINAL);
+        let (redacted, cut) = Self::shown_part(&mut state, message, MAX_TERMINAL);
         let shown = Self::bounded(&text::multi_line(&redacted), MAX_TERMINAL, cut);
         Self::charge(&mut state, shown.len()).then_some(shown)
     }
@@ -242,5 +264,21 @@ mod tests {
             }
         }
         assert!(failed, "1 MiB of memory cannot hold 1.6 MiB of secrets");
+    }
+
+    #[test]
+    fn the_automaton_is_built_and_charged_when_a_text_is_searched() {
+        let memory = MemoryAccount::new(&Limits { memory_mib: 1, ..Limits::default() });
+        let out = PluginOutput::new("p".into(), 1 << 20, Redactor::new(), memory.clone());
+        out.mark_secret("tok-123").unwrap();
+        assert_eq!(memory.held(), "tok-123".len(), "only the secret until a text is searched");
+        assert_eq!(out.clean("bearer tok-123"), "bearer [REDACTED]");
+        assert!(memory.held() > "tok-123".len(), "the automaton is charged once built");
+        // Secrets that fit, whose automaton does not: every text is withheld.
+        for i in 0..100 {
+            out.mark_secret(&format!("{i:04}-{}", "z".repeat(8 * 1024))).unwrap();
+        }
+        assert!(out.clean("bearer tok-123").contains("withheld"), "{}", out.clean("bearer tok-123"));
+        assert!(memory.held() <= 1024 * 1024);
     }
 }

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 /// What secrets are replaced with.
 pub const REDACTED: &str = "[REDACTED]";
@@ -113,9 +113,26 @@ impl Redactor {
         }
     }
 
-    /// Bytes the automaton occupies (for the run's memory account).
+    /// Bytes the secrets occupy, before their automaton is built.
+    pub fn secret_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether the automaton of the current secrets is built.
+    pub fn is_built(&self) -> bool {
+        self.automaton.get().is_some()
+    }
+
+    /// Bytes the automaton and the secrets occupy (for the run's memory
+    /// account), building the automaton if it is not.
     pub fn memory_usage(&self) -> usize {
         self.automaton().map_or(0, |a| a.memory_usage()) + self.bytes
+    }
+
+    /// Give up searching until the next secret is added: every text is
+    /// withheld (the automaton did not fit in the run's memory).
+    pub fn withhold(&mut self) {
+        self.automaton = OnceLock::from(Built::Broken);
     }
 
     fn built(&self) -> &Built {
@@ -126,8 +143,13 @@ impl Redactor {
             let patterns: Vec<String> = self.secrets.iter().flat_map(|s| forms(s)).collect();
             let longest = patterns.iter().map(String::len).max().unwrap_or(0);
             // Leftmost-longest: where one secret contains another, the whole
-            // of the longer one goes.
-            match AhoCorasickBuilder::new().match_kind(MatchKind::LeftmostLongest).build(&patterns) {
+            // of the longer one goes. A contiguous NFA, not the DFA the
+            // builder picks for few patterns: for one JWT the DFA took 220 µs
+            // and 360 KB to build, the NFA 36 µs and 10 KB, and the texts
+            // searched are short (a message, a log line).
+            let mut builder = AhoCorasickBuilder::new();
+            builder.match_kind(MatchKind::LeftmostLongest).kind(Some(AhoCorasickKind::ContiguousNFA));
+            match builder.build(&patterns) {
                 Ok(automaton) => Built::Ready(Arc::new(automaton), longest),
                 Err(_) => Built::Broken,
             }

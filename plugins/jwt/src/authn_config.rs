@@ -404,6 +404,7 @@ fn issuer(path: &str, entry: Jwt, cel: &Cel, common: &Common, problems: &mut Pro
             claim_rules,
             user_rules,
             distributed: BTreeSet::new(),
+            cel_claims: None,
         }
         .reading_claims(),
     )

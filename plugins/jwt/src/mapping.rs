@@ -24,16 +24,8 @@ fn reject<T>(reason: impl Into<String>) -> Result<T, Stop> {
 ///
 /// [`Stop::Reject`] when a mapping or a rule refuses the token.
 pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<UserInfo, Stop> {
-    let uses_cel = matches!(issuer.username, Username::Expression(_))
-        || matches!(issuer.groups, Groups::Expression(_))
-        || matches!(issuer.uid, Uid::Expression(_))
-        || !issuer.extra.is_empty()
-        || !issuer.claim_rules.is_empty();
-    let input = if uses_cel {
-        Some(Input::claims(claims).map_err(|e| Stop::Reject(format!("the claims cannot be evaluated: {e}")))?)
-    } else {
-        None
-    };
+    // Converted once for every expression of the review, and only the claims they read.
+    let input = issuer.cel_claims.as_ref().map(|wanted| Input::claims(claims, wanted));
     let evaluate = |what: &str, e: &Expression| -> Result<CelValue, Stop> {
         let Some(input) = &input else { return reject("internal: no claims bound for CEL") };
         e.evaluate(cel, input)
@@ -127,8 +119,7 @@ pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<U
     }
 
     if !issuer.user_rules.is_empty() {
-        let input = Input::user(&username, &uid, &groups, &extra)
-            .map_err(|e| Stop::Reject(format!("the user cannot be evaluated: {e}")))?;
+        let input = Input::user(&username, &uid, &groups, &extra);
         for rule in &issuer.user_rules {
             let result = rule.expression.evaluate(cel, &input).map_err(|err| {
                 Stop::Reject(format!("the user validation rule `{}` failed: {err}", rule.expression.source))

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use credbroker_sdk::{Error, HostError, ReviewOutcome, UserInfo};
 use serde_json::{Map, Value};
 
-use crate::cel::{Cel, Expression};
+use crate::cel::{Cel, Claims, Expression};
 use crate::host::Host;
 use crate::jwks::{self, Key, Refresh, Source};
 use crate::token::{self, Algorithm, Jws, Times};
@@ -110,6 +110,9 @@ pub struct Issuer {
     pub user_rules: Vec<Rule>,
     /// Claims resolved from `_claim_sources` when the token does not carry them.
     pub distributed: BTreeSet<String>,
+    /// The claims the mappings' and claim rules' expressions read (`None`
+    /// without any): the only ones converted for CEL in a review.
+    pub cel_claims: Option<Claims>,
 }
 
 impl Authenticator {
@@ -147,8 +150,8 @@ impl Authenticator {
 }
 
 impl Issuer {
-    /// The issuer with [`Issuer::distributed`] filled in: every claim its
-    /// mappings and rules read by name.
+    /// The issuer with [`Issuer::distributed`] and [`Issuer::cel_claims`]
+    /// filled in: every claim its mappings and rules read by name.
     pub fn reading_claims(mut self) -> Self {
         let mut names = BTreeSet::new();
         let mut expressions: Vec<&Expression> = Vec::new();
@@ -170,6 +173,7 @@ impl Issuer {
         expressions.extend(self.claim_rules.iter().map(|r| &r.expression));
         names.extend(expressions.iter().flat_map(|e| e.reads.iter().cloned()));
         names.extend(self.required.iter().map(|r| r.claim.clone()));
+        self.cel_claims = (!expressions.is_empty()).then(|| Claims::read_by(expressions.iter().copied()));
         self.distributed = names;
         self
     }

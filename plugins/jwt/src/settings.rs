@@ -225,6 +225,7 @@ fn flat_issuer(settings: &dyn Settings, cel: &Cel) -> Result<Issuer, Error> {
         claim_rules,
         user_rules: Vec::new(),
         distributed: BTreeSet::new(),
+        cel_claims: None,
     }
     .reading_claims())
 }

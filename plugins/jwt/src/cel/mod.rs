@@ -29,10 +29,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, SourceInfo, operators};
-use cel::common::types::{CelInt, DYN_TYPE, INT_TYPE};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, DYN_TYPE, INT_TYPE,
+};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
-use cel::objects::{Key, Map};
 use cel::{Context, Env, ExecutionError, Value};
 
 use self::check::{Checker, Ty};
@@ -112,12 +113,18 @@ impl Cel {
             return Err(format!("must evaluate to bool, not {output}"));
         }
         let mut reads = BTreeSet::new();
-        if scope == Scope::Claims {
-            claims_read(&expr, &mut reads);
-        }
+        let reads_all_claims = scope == Scope::Claims && claims_read(&expr, &mut reads);
         let mut next_id = max_id(&expr) + 1;
         let base_cost = instrument(&mut expr, &mut next_id);
-        Ok(Expression { source: source.to_string(), expr, base_cost, reads, uses_email, uses_email_verified })
+        Ok(Expression {
+            source: source.to_string(),
+            expr,
+            base_cost,
+            reads,
+            reads_all_claims,
+            uses_email,
+            uses_email_verified,
+        })
     }
 }
 
@@ -131,6 +138,9 @@ pub struct Expression {
     base_cost: u64,
     /// The top-level claims it reads by name (`claims.x`, `claims["x"]`).
     pub reads: BTreeSet<String>,
+    /// Whether it also uses `claims` otherwise (`size(claims)`, `claims[k]`,
+    /// `claims.exists(...)`), so that every claim must be bound.
+    pub reads_all_claims: bool,
     /// Whether it selects `claims.email` (kube-apiserver's rule on unverified email).
     pub uses_email: bool,
     /// Whether it selects `claims.email_verified`.
@@ -176,7 +186,7 @@ impl Expression {
     /// # Errors
     ///
     /// The evaluation error (a missing claim, a failed conversion, the cost limit).
-    pub fn evaluate(&self, cel: &Cel, input: &Input) -> Result<Value, String> {
+    pub fn evaluate(&self, cel: &Cel, input: &Input<'_>) -> Result<Value, String> {
         BUDGET.with(|budget| budget.set(COST_LIMIT.saturating_sub(self.base_cost)));
         EXCEEDED.with(|e| e.set(false));
         let mut context = Context::with_env(Arc::clone(&cel.env));
@@ -197,67 +207,100 @@ fn describe(error: &ExecutionError) -> String {
     }
 }
 
-/// The variable an expression is evaluated with, converted once per review.
-pub struct Input {
+/// The variable an expression is evaluated with, converted once per review
+/// and shared by every expression of the review. Its strings borrow from the
+/// claims (or the user) it was made of.
+pub struct Input<'a> {
     name: &'static str,
-    value: Box<dyn Val>,
+    value: Box<dyn Val + 'a>,
 }
 
-impl VariableResolver for Input {
+impl VariableResolver for Input<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         (variable == self.name).then(|| CowVal::Borrowed(self.value.as_ref()))
     }
 }
 
-impl Input {
-    /// `claims`, from the token's payload.
-    pub fn claims(claims: &serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
-        let value = Value::Map(Map {
-            map: Arc::new(claims.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), json(v))).collect()),
-        });
-        Ok(Self { name: "claims", value: value.try_into().map_err(|e: ExecutionError| e.to_string())? })
+/// Which claims the expressions of an issuer see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claims {
+    /// Every claim: an expression uses `claims` other than by name.
+    All,
+    /// Only these: no expression can read another, so the others are not converted.
+    Named(BTreeSet<String>),
+}
+
+impl Claims {
+    /// The claims `expressions` read.
+    pub fn read_by<'e>(expressions: impl IntoIterator<Item = &'e Expression>) -> Self {
+        let mut names = BTreeSet::new();
+        for expression in expressions {
+            if expression.reads_all_claims {
+                return Claims::All;
+            }
+            names.extend(expression.reads.iter().cloned());
+        }
+        Claims::Named(names)
+    }
+}
+
+impl<'a> Input<'a> {
+    /// `claims`, from the token's payload: those of `wanted` it has.
+    pub fn claims(claims: &'a serde_json::Map<String, serde_json::Value>, wanted: &Claims) -> Self {
+        let entry =
+            |(k, v): (&'a String, &'a serde_json::Value)| (CelMapKey::String(CelString::from(k.as_str())), json(v));
+        let map: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = match wanted {
+            Claims::All => claims.iter().map(entry).collect(),
+            Claims::Named(names) => names.iter().filter_map(|name| claims.get_key_value(name)).map(entry).collect(),
+        };
+        Self { name: "claims", value: Box::new(CelMap::from(map)) }
     }
 
     /// `user`, as kube-apiserver builds it for user validation rules (every
     /// field present, empty when unset).
     pub fn user(
-        username: &str,
-        uid: &str,
-        groups: &[String],
-        extra: &BTreeMap<String, Vec<String>>,
-    ) -> Result<Self, String> {
-        let strings = |items: &[String]| Value::List(Arc::new(items.iter().map(|s| Value::from(s.as_str())).collect()));
-        let extra: HashMap<Key, Value> =
-            extra.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), strings(v))).collect();
-        let fields: HashMap<Key, Value> = [
-            ("username", Value::from(username)),
-            ("uid", Value::from(uid)),
-            ("groups", strings(groups)),
-            ("extra", Value::Map(Map { map: Arc::new(extra) })),
-        ]
-        .into_iter()
-        .map(|(k, v)| (Key::String(Arc::new(k.to_string())), v))
-        .collect();
-        let value = Value::Map(Map { map: Arc::new(fields) });
-        Ok(Self { name: "user", value: value.try_into().map_err(|e: ExecutionError| e.to_string())? })
+        username: &'a str,
+        uid: &'a str,
+        groups: &'a [String],
+        extra: &'a BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        fn string<'a>(s: &'a str) -> Box<dyn Val + 'a> {
+            Box::new(CelString::from(s))
+        }
+        fn strings<'a>(items: &'a [String]) -> Box<dyn Val + 'a> {
+            Box::new(CelList::from(items.iter().map(|s| string(s)).collect::<Vec<_>>()))
+        }
+        let key = |s: &'a str| CelMapKey::String(CelString::from(s));
+        let extra: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> =
+            extra.iter().map(|(k, v)| (key(k), strings(v))).collect();
+        let fields: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::from([
+            (key("username"), string(username)),
+            (key("uid"), string(uid)),
+            (key("groups"), strings(groups)),
+            (key("extra"), Box::new(CelMap::from(extra))),
+        ]);
+        Self { name: "user", value: Box::new(CelMap::from(fields)) }
     }
 }
 
 /// A JSON claim as kube-apiserver hands it to CEL: whole numbers that fit
 /// are `int`, other numbers `double`.
-fn json(value: &serde_json::Value) -> Value {
+fn json(value: &serde_json::Value) -> Box<dyn Val + '_> {
     match value {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Null => Box::new(CelNull),
+        serde_json::Value::Bool(b) => Box::new(CelBool::from(*b)),
         serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            Some(i) => Box::new(CelInt::from(i)),
+            None => Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN))),
         },
-        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
-        serde_json::Value::Array(items) => Value::List(Arc::new(items.iter().map(json).collect())),
-        serde_json::Value::Object(fields) => Value::Map(Map {
-            map: Arc::new(fields.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), json(v))).collect()),
-        }),
+        serde_json::Value::String(s) => Box::new(CelString::from(s.as_str())),
+        serde_json::Value::Array(items) => Box::new(CelList::from(items.iter().map(json).collect::<Vec<_>>())),
+        serde_json::Value::Object(fields) => Box::new(CelMap::from(
+            fields
+                .iter()
+                .map(|(k, v)| (CelMapKey::String(CelString::from(k.as_str())), json(v)))
+                .collect::<HashMap<_, _>>(),
+        )),
     }
 }
 
@@ -328,11 +371,13 @@ fn uses_select(expr: &IdedExpr, field: &str) -> bool {
     direct || children(expr).into_iter().any(|c| uses_select(c, field))
 }
 
-/// The claims `expr` reads by name at the top level.
-fn claims_read(expr: &IdedExpr, reads: &mut BTreeSet<String>) {
+/// The claims `expr` reads by name at the top level; whether it also uses
+/// `claims` otherwise (then it can read any claim).
+fn claims_read(expr: &IdedExpr, reads: &mut BTreeSet<String>) -> bool {
     match &expr.expr {
         Expr::Select(select) if is_claims(&select.operand) => {
             reads.insert(select.field.clone());
+            return false;
         }
         Expr::Call(CallExpr { func_name, target: None, args })
             if func_name == operators::OPT_SELECT
@@ -343,13 +388,18 @@ fn claims_read(expr: &IdedExpr, reads: &mut BTreeSet<String>) {
                 && is_claims(operand)
             {
                 reads.insert(name.inner().to_string());
+                return false;
             }
         }
+        Expr::Ident(_) if is_claims(expr) => return true,
         _ => {}
     }
+    // Every child, not the first that uses `claims` whole: their names are read too.
+    let mut all = false;
     for child in children(expr) {
-        claims_read(child, reads);
+        all |= claims_read(child, reads);
     }
+    all
 }
 
 /// kube-apiserver's `Unescape` of a CEL identifier: `__dot__` is `.`, `__dash__`
@@ -510,13 +560,11 @@ fn wrap_steps(expr: &mut IdedExpr, next_id: &mut u64) {
 mod tests {
     use super::*;
 
-    fn claims(json: serde_json::Value) -> Input {
-        Input::claims(json.as_object().unwrap()).unwrap()
-    }
-
     fn run(source: &str, json: serde_json::Value) -> Result<Value, String> {
         let cel = Cel::new();
-        cel.compile(source, Scope::Claims, Want::Any)?.evaluate(&cel, &claims(json))
+        let expression = cel.compile(source, Scope::Claims, Want::Any)?;
+        let claims = json.as_object().unwrap();
+        expression.evaluate(&cel, &Input::claims(claims, &Claims::read_by([&expression])))
     }
 
     #[test]
@@ -594,6 +642,27 @@ mod tests {
         // An `||` does not make it true: past the limit, the evaluation is over.
         let err = run("claims.l.all(x, claims.l.all(y, claims.l.all(z, z >= 0))) || true", c).unwrap_err();
         assert!(err.contains("cost limit of 1000000"), "{err}");
+    }
+
+    #[test]
+    fn only_the_claims_read_are_bound_unless_claims_is_used_whole() {
+        let cel = Cel::new();
+        let compile = |s: &str| cel.compile(s, Scope::Claims, Want::Any).unwrap();
+        let named = [compile("claims.a + claims[?'b'].orValue(0)"), compile("has(claims.c) && claims['d'] == 1")];
+        let names = |n: &[&str]| Claims::Named(n.iter().map(|s| s.to_string()).collect());
+        assert_eq!(Claims::read_by(&named), names(&["a", "b", "c", "d"]));
+        for whole in
+            ["size(claims)", "claims.exists(k, k == 'z')", "'z' in claims", "claims[claims.k]", "[claims][0].z"]
+        {
+            assert_eq!(Claims::read_by([&named[0], &compile(whole)]), Claims::All, "{whole}");
+        }
+        // A comprehension variable of that name reads no claim, but `claims` itself still counts.
+        assert_eq!(Claims::read_by([&compile("[{'z': 1}].exists(claims, claims.z == 1)")]), names(&["z"]));
+        let c = serde_json::json!({"a": 1, "k": "z", "z": 2, "n": 3});
+        assert_eq!(run("size(claims)", c.clone()), Ok(Value::Int(4)));
+        assert_eq!(run("claims[claims.k]", c.clone()), Ok(Value::Int(2)));
+        assert_eq!(run("claims.a + claims.z", c.clone()), Ok(Value::Int(3)));
+        assert_eq!(run("claims.missing", c), Err("no such key: missing".into()));
     }
 
     #[test]
