@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 mod keyring;
 
+// The DLL wine lacks, built next to the Windows binary as the tests build it.
+#[path = "../tests/e2e/harness/wine_stub.rs"]
+mod wine_stub;
+
 const CREDENTIAL_JSON: &str = r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1beta1","spec":{"interactive":false},"status":{"expirationTimestamp":"2030-01-01T00:00:00Z","token":"abc"}}"#;
 
 /// One measured run: wall time and the child's peak RSS in KiB.
@@ -388,25 +392,7 @@ fn windows_runs(runs: usize, get: &dyn Fn(&Path, &[&str]) -> Command) -> Option<
         .ok()?;
     assert!(built.success(), "cross-building credbroker.exe failed");
     let exe = target_dir.join("x86_64-pc-windows-gnu/release/credbroker.exe");
-    // wine 8 lacks bcryptprimitives.dll (Rust's std needs ProcessPrng): a
-    // stub next to the .exe (see tests/e2e/harness/wine.rs).
-    let dll = exe.with_file_name("bcryptprimitives.dll");
-    if !dll.exists() {
-        let source = exe.with_file_name("bcryptprimitives-stub.c");
-        std::fs::write(
-            &source,
-            "#include <windows.h>\n#include <ntsecapi.h>\nBOOL WINAPI ProcessPrng(PBYTE p, SIZE_T n) { return RtlGenRandom(p, (ULONG)n); }\n",
-        )
-        .ok()?;
-        let status = Command::new("x86_64-w64-mingw32-gcc")
-            .args(["-shared", "-o"])
-            .arg(&dll)
-            .arg(&source)
-            .arg("-ladvapi32")
-            .status()
-            .ok()?;
-        assert!(status.success(), "building the bcryptprimitives.dll stub failed");
-    }
+    wine_stub::ensure_bcryptprimitives(exe.parent()?).expect("building the bcryptprimitives.dll stub");
     let prefix = target_dir.join("wine-prefix");
     let home = tempfile::tempdir().ok()?;
     let cache = format!("Z:{}", home.path().join("cache").display()).replace('/', "\\");

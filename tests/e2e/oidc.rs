@@ -309,7 +309,7 @@ fn refresh_tokens_move_into_the_keyring_and_logout_removes_them_from_everywhere(
     assert_ne!(in_keyring, in_file, "rotated");
     let id_token = cluster.apiserver.tokens_seen().last().cloned().unwrap();
     for secret in [&in_keyring, &id_token] {
-        let on_disk: Vec<_> = walk(env.home()).into_iter().filter(|f| contains(f, secret)).collect();
+        let on_disk = crate::harness::files_holding(env.home(), secret);
         assert!(on_disk.is_empty(), "a secret on disk with storage = keyring: {on_disk:?}");
     }
     assert_eq!(keyring.secrets(&[("application", "credbroker"), ("kind", "credential")]).len(), 1);
@@ -323,23 +323,6 @@ fn refresh_tokens_move_into_the_keyring_and_logout_removes_them_from_everywhere(
     assert_eq!(keyring.secrets(&[("application", "credbroker")]), Vec::<String>::new());
     let again = Run::of(keyring.attach(&mut env.credbroker(&["logout", "--all"])).output().unwrap());
     assert_eq!(again.stdout, "nothing to remove for every provider\n");
-}
-
-/// Every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() { stack.push(path) } else { files.push(path) }
-        }
-    }
-    files
-}
-
-fn contains(file: &std::path::Path, needle: &str) -> bool {
-    std::fs::read(file).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
 }
 
 #[test]
@@ -362,7 +345,7 @@ fn logout_with_files_removes_the_credential_and_the_refresh_token() {
     );
     assert!(logout.stdout.contains("the OS keyring was not searched: no OS keyring answers"), "{}", logout.stdout);
     assert_eq!(stored_refresh_token(&env), None);
-    assert!(walk(env.home()).iter().all(|f| !contains(f, &refresh)));
+    assert!(crate::harness::files_holding(env.home(), &refresh).is_empty());
     let none = env.run(&["logout"]);
     assert!(none.error().contains("--provider <PROVIDER>|--all"), "{}", none.stderr);
 }

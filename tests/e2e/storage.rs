@@ -3,11 +3,10 @@
 //! nothing; `auto` falls back to files with a notice said once; `logout` and
 //! `cache clear` remove what they say from every storage.
 
-use std::path::Path;
 use std::process::Stdio;
 
 use crate::harness::keyring::SecretService;
-use crate::harness::{Answer, HttpStub, Run, UserEnv, probe};
+use crate::harness::{Answer, HttpStub, Run, UserEnv, files_holding, probe};
 
 /// A profile `counted` (storage `storage`, if given) whose provider fetches
 /// its token from `stub`'s `/token`: the stub's hit count is the number of
@@ -20,25 +19,6 @@ fn counted_profile(env: &UserEnv, stub: &HttpStub, storage: Option<&str>) {
         stub.origin(),
         stub.origin()
     ));
-}
-
-/// Every file under `dir` whose content holds `needle`.
-fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path)
-                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
-            {
-                found.push(path.display().to_string());
-            }
-        }
-    }
-    found
 }
 
 fn get(env: &UserEnv, keyring: Option<&SecretService>, args: &[&str]) -> Run {

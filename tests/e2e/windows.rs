@@ -9,7 +9,7 @@ use std::process::Stdio;
 use crate::harness::apiserver::ApiServer;
 use crate::harness::kubectl::{self, Exec};
 use crate::harness::wine::windows_path;
-use crate::harness::{Answer, HttpStub, Run, UserEnv, probe};
+use crate::harness::{Answer, HttpStub, Run, UserEnv, files_holding, files_under, probe};
 
 const V1_EXEC_INFO: &str =
     r#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1","spec":{"interactive":false}}"#;
@@ -24,20 +24,6 @@ fn counted_profile(env: &UserEnv, name: &str, stub: &HttpStub, storage: &str) {
         stub.origin(),
         stub.origin()
     ));
-}
-
-/// The files under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[test]
@@ -136,10 +122,7 @@ fn the_credential_manager_keeps_credentials_off_disk_and_logout_removes_them() {
     let second = env.run_windows(&["get", "--provider", &profile]);
     assert_eq!(second.token(), first.token());
     assert_eq!(stub.hits("/token"), 1, "the second run is served from the Credential Manager");
-    let on_disk: Vec<_> = files_under(env.home())
-        .into_iter()
-        .filter(|f| std::fs::read(f).is_ok_and(|b| b.windows(64).any(|w| w == &long.as_bytes()[..64])))
-        .collect();
+    let on_disk = files_holding(env.home(), &long[..64]);
     assert!(on_disk.is_empty(), "a secret on disk with storage = keyring: {on_disk:?}");
 
     let logout = env.run_windows(&["logout", "--provider", &profile]);

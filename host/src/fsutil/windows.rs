@@ -85,16 +85,7 @@ impl UserSid {
             return Err(error);
         }
         let mut sid = Self { buffer, text: String::new() };
-        let mut string = ptr::null_mut();
-        // SAFETY: a valid SID; the string is LocalAlloc'd and freed by `Local`.
-        if unsafe { ConvertSidToStringSidW(sid.sid(), &mut string) } == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let _free = Local(string.cast());
-        // SAFETY: a NUL-terminated UTF-16 string from ConvertSidToStringSidW.
-        let len = (0..).take_while(|&i| unsafe { *string.add(i) } != 0).count();
-        // SAFETY: `len` u16s before the NUL are initialised.
-        sid.text = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(string, len) });
+        sid.text = sid_string(sid.sid()).ok_or_else(io::Error::last_os_error)?;
         Ok(sid)
     }
 
@@ -124,17 +115,23 @@ impl UserSid {
     }
 }
 
-fn sid_text(sid: PSID) -> String {
+/// `sid` as a string (`S-1-5-...`), if Windows can say it.
+fn sid_string(sid: PSID) -> Option<String> {
     let mut string = ptr::null_mut();
-    // SAFETY: a SID from a security descriptor we hold; the string is freed by `Local`.
+    // SAFETY: a SID we hold; the string is LocalAlloc'd and freed by `Local`.
     if sid.is_null() || unsafe { ConvertSidToStringSidW(sid, &mut string) } == 0 {
-        return "an unknown account".into();
+        return None;
     }
     let _free = Local(string.cast());
-    // SAFETY: a NUL-terminated UTF-16 string.
+    // SAFETY: a NUL-terminated UTF-16 string from ConvertSidToStringSidW.
     let len = (0..).take_while(|&i| unsafe { *string.add(i) } != 0).count();
-    // SAFETY: `len` initialised u16s.
-    String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(string, len) })
+    // SAFETY: `len` u16s before the NUL are initialised.
+    Some(String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(string, len) }))
+}
+
+/// `sid` as a string, for messages.
+fn sid_text(sid: PSID) -> String {
+    sid_string(sid).unwrap_or_else(|| "an unknown account".into())
 }
 
 /// `SYSTEM` and the built-in Administrators group: allowed in a private list.

@@ -14,6 +14,7 @@ pub mod sts;
 pub mod terminal;
 pub mod webhook;
 pub mod wine;
+pub mod wine_stub;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -29,6 +30,29 @@ use serde_json::Value;
 /// The workspace root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every file under `dir`, recursively (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() { stack.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
+
+/// Every file under `dir` whose content holds `needle`: where a secret
+/// must not be, it is searched for with this.
+pub fn files_holding(dir: &Path, needle: &str) -> Vec<String> {
+    files_under(dir)
+        .into_iter()
+        .filter(|file| std::fs::read(file).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())))
+        .map(|file| file.display().to_string())
+        .collect()
 }
 
 /// The `credbroker` binary under test.

@@ -25,12 +25,6 @@ pub struct Wine {
     pub prefix: PathBuf,
 }
 
-/// Debian's wine 8 has no `bcryptprimitives.dll`, whose `ProcessPrng` Rust's
-/// std calls for random numbers; this stand-in next to the .exe answers from
-/// `RtlGenRandom` (advapi32's `SystemFunction036`), as Windows 7 did.
-const BCRYPTPRIMITIVES_STUB: &str = "#include <windows.h>\n#include <ntsecapi.h>\n\
-BOOL WINAPI ProcessPrng(PBYTE p, SIZE_T n) { return RtlGenRandom(p, (ULONG)n); }\n";
-
 /// The Windows build, made (and its wine prefix created) on first use.
 pub fn wine() -> &'static Wine {
     static WINE: OnceLock<Wine> = OnceLock::new();
@@ -48,20 +42,8 @@ pub fn wine() -> &'static Wine {
         let status = build.status().expect("running cargo to cross-build credbroker.exe");
         assert!(status.success(), "cross-building credbroker for {TARGET} failed");
         let exe = target_dir.join(TARGET).join("debug/credbroker.exe");
-        let dir = exe.parent().expect("exe dir");
-        let dll = dir.join("bcryptprimitives.dll");
-        if !dll.exists() {
-            let source = dir.join("bcryptprimitives-stub.c");
-            std::fs::write(&source, BCRYPTPRIMITIVES_STUB).expect("stub source");
-            let status = Command::new("x86_64-w64-mingw32-gcc")
-                .args(["-shared", "-o"])
-                .arg(&dll)
-                .arg(&source)
-                .arg("-ladvapi32")
-                .status()
-                .expect("running x86_64-w64-mingw32-gcc (Debian's gcc-mingw-w64-x86-64)");
-            assert!(status.success(), "building the bcryptprimitives.dll stub failed");
-        }
+        super::wine_stub::ensure_bcryptprimitives(exe.parent().expect("exe dir"))
+            .expect("building the bcryptprimitives.dll stub (Debian's gcc-mingw-w64-x86-64)");
         let prefix = target_dir.join("wine-prefix");
         let wine = Wine { exe, prefix };
         // The first run creates the prefix (seconds); later ones reuse it.

@@ -2,10 +2,12 @@
 //! over the user's D-Bus session bus.
 //!
 //! A cached credential is read on every kubectl command, so this is a lean
-//! client of the calls that takes: connect, open a session (asking at once
-//! whether the default collection is unlocked), search the item by its
-//! attributes and fetch its secret. Proxies are not used: a zbus proxy fetches and watches every
-//! property of its object, which costs round trips nothing here needs.
+//! client of the calls that takes: connect (the socket directly, for a plain
+//! `unix:path=` address), then in one round trip open a session, ask whether
+//! the default collection is unlocked and search the item the caller reads
+//! first, then fetch its secret. Proxies are not used: a zbus proxy fetches
+//! and watches every property of its object, which costs round trips nothing
+//! here needs.
 //!
 //! Secrets travel over the session bus in a `plain` session. The bus is a
 //! socket only the user can open, and any process that can talk to it can ask
