@@ -2,19 +2,20 @@
 //! over the user's D-Bus session bus.
 //!
 //! A cached credential is read on every kubectl command, so this is a lean,
-//! blocking client of the few calls that takes, in two round trips:
+//! blocking client of the few calls that takes, in three round trips:
 //!
-//! 1. one write carries the authentication (`AUTH EXTERNAL`, `BEGIN`), the
-//!    bus's `Hello` and the first questions (open a session, is the default
-//!    collection unlocked, search the item the caller reads first); the bus
-//!    buffers and answers them in order, as it does for sd-bus, which
-//!    pipelines its handshake the same way;
-//! 2. fetch the secret of the item found.
+//! 1. one write carries the authentication (`AUTH EXTERNAL`, `BEGIN`, not
+//!    waiting for the bus's `OK`, as sd-bus does), the bus's `Hello` and
+//!    `OpenSession`, the only message to the Secret Service until it has
+//!    answered (see [`Keyring::connect`] for why);
+//! 2. the default collection's path and the search for the item read first;
+//! 3. whether that collection is unlocked, and the secrets of the items found.
 //!
 //! zbus, which this replaced, waits for each step of the handshake, and its
-//! connection lives on the async runtime: four round trips and twice the CPU
-//! time of a file cache hit. Messages are encoded and decoded by `zvariant`
-//! (zbus's own encoding crate); only the framing is written here.
+//! connection lives on the async runtime: four round trips before the
+//! secret, and twice the CPU time of a file cache hit. Messages are encoded
+//! and decoded by `zvariant` (zbus's own encoding crate); only the framing is
+//! written here.
 //!
 //! Secrets travel over the session bus in a `plain` session. The bus is a
 //! socket only the user can open, and any process that can talk to it can ask
@@ -36,7 +37,6 @@ use super::{ItemId, KEYRING_TIMEOUT, KeyringError, Selector};
 const DEST: &str = "org.freedesktop.secrets";
 const SERVICE_PATH: &str = "/org/freedesktop/secrets";
 const SERVICE: &str = "org.freedesktop.Secret.Service";
-const DEFAULT_COLLECTION: &str = "/org/freedesktop/secrets/aliases/default";
 const COLLECTION: &str = "org.freedesktop.Secret.Collection";
 const ITEM: &str = "org.freedesktop.Secret.Item";
 
@@ -55,13 +55,33 @@ pub struct Keyring {
     bus: Arc<Mutex<Bus>>,
     /// The `plain` session every secret is sent in, opened once.
     session: OwnedObjectPath,
-    /// The search for the item the caller said it reads first, asked while
-    /// connecting (one round trip less on a cache hit), taken by its `get`.
-    first_read: Arc<Mutex<Option<Found>>>,
+    /// The default collection, where items are created.
+    collection: OwnedObjectPath,
+    /// What connecting found for the item the caller said it reads first,
+    /// taken by its `get`.
+    first_read: Arc<Mutex<Option<FirstRead>>>,
 }
 
-/// An item and the paths a search for it found.
-type Found = (ItemId, Vec<OwnedObjectPath>);
+/// The items a search found: unlocked, locked.
+type Search = (Vec<OwnedObjectPath>, Vec<OwnedObjectPath>);
+
+/// Secrets by item.
+type Secrets = HashMap<OwnedObjectPath, Secret>;
+
+/// The search for an item, made while connecting, and the secrets of the
+/// unlocked items it found, if they could be fetched.
+#[derive(Debug)]
+struct FirstRead {
+    item: ItemId,
+    search: Search,
+    secrets: Option<Secrets>,
+}
+
+/// The secret of the first of `found` that `secrets` holds: with several
+/// matches (another client wrote one too), any is ours.
+fn first_secret(found: &[OwnedObjectPath], secrets: &Secrets) -> Option<Vec<u8>> {
+    found.iter().find_map(|path| secrets.get(path)).map(|secret| secret.2.clone())
+}
 
 /// Where the session bus listens.
 #[derive(Debug, PartialEq, Eq)]
@@ -524,8 +544,8 @@ impl Keyring {
 
     /// Connect to the Secret Service on the session bus and check that it
     /// has an unlocked default collection (where items are created). With
-    /// `first_read`, the item the caller reads first is searched for in the
-    /// same round trip.
+    /// `first_read`, the item the caller reads first is searched for and its
+    /// secret fetched while connecting: a cache hit is these round trips.
     ///
     /// # Errors
     ///
@@ -534,56 +554,89 @@ impl Keyring {
     pub async fn connect(first_read: Option<&ItemId>) -> Result<Self, KeyringError> {
         Self::check_bus()?;
         let deadline = deadline();
-        let (bus, replies) = Bus::connect(deadline, |bus| {
-            let mut calls = vec![
-                method_call(
-                    "a session",
-                    bus.next_serial(),
-                    DEST,
-                    SERVICE_PATH,
-                    SERVICE,
-                    "OpenSession",
-                    &("plain", Value::from("")),
-                )?,
-                method_call(
-                    "the default collection",
-                    bus.next_serial(),
-                    DEST,
-                    DEFAULT_COLLECTION,
-                    "org.freedesktop.DBus.Properties",
-                    "Get",
-                    &(COLLECTION, "Locked"),
-                )?,
-            ];
-            if let Some(item) = first_read {
-                calls.push(search_call(bus, &item.attributes())?);
-            }
-            Ok(calls)
+        // Round trip 1: a session. It is sent alone: GNOME Keyring (46)
+        // registers a client when its first message arrives, by asking the
+        // bus for the client's pid, and messages that arrive before that
+        // answer corrupt its memory (seen: the default alias resolved to
+        // freed memory in one connection in 250, and the daemon crashing
+        // after about 1,900 such connections).
+        let (mut bus, replies) = Bus::connect(deadline, |bus| {
+            Ok(vec![method_call(
+                "a session",
+                bus.next_serial(),
+                DEST,
+                SERVICE_PATH,
+                SERVICE,
+                "OpenSession",
+                &("plain", Value::from("")),
+            )?])
         })?;
-        let mut replies = replies.into_iter();
+        let (_, session) = replies
+            .into_iter()
+            .next()
+            .ok_or(KeyringError::Timeout)?
+            .body::<(OwnedValue, OwnedObjectPath)>("a session")?;
+        // Round trip 2: the default collection, the search.
+        let mut calls = vec![method_call(
+            "the default collection",
+            bus.next_serial(),
+            DEST,
+            SERVICE_PATH,
+            SERVICE,
+            "ReadAlias",
+            &("default",),
+        )?];
+        if let Some(item) = first_read {
+            calls.push(search_call(&mut bus, &item.attributes())?);
+        }
+        let mut replies = bus.call(deadline, &calls)?.into_iter();
         let mut next = || replies.next().ok_or(KeyringError::Timeout);
-        let session = next()?.body::<(OwnedValue, OwnedObjectPath)>("a session");
+        let collection: OwnedObjectPath = next()?.body("the default collection")?;
+        if collection.as_str() == "/" {
+            return Err(KeyringError::Unavailable("the Secret Service has no default collection".into()));
+        }
+        // A failed search is asked again by `get`, which reports it.
+        let searched = match first_read {
+            Some(_) => next()?.body::<Search>("a search").ok(),
+            None => None,
+        };
+        let keyring =
+            Self { bus: Arc::new(Mutex::new(bus)), session, collection, first_read: Arc::new(Mutex::new(None)) };
+        // Round trip 2: is the collection unlocked, and the secrets of the
+        // unlocked items found.
+        let mut calls = vec![keyring.method_call(
+            "the default collection",
+            keyring.collection.as_str(),
+            "org.freedesktop.DBus.Properties",
+            "Get",
+            &(COLLECTION, "Locked"),
+        )?];
+        let fetch = searched.as_ref().is_some_and(|(unlocked, _)| !unlocked.is_empty());
+        if let Some((unlocked, _)) = searched.as_ref().filter(|_| fetch) {
+            calls.push(keyring.get_secrets(unlocked)?);
+        }
+        let mut replies = keyring.call(deadline, &calls)?.into_iter();
+        let mut next = || replies.next().ok_or(KeyringError::Timeout);
         let locked = next()?.body::<OwnedValue>("the default collection").map_err(|e| match e {
             KeyringError::Call { message, .. } => {
                 KeyringError::Unavailable(format!("the Secret Service has no default collection ({message})"))
             }
             other => other,
         })?;
-        let (_, session) = session?;
         if bool::try_from(locked).unwrap_or(true) {
             return Err(KeyringError::Locked);
         }
-        let searched = match first_read {
-            Some(_) => Some(next()?.body::<(Vec<OwnedObjectPath>, Vec<OwnedObjectPath>)>("a search")),
-            None => None,
-        };
-        let keyring = Self { bus: Arc::new(Mutex::new(bus)), session, first_read: Arc::new(Mutex::new(None)) };
-        // A failed search is asked again by `get`, which reports it.
-        if let (Some(item), Some(Ok(found))) = (first_read, searched) {
-            let found = keyring.unlock_found(deadline, found)?;
-            *keyring.first_read.lock().unwrap_or_else(|e| e.into_inner()) = Some((item.clone(), found));
+        let secrets = if fetch { next()?.body::<Secrets>("reading a secret").ok() } else { None };
+        if let (Some(item), Some(search)) = (first_read, searched) {
+            *keyring.first_read.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(FirstRead { item: item.clone(), search, secrets });
         }
         Ok(keyring)
+    }
+
+    /// The call that fetches the secrets of `items`.
+    fn get_secrets(&self, items: &[OwnedObjectPath]) -> Result<Call, KeyringError> {
+        self.method_call("reading a secret", SERVICE_PATH, SERVICE, "GetSecrets", &(items, self.session.as_ref()))
     }
 
     /// Send `calls` and read their replies.
@@ -634,7 +687,7 @@ impl Keyring {
     fn unlock_found(
         &self,
         deadline: Instant,
-        (mut unlocked, locked): (Vec<OwnedObjectPath>, Vec<OwnedObjectPath>),
+        (mut unlocked, locked): Search,
     ) -> Result<Vec<OwnedObjectPath>, KeyringError> {
         if !locked.is_empty() {
             let call = self.method_call("unlocking", SERVICE_PATH, SERVICE, "Unlock", &(locked,))?;
@@ -652,29 +705,19 @@ impl Keyring {
     /// [`KeyringError`] when the Secret Service fails or does not answer.
     pub async fn get(&self, item: &ItemId) -> Result<Option<Vec<u8>>, KeyringError> {
         let deadline = deadline();
-        let prefetched = self
-            .first_read
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take_if(|(first, _)| first == item)
-            .map(|(_, found)| found);
+        let prefetched = self.first_read.lock().unwrap_or_else(|e| e.into_inner()).take_if(|first| first.item == *item);
         let found = match prefetched {
-            Some(found) => found,
+            Some(FirstRead { search: (unlocked, locked), secrets: Some(secrets), .. }) if locked.is_empty() => {
+                return Ok(first_secret(&unlocked, &secrets));
+            }
+            Some(FirstRead { search, .. }) => self.unlock_found(deadline, search)?,
             None => self.search(deadline, &item.attributes())?,
         };
         if found.is_empty() {
             return Ok(None);
         }
-        let call = self.method_call(
-            "reading a secret",
-            SERVICE_PATH,
-            SERVICE,
-            "GetSecrets",
-            &(&found, self.session.as_ref()),
-        )?;
-        let secrets: HashMap<OwnedObjectPath, Secret> = self.call_one(deadline, call)?;
-        // Several matches (another client wrote one too): any is ours, take the first found.
-        Ok(found.iter().find_map(|path| secrets.get(path)).map(|secret| secret.2.clone()))
+        let secrets: Secrets = self.call_one(deadline, self.get_secrets(&found)?)?;
+        Ok(first_secret(&found, &secrets))
     }
 
     /// Store `secret` as `item` (replacing it), labelled `label` for people
@@ -692,7 +735,7 @@ impl Keyring {
             (self.session.as_ref(), &[], secret, "application/octet-stream");
         let call = self.method_call(
             "storing a secret",
-            DEFAULT_COLLECTION,
+            self.collection.as_str(),
             COLLECTION,
             "CreateItem",
             &(properties, secret, true),
