@@ -56,7 +56,12 @@ pub fn exceeded_message() -> String {
 /// iteration is within the budget, which it is charged to.
 pub fn tick(variable: &str) -> Option<CowVal<'static, 'static>> {
     let units: u64 = variable.strip_prefix(TICK)?.parse().ok()?;
-    let within = BUDGET.with(|budget| match budget.get().checked_sub(units) {
+    Some(CowVal::Borrowed(if charge(units) { &TRUE } else { &FALSE }))
+}
+
+/// Spend `units` of the budget: whether they were left.
+pub fn charge(units: u64) -> bool {
+    BUDGET.with(|budget| match budget.get().checked_sub(units) {
         Some(left) => {
             budget.set(left);
             true
@@ -66,16 +71,12 @@ pub fn tick(variable: &str) -> Option<CowVal<'static, 'static>> {
             EXCEEDED.with(|e| e.set(true));
             false
         }
-    });
-    Some(CowVal::Borrowed(if within { &TRUE } else { &FALSE }))
+    })
 }
 
-/// Put a tick in every comprehension of `expr`; returns the cost of one
-/// evaluation of the whole, iterations aside. New nodes take ids from `next_id`.
-pub fn instrument(expr: &mut IdedExpr, next_id: &mut u64) -> u64 {
-    let base = nodes(expr);
-    ticks(expr, next_id);
-    base
+/// The units one iteration of `c` costs: the size of its body as written.
+pub fn iteration(c: &ComprehensionExpr) -> u64 {
+    nodes(&c.loop_step) + nodes(&c.loop_cond)
 }
 
 fn fresh(next_id: &mut u64, expr: Expr) -> IdedExpr {
@@ -97,24 +98,25 @@ fn guarded(next_id: &mut u64, units: u64, then: IdedExpr) -> IdedExpr {
     )
 }
 
-fn is_ident(expr: &IdedExpr, name: &str) -> bool {
+pub fn is_ident(expr: &IdedExpr, name: &str) -> bool {
     matches!(&expr.expr, Expr::Ident(n) if n == name)
 }
 
-fn is_call<'e>(expr: &'e IdedExpr, name: &str) -> Option<&'e [IdedExpr]> {
+pub fn is_call<'e>(expr: &'e IdedExpr, name: &str) -> Option<&'e [IdedExpr]> {
     match &expr.expr {
         Expr::Call(CallExpr { func_name, target: None, args }) if func_name == name => Some(args),
         _ => None,
     }
 }
 
-fn ticks(expr: &mut IdedExpr, next_id: &mut u64) {
+/// Put a tick in every comprehension of `expr`. New nodes take ids from `next_id`.
+pub fn ticks(expr: &mut IdedExpr, next_id: &mut u64) {
     let Expr::Comprehension(c) = &mut expr.expr else {
         super::children_mut(expr).into_iter().for_each(|child| ticks(child, next_id));
         return;
     };
     // The body as written, before its own comprehensions get their ticks.
-    let units = nodes(&c.loop_step) + nodes(&c.loop_cond);
+    let units = iteration(c);
     for part in [&mut c.iter_range, &mut c.accu_init, &mut c.loop_cond, &mut c.loop_step, &mut c.result] {
         ticks(part, next_id);
     }
@@ -174,7 +176,7 @@ fn appended(c: &mut ComprehensionExpr) -> Option<&mut IdedExpr> {
 
 /// Whether `cond` is the loop condition of an `exists` (`@result || x`
 /// from a literal `@result`), `@not_strictly_false(!@result)`.
-fn exists_shape(c: &ComprehensionExpr, cond: &IdedExpr) -> bool {
+pub fn exists_shape(c: &ComprehensionExpr, cond: &IdedExpr) -> bool {
     let accu = c.accu_var.as_str();
     let negated = is_call(cond, operators::NOT_STRICTLY_FALSE)
         .and_then(|args| match args {

@@ -20,20 +20,21 @@
 //!   size of its body, counted as it runs ([`cost`]); past the same limit the
 //!   token is refused.
 //! - Evaluation: the compiled expressions are rewritten into shapes cel-rust
-//!   evaluates faster, with the same results ([`rewrite`]).
+//!   evaluates faster, with the same results ([`rewrite`], [`shortcut`]).
 
 mod check;
 mod cost;
 mod library;
 mod net;
 mod rewrite;
+mod shortcut;
 mod url;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, SourceInfo, operators};
-use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString};
+use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, Kind};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Env, ExecutionError, Value};
@@ -75,7 +76,10 @@ impl Cel {
         let mut env = Env::stdlib();
         // The overloads are static and unique: a conflict is a bug here, found
         // by the unit tests, not something a configuration can cause.
-        let registered = env.add_extension(cel::extensions::strings).and_then(|()| library::register(&mut env));
+        let registered = env
+            .add_extension(cel::extensions::strings)
+            .and_then(|()| library::register(&mut env))
+            .and_then(|()| shortcut::register(&mut env));
         debug_assert!(registered.is_ok(), "{registered:?}");
         Self { env: Arc::new(env) }
     }
@@ -107,7 +111,9 @@ impl Cel {
         let mut reads = BTreeSet::new();
         let reads_all_claims = scope == Scope::Claims && claims_read(&expr, &mut reads);
         let mut next_id = max_id(&expr) + 1;
-        let base_cost = cost::instrument(&mut expr, &mut next_id);
+        let base_cost = nodes(&expr);
+        shortcut::apply(&mut expr, &mut next_id);
+        cost::ticks(&mut expr, &mut next_id);
         let variable = match scope {
             Scope::Claims => "claims",
             Scope::User => "user",
@@ -150,15 +156,85 @@ impl Expression {
     /// # Errors
     ///
     /// The evaluation error (a missing claim, a failed conversion, the cost limit).
-    pub fn evaluate(&self, cel: &Cel, input: &Input<'_>) -> Result<Value, String> {
+    pub fn evaluate(&self, cel: &Cel, input: &Input<'_>) -> Result<Output, String> {
+        self.run(cel, input, Output::of)
+    }
+
+    /// Evaluate against `input`, as a [`Value`].
+    #[cfg(test)]
+    pub fn value(&self, cel: &Cel, input: &Input<'_>) -> Result<Value, String> {
+        self.run(cel, input, |v| Value::try_from(v))?.map_err(|e| describe(&e))
+    }
+
+    /// Evaluate and `read` the result where it lies: converting it to a
+    /// [`Value`] first would copy every string of it.
+    fn run<T>(&self, cel: &Cel, input: &Input<'_>, read: impl FnOnce(&dyn Val) -> T) -> Result<T, String> {
         cost::start(self.base_cost);
         let mut context = Context::with_env(Arc::clone(&cel.env));
         context.set_variable_resolver(input);
-        let result = Value::resolve(&self.expr, &context);
+        let result = Value::resolve_val(&self.expr, &context).map(|value| read(value.as_ref()));
         if cost::exceeded() {
             return Err(cost::exceeded_message());
         }
         result.map_err(|e| describe(&e))
+    }
+}
+
+/// What an expression evaluated to, as the mappings and rules tell results apart.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    Bool(bool),
+    String(String),
+    Null,
+    /// A list: its strings, `None` when an item is not a string.
+    List(Option<Vec<String>>),
+    /// Anything else, by its kind (`an int`), for messages.
+    Other(&'static str),
+}
+
+impl Output {
+    fn of(value: &dyn Val) -> Self {
+        let other = match value.get_type().kind() {
+            Kind::Boolean => {
+                return value.downcast_ref::<CelBool>().map_or(Output::Other("a bool"), |b| Output::Bool(*b.inner()));
+            }
+            Kind::String => {
+                return value
+                    .downcast_ref::<CelString>()
+                    .map_or(Output::Other("a string"), |s| Output::String(s.inner().to_string()));
+            }
+            Kind::NullType => return Output::Null,
+            Kind::List => {
+                let Some(items) = value.as_iterable() else { return Output::Other("a list") };
+                let mut items = items.iter();
+                let mut strings = Vec::new();
+                while let Some(item) = items.next() {
+                    match item.downcast_ref::<CelString>() {
+                        Some(s) => strings.push(s.inner().to_string()),
+                        None => return Output::List(None),
+                    }
+                }
+                return Output::List(Some(strings));
+            }
+            Kind::Map => "a map",
+            Kind::Int => "an int",
+            Kind::UInt => "a uint",
+            Kind::Double => "a double",
+            Kind::Bytes => "bytes",
+            _ => "another type",
+        };
+        Output::Other(other)
+    }
+
+    /// Its kind, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Output::Bool(_) => "a bool",
+            Output::String(_) => "a string",
+            Output::Null => "null",
+            Output::List(_) => "a list",
+            Output::Other(kind) => kind,
+        }
     }
 }
 
@@ -499,7 +575,7 @@ mod tests {
         let cel = Cel::new();
         let expression = cel.compile(source, Scope::Claims, Want::Any)?;
         let claims = json.as_object().unwrap();
-        expression.evaluate(&cel, &Input::claims(claims, &Claims::read_by([&expression])))
+        expression.value(&cel, &Input::claims(claims, &Claims::read_by([&expression])))
     }
 
     #[test]
@@ -589,6 +665,40 @@ mod tests {
             run("claims.l.map(x, x == 1)", c),
             Ok(Value::List(Arc::new(vec![Value::Bool(true), Value::Bool(false)])))
         );
+    }
+
+    #[test]
+    fn an_exists_over_a_literal_answers_as_the_loop_does() {
+        let c = serde_json::json!({"l": ["a", 1, "b"], "n": [1, 2], "m": {"k": 1}, "s": "a b", "e": [],
+            "big": (0..200_000).collect::<Vec<_>>()});
+        for (range, literal) in [
+            ("claims.l", "'b'"),
+            ("claims.l", "1"),
+            ("claims.l", "'z'"),
+            ("claims.n", "1.0"),
+            ("claims.n", "'1'"),
+            ("claims.m", "'k'"),
+            ("claims.s", "'a'"),
+            ("claims.e", "'a'"),
+            ("claims.missing", "1"),
+            ("claims.s.split(' ')", "'b'"),
+            ("claims.big", "199999"),
+            ("claims.big", "-1"),
+        ] {
+            for (shortcut, looped) in [
+                (format!("{range}.exists(v, v == {literal})"), format!("{range}.exists(v, v == {literal} || false)")),
+                (format!("{range}.exists(v, {literal} == v)"), format!("{range}.exists(v, false || {literal} == v)")),
+            ] {
+                let (a, b) = (run(&shortcut, c.clone()), run(&looped, c.clone()));
+                assert_eq!(a.is_ok(), b.is_ok(), "{shortcut}: {a:?} {b:?}");
+                assert_eq!(a.as_ref().ok(), b.as_ref().ok(), "{shortcut}");
+                assert_eq!(
+                    a.err().map(|e| e.replace("|| false", "").replace("false || ", "")),
+                    b.err().map(|e| e.replace("|| false", "").replace("false || ", "")),
+                    "{shortcut}"
+                );
+            }
+        }
     }
 
     #[test]
