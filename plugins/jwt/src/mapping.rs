@@ -4,11 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use cel::Value as CelValue;
 use credbroker_sdk::UserInfo;
 use serde_json::{Map, Value};
 
-use crate::cel::{Cel, Expression, Input};
+use crate::cel::{Cel, Expression, Input, Output};
 use crate::review::{Groups, Issuer, Stop, Uid, Username};
 
 /// The extra key kube-apiserver puts a token's `jti` under (`JTI=<jti>`).
@@ -26,7 +25,7 @@ fn reject<T>(reason: impl Into<String>) -> Result<T, Stop> {
 pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<UserInfo, Stop> {
     // Converted once for every expression of the review, and only the claims they read.
     let input = issuer.cel_claims.as_ref().map(|wanted| Input::claims(claims, wanted));
-    let evaluate = |what: &str, e: &Expression| -> Result<CelValue, Stop> {
+    let evaluate = |what: &str, e: &Expression| -> Result<Output, Stop> {
         let Some(input) = &input else { return reject("internal: no claims bound for CEL") };
         e.evaluate(cel, input)
             .map_err(|err| Stop::Reject(format!("the {what} expression `{}` failed: {err}", e.source)))
@@ -45,12 +44,12 @@ pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<U
             format!("{prefix}{name}")
         }
         Username::Expression(e) => match evaluate("username", e)? {
-            CelValue::String(s) => s.to_string(),
+            Output::String(s) => s,
             other => {
                 return reject(format!(
                     "the username expression `{}` must return a string, not {}",
                     e.source,
-                    kind(&other)
+                    other.kind()
                 ));
             }
         },
@@ -68,23 +67,23 @@ pub fn user(cel: &Cel, issuer: &Issuer, claims: &Map<String, Value>) -> Result<U
                 .map_or_else(|| reject(format!("the `{claim}` claim is not a string or a list of strings")), Ok)?,
             Some(_) => return reject(format!("the `{claim}` claim is not a string or a list of strings")),
         },
-        Groups::Expression(e) => string_list("groups", e, &evaluate("groups", e)?)?,
+        Groups::Expression(e) => string_list("groups", e, evaluate("groups", e)?)?,
     };
 
     let uid = match &issuer.uid {
         Uid::None => String::new(),
         Uid::Claim(claim) => string_claim(claims, claim)?,
         Uid::Expression(e) => match evaluate("uid", e)? {
-            CelValue::String(s) => s.to_string(),
+            Output::String(s) => s,
             other => {
-                return reject(format!("the uid expression `{}` must return a string, not {}", e.source, kind(&other)));
+                return reject(format!("the uid expression `{}` must return a string, not {}", e.source, other.kind()));
             }
         },
     };
 
     let mut extra = BTreeMap::new();
     for mapping in &issuer.extra {
-        let values = string_list("extra", &mapping.expression, &evaluate("extra", &mapping.expression)?)?;
+        let values = string_list("extra", &mapping.expression, evaluate("extra", &mapping.expression)?)?;
         if !values.is_empty() {
             extra.insert(mapping.key.clone(), values);
         }
@@ -140,51 +139,26 @@ fn string_claim(claims: &Map<String, Value>, claim: &str) -> Result<String, Stop
     }
 }
 
-fn check_rule(what: &str, expression: &Expression, message: &str, result: CelValue) -> Result<(), Stop> {
+fn check_rule(what: &str, expression: &Expression, message: &str, result: Output) -> Result<(), Stop> {
     match result {
-        CelValue::Bool(true) => Ok(()),
-        CelValue::Bool(false) if message.is_empty() => reject(format!("the {what} `{}` is false", expression.source)),
-        CelValue::Bool(false) => reject(message.to_string()),
-        other => reject(format!("the {what} `{}` must return a boolean, not {}", expression.source, kind(&other))),
+        Output::Bool(true) => Ok(()),
+        Output::Bool(false) if message.is_empty() => reject(format!("the {what} `{}` is false", expression.source)),
+        Output::Bool(false) => reject(message.to_string()),
+        other => reject(format!("the {what} `{}` must return a boolean, not {}", expression.source, other.kind())),
     }
 }
 
 /// kube-apiserver's `convertCELValueToStringList`: a string or a list of
 /// strings; `null`, `""` and `[]` are nothing, and empty strings are dropped.
-fn string_list(what: &str, expression: &Expression, value: &CelValue) -> Result<Vec<String>, Stop> {
-    let wrong =
-        || reject(format!("the {what} expression `{}` must return a string or a list of strings", expression.source));
+fn string_list(what: &str, expression: &Expression, value: Output) -> Result<Vec<String>, Stop> {
     match value {
-        CelValue::Null => Ok(Vec::new()),
-        CelValue::String(s) if s.is_empty() => Ok(Vec::new()),
-        CelValue::String(s) => Ok(vec![s.to_string()]),
-        CelValue::List(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for item in items.iter() {
-                match item {
-                    CelValue::String(s) if s.is_empty() => {}
-                    CelValue::String(s) => out.push(s.to_string()),
-                    _ => return wrong(),
-                }
-            }
-            Ok(out)
+        Output::Null => Ok(Vec::new()),
+        Output::String(s) if s.is_empty() => Ok(Vec::new()),
+        Output::String(s) => Ok(vec![s]),
+        Output::List(Some(mut items)) => {
+            items.retain(|s| !s.is_empty());
+            Ok(items)
         }
-        _ => wrong(),
-    }
-}
-
-/// A CEL value's type, for messages.
-fn kind(value: &CelValue) -> &'static str {
-    match value {
-        CelValue::List(_) => "a list",
-        CelValue::Map(_) => "a map",
-        CelValue::Int(_) => "an int",
-        CelValue::UInt(_) => "a uint",
-        CelValue::Float(_) => "a double",
-        CelValue::String(_) => "a string",
-        CelValue::Bytes(_) => "bytes",
-        CelValue::Bool(_) => "a bool",
-        CelValue::Null => "null",
-        _ => "another type",
+        _ => reject(format!("the {what} expression `{}` must return a string or a list of strings", expression.source)),
     }
 }

@@ -3,6 +3,7 @@
 //! the validator's state in a map, signatures checked with ring as the host's
 //! `crypto` checks them) and signing keys generated per test run.
 
+mod cel_speed;
 mod decisions;
 mod kube_token;
 mod kube_validation;
