@@ -417,11 +417,20 @@ fn a_slow_loris_without_a_certificate_does_not_delay_the_apiserver() {
         assert_eq!((status, &answer["status"]["user"]["username"]), (200, &json!(format!("user{i}"))), "{answer}");
         slowest = slowest.max(took);
     }
+    // The attackers hold more than the handshake budget (256), so some were
+    // cut off for newer ones, and every one of them meets the handshake
+    // deadline (3 s): each comes back once it notices (a write fails up to a
+    // second later). On a loaded machine that can take longer than the
+    // reviews did, so wait for it rather than guess.
+    let waiting = std::time::Instant::now();
+    while connections.load(Ordering::SeqCst) <= 350 && waiting.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     attacking.store(false, Ordering::SeqCst);
     let opened = connections.load(Ordering::SeqCst);
     eprintln!("slow-loris: 350 attackers opened {opened} connections; the slowest of 30 reviews took {slowest:?}");
     assert!(slowest < Duration::from_secs(2), "a review took {slowest:?}");
-    assert!(opened > 350, "the attackers' connections were cut off and reopened: {opened}");
+    assert!(opened > 350, "the attackers' connections were never cut off: {opened} in all");
     runtime.shutdown_timeout(Duration::from_secs(1));
 }
 
