@@ -88,22 +88,19 @@ fn review_body(token: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The token-file logic compiled natively: the same index, the same lookup.
+/// The token-file logic compiled natively: the same table (digest to the
+/// encoded user, in a hash map as the host keeps it), the same lookup.
 struct NativeTokenFile {
-    index: credbroker_plugin_token_file::Index,
+    table: std::collections::HashMap<[u8; 32], Vec<u8>>,
 }
 
 #[async_trait::async_trait]
 impl Backend for NativeTokenFile {
     async fn review(&self, token: &str, _audiences: &[String]) -> Result<ReviewOutcome, RunError> {
-        Ok(match self.index.lookup(token) {
-            Some(entry) => ReviewOutcome::Authenticated(credbroker_host::bindings::types::Authenticated {
-                user: UserInfo {
-                    username: entry.user.to_string(),
-                    uid: Some(entry.uid.to_string()),
-                    groups: entry.groups().map(str::to_string).collect(),
-                    extra: Vec::new(),
-                },
+        let found = self.table.get(&credbroker_plugin_token_file::token_key(token));
+        Ok(match found.and_then(|value| credbroker_plugin_token_file::decode(value)) {
+            Some(user) => ReviewOutcome::Authenticated(credbroker_host::bindings::types::Authenticated {
+                user: UserInfo { username: user.username, uid: user.uid, groups: user.groups, extra: Vec::new() },
                 audiences: Vec::new(),
             }),
             None => ReviewOutcome::Rejected("unknown token".into()),
@@ -372,8 +369,12 @@ async fn main() {
     // (b) the same logic natively.
     let server = serve(0).await;
     server.replace_validators(|slots| {
-        let index = credbroker_plugin_token_file::Index::build(csv.clone()).unwrap();
-        one_validator("native", Some(Arc::new(NativeTokenFile { index })), None, slots)
+        let mut table = std::collections::HashMap::new();
+        for pair in credbroker_plugin_token_file::table_entries(&csv) {
+            let (key, value) = pair.unwrap();
+            table.entry(key).or_insert(value);
+        }
+        one_validator("native", Some(Arc::new(NativeTokenFile { table })), None, slots)
     });
     let (url, handle) = start(server);
     let b = measure(&http, &url, &tokens, 64, seconds).await;

@@ -8,7 +8,7 @@
 //! backend for broker-issued tokens implements [`Login`] ([`export_login!`]).
 //! Everything from outside the sandbox comes through the capability modules:
 //! [`config`], [`log`], [`prompt`], [`http`], [`files`], [`ldap`], [`state`],
-//! [`loopback`], [`crypto`], [`credential_process`]. The operator grants them per plugin; a call the
+//! [`loopback`], [`crypto`], [`credential_process`], [`table`]. The operator grants them per plugin; a call the
 //! policy does not allow returns [`HostError::Denied`]. The types a plugin
 //! receives and returns ([`CredentialRequest`], [`TokenReview`],
 //! [`ReviewOutcome`], [`UserInfo`], [`http::Response`], ...) are the
@@ -65,8 +65,8 @@
 //! [`CONTRACT`] is the contract this SDK is generated from, and what a plugin
 //! built with it speaks. The SDK's `MAJOR.MINOR` is the contract's track
 //! (`0.1`): within it, both only add. Its patch number is never below the
-//! contract's: when the contract adds something (0.1.5), the SDK that offers
-//! it is at least 0.1.5; an SDK-only fix takes the next patch number without
+//! contract's: when the contract adds something (0.1.6), the SDK that offers
+//! it is at least 0.1.6; an SDK-only fix takes the next patch number without
 //! changing [`CONTRACT`]. credbroker runs plugins built against any contract
 //! of its track up to its own.
 //!
@@ -96,6 +96,7 @@ pub mod log;
 pub mod loopback;
 pub mod prompt;
 pub mod state;
+pub mod table;
 
 pub use types::now_unix;
 pub use types::{
@@ -106,7 +107,7 @@ pub use types::{
 /// The contract this SDK is generated from (`credbroker:plugin@CONTRACT`):
 /// what every plugin built with it speaks. `credbroker plugin inspect` shows
 /// it for a built component.
-pub const CONTRACT: &str = "0.1.4";
+pub const CONTRACT: &str = "0.1.5";
 
 /// A credential provider: what `credbroker get` runs to obtain a credential for
 /// kubectl.

@@ -33,6 +33,7 @@ pub mod validator {
             "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
             "credbroker:plugin/crypto": super::provider::credbroker::plugin::crypto,
             "credbroker:plugin/credential-process": super::provider::credbroker::plugin::credential_process,
+            "credbroker:plugin/table": super::provider::credbroker::plugin::table,
         },
     });
 }
@@ -57,6 +58,7 @@ pub mod validator_with_setup {
             "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
             "credbroker:plugin/crypto": super::provider::credbroker::plugin::crypto,
             "credbroker:plugin/credential-process": super::provider::credbroker::plugin::credential_process,
+            "credbroker:plugin/table": super::provider::credbroker::plugin::table,
         },
     });
 }
@@ -80,6 +82,7 @@ pub mod login {
             "credbroker:plugin/loopback": super::provider::credbroker::plugin::loopback,
             "credbroker:plugin/crypto": super::provider::credbroker::plugin::crypto,
             "credbroker:plugin/credential-process": super::provider::credbroker::plugin::credential_process,
+            "credbroker:plugin/table": super::provider::credbroker::plugin::table,
         },
     });
 }
@@ -87,5 +90,5 @@ pub mod login {
 pub use login::exports::credbroker::plugin::password_login::LoginOutcome;
 pub use provider::credbroker::plugin::types;
 pub use provider::credbroker::plugin::{
-    config, credential_process, crypto, files, http, ldap, log, loopback, prompt, state,
+    config, credential_process, crypto, files, http, ldap, log, loopback, prompt, state, table,
 };

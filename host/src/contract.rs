@@ -5,10 +5,10 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The contract package and version this host speaks.
-pub const CONTRACT: &str = "credbroker:plugin@0.1.4";
+pub const CONTRACT: &str = "credbroker:plugin@0.1.5";
 const PACKAGE: &str = "credbroker:plugin";
 /// The contract version this host speaks (`wit/credbroker.wit`).
-pub const VERSION: &str = "0.1.4";
+pub const VERSION: &str = "0.1.5";
 
 /// How the contract version a plugin was built against relates to this host's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

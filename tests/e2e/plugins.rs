@@ -37,6 +37,10 @@ fn list_and_inspect_show_worlds_digests_and_capabilities() {
     assert_eq!(aws.code, Some(0), "{}", aws.stderr);
     let line = aws.stdout.lines().find(|l| l.trim_start().starts_with("credential-process ")).unwrap_or_default();
     assert!(line.contains("grants.credential-process: exact command lines"), "{}", aws.stdout);
+    // And of 0.1.5, which needs none.
+    let tokens = env.run(&["plugin", "inspect", "token-file"]);
+    let line = tokens.stdout.lines().find(|l| l.trim_start().starts_with("table ")).unwrap_or_default();
+    assert!(line.contains("always granted"), "{}", tokens.stdout);
 
     // The digest a user pins is the sha256 of the file they have.
     let path = copy_of(&env, probe(), "probe.wasm");
@@ -47,7 +51,7 @@ fn list_and_inspect_show_worlds_digests_and_capabilities() {
 
     let text = env.run(&["plugin", "inspect", path.to_str().unwrap()]);
     assert_eq!(text.code, Some(0), "{}", text.stderr);
-    for line in ["worlds:    provider", "credbroker:plugin@0.1.4 (this credbroker's version)", "  http ", "grants.http"]
+    for line in ["worlds:    provider", "credbroker:plugin@0.1.5 (this credbroker's version)", "  http ", "grants.http"]
     {
         assert!(text.stdout.contains(line), "missing {line:?}:\n{}", text.stdout);
     }

@@ -348,8 +348,8 @@ fn components_that_break_the_contract_are_refused_before_running() {
     let run = env.run(&["get", "--plugin", command.to_str().unwrap()]);
     assert!(
         run.error().contains(
-            "it does not implement the `provider` world: it must export `credbroker:plugin/credential-provider@0.1.4` \
-             but exports nothing (this credbroker speaks credbroker:plugin@0.1.4)"
+            "it does not implement the `provider` world: it must export `credbroker:plugin/credential-provider@0.1.5` \
+             but exports nothing (this credbroker speaks credbroker:plugin@0.1.5)"
         ),
         "{}",
         run.stderr

@@ -350,6 +350,17 @@ fn every_review_starts_from_what_setup_left_and_nothing_else() {
         assert_eq!(status, 200, "{answer}");
         // What setup built is there; the earlier review's token is not.
         assert_eq!(answer["status"]["user"]["username"], "setup-ready.previous-none", "{answer}");
+        // Nor in the host's table: setup's entry is, and a review cannot add one.
+        assert_eq!(
+            answer["status"]["user"]["groups"],
+            json!([
+                "table-setup-ready",
+                "table-previous-none",
+                "table-insert-refused: invalid request: `table.insert`: the table is read only in a review; \
+                 a validator's setup fills it"
+            ]),
+            "{answer}"
+        );
     }
 }
 
@@ -360,6 +371,12 @@ fn a_setup_that_leaves_a_stream_open_still_serves_and_says_why_it_is_slower() {
     for token in ["one-token", "two-token"] {
         let (_, answer) = webhook.review("v1", token, &[]);
         assert_eq!(answer["status"]["user"]["username"], "setup-printed.previous-none", "{answer}");
+        // Setup runs in the review's own instance, and fills the review's own table.
+        assert_eq!(
+            answer["status"]["user"]["groups"],
+            json!(["table-setup-printed", "table-previous-none", "table-insert-accepted"]),
+            "{answer}"
+        );
     }
     assert!(
         webhook.log().contains("which a snapshot cannot keep; its setup will run in every review"),
@@ -649,6 +666,16 @@ fn a_token_file_over_the_bound_or_broken_fails_the_check() {
     std::fs::remove_file(&csv).unwrap();
     let error = env.run(&["serve", "--config", config.to_str().unwrap(), "--check"]).error().to_string();
     assert!(error.contains("cannot read") && error.contains("tokens.csv"), "{error}");
+
+    // The host's table counts against the setup's memory: a file whose
+    // index does not fit is refused at load, naming the limit.
+    generated_tokens(&csv, 15_000);
+    std::fs::write(&config, format!("{plain}{}[validators.limits]\nmemory-mib = 3\n", token_file_at(&csv))).unwrap();
+    let error = env.run(&["serve", "--config", config.to_str().unwrap(), "--check"]).error().to_string();
+    assert!(error.contains("validator `tokens`") && error.contains("3 MiB"), "{error}");
+    std::fs::write(&config, format!("{plain}{}", token_file_at(&csv))).unwrap();
+    let check = env.run(&["serve", "--config", config.to_str().unwrap(), "--check"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
 }
 
 /// The token-file validator over `path` with the default limits.

@@ -85,7 +85,7 @@ macro_rules! fixed_size {
     };
 }
 
-fixed_size!(u8, bool, u16, u32, i64);
+fixed_size!(u8, bool, u16, u32, u64, i64);
 
 impl<A: WireSize, B: WireSize> WireSize for (A, B) {
     fn wire_size(&self) -> usize {

@@ -9,7 +9,7 @@
 //! one line there.
 //!
 //! Nothing is granted by default except `config` (the plugin's own settings),
-//! `log`, `state` and `crypto`, which reach nothing outside the host. WASI
+//! `log`, `state`, `crypto` and `table`, which reach nothing outside the host. WASI
 //! itself ([`wasi`]) answers with nothing ambient: its environment holds only
 //! what [`env`] grants.
 
@@ -24,6 +24,7 @@ pub mod log;
 pub mod loopback;
 pub mod prompt;
 pub mod state;
+pub mod table;
 pub mod tls;
 pub mod wasi;
 
@@ -255,6 +256,17 @@ impl HostState {
         &self.boundary
     }
 
+    /// The table this run filled, read only from now on: what a setup leaves
+    /// to the reviews started from its snapshot (see [`table`]).
+    pub(crate) fn freeze_table(&mut self) -> Arc<table::Entries> {
+        self.caps.table.freeze()
+    }
+
+    /// Start a review from the table its setup filled.
+    pub(crate) fn use_frozen_table(&mut self, entries: Arc<table::Entries>) {
+        self.caps.table = table::RunTable::frozen(entries);
+    }
+
     /// Host resources the plugin holds right now (WASI streams and pollables,
     /// connections, listeners).
     pub fn open_resources(&self) -> usize {
@@ -365,6 +377,7 @@ capabilities! {
     crypto: crypto::Crypto,
     env: env::Env,
     credential_process: credential_process::CredentialProcess,
+    table: table::Table,
 }
 
 /// Runs of single capabilities in-process, for their tests: a store's data

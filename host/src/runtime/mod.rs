@@ -390,8 +390,15 @@ pub struct LoadedPlugin {
     wasm: Option<Arc<Vec<u8>>>,
     /// The validator as its last setup left it, which every review
     /// instantiates (see [`snapshot`]).
-    prepared: OnceLock<ValidatorPre<HostState>>,
+    prepared: OnceLock<Prepared>,
     login: Option<LoginPre<HostState>>,
+}
+
+/// What a validator's setup leaves for its reviews: the snapshot of its
+/// instance and the table it filled (the `table` capability).
+struct Prepared {
+    validator: ValidatorPre<HostState>,
+    table: Arc<crate::capabilities::table::Entries>,
 }
 
 /// One call's store and what the host needs to judge its outcome.
@@ -634,8 +641,15 @@ impl LoadedPlugin {
                     .instantiate_pre(&image)
                     .and_then(ValidatorPre::new)
                     .map_err(|e| self.bad_snapshot(format!("{e:#}")))?;
-                let _ = self.prepared.set(prepared);
-                tracing::debug!(plugin = %self.name, ms = started.elapsed().as_millis() as u64, "set up and snapshotted");
+                let table = call.store.data_mut().freeze_table();
+                tracing::debug!(
+                    plugin = %self.name,
+                    ms = started.elapsed().as_millis() as u64,
+                    table_entries = table.len(),
+                    table_bytes = table.bytes(),
+                    "set up and snapshotted"
+                );
+                let _ = self.prepared.set(Prepared { validator: prepared, table });
                 Ok(())
             }
             Err(e) => self.setup_without_snapshot(engine, pre, sandbox, &e).await,
@@ -692,7 +706,8 @@ impl LoadedPlugin {
         let outcome = self
             .run(sandbox, &mut call, async |store| {
                 if let Some(prepared) = self.prepared.get() {
-                    let validator = prepared.instantiate_async(&mut *store).await?;
+                    store.data_mut().use_frozen_table(Arc::clone(&prepared.table));
+                    let validator = prepared.validator.instantiate_async(&mut *store).await?;
                     return validator.credbroker_plugin_token_validator().call_validate(&mut *store, &review).await;
                 }
                 if let Some(with_setup) = &self.validator_setup {

@@ -6,22 +6,24 @@
 //! ```
 //!
 //! The groups column is optional. Blank lines and lines starting with `#` are
-//! skipped. The file is read and indexed once per load, in `validator-setup`
-//! (a broken line is a load error): every review then starts from the indexed
-//! file and looks its token up in one hash probe, whatever the file's size,
-//! like kube-apiserver's own `--token-auth-file`. `credbroker serve` watches
-//! the granted file and reloads when it changes.
+//! skipped. The file is read, checked and indexed once per load, in
+//! `validator-setup` (a broken line is a load error), into the host's `table`
+//! (contract 0.1.5): the SHA-256 of each token, and its user, uid and groups.
+//! The text is not kept, so the image every review starts from is small, and a
+//! review looks its token up in one hash probe in the host whatever the file's
+//! size, like kube-apiserver's own `--token-auth-file`. `credbroker serve`
+//! watches the granted file and reloads when it changes.
 //!
 //! Settings: `path` (required), the CSV file; grant it under `grants.files`.
 //! The whole file passes through one host call: raise the validator's
-//! `max-call-bytes` to its size (and `memory-mib` to about twice that).
+//! `max-call-bytes` to its size (and `memory-mib` to about three times that:
+//! the text, and the table, which counts against the setup's memory).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::OnceLock;
 
-use credbroker_sdk::{Error, ReviewOutcome, TokenReview, UserInfo, Validator, config, files};
+use credbroker_sdk::{Error, ReviewOutcome, TokenReview, UserInfo, Validator, config, files, table};
+use sha2::{Digest, Sha256};
 
 /// One line of the file, borrowing from the file's text where it can (the
 /// validator checks every line on every review, so lines are not copied).
@@ -337,188 +339,110 @@ pub fn parse(text: &str) -> Result<Vec<Entry<'_>>, String> {
     entries(text).collect()
 }
 
-/// The entry for `token` in the file `text`, checking every line (a broken
-/// file is an error, not a partial answer) and comparing with every token, in
-/// one pass and without collecting the entries.
+/// The table key of `token`: its SHA-256. The host's table holds digests,
+/// never tokens, and compares digests, so how long a comparison takes says
+/// nothing an attacker could use to build a token.
+pub fn token_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Longest value the host's table takes (contract 0.1.5).
+const MAX_VALUE: usize = 64 * 1024;
+
+/// The table value of `entry`: user, uid and each group, each as a
+/// little-endian u32 length and its bytes.
+fn encode(entry: &Entry<'_>) -> Vec<u8> {
+    let mut value = Vec::with_capacity(entry.user.len() + entry.uid.len() + entry.groups.len() + 16);
+    for field in [&*entry.user, &*entry.uid].into_iter().chain(entry.groups()) {
+        // Fields are parts of a file under 4 GiB.
+        value.extend_from_slice(&(field.len() as u32).to_le_bytes());
+        value.extend_from_slice(field.as_bytes());
+    }
+    value
+}
+
+/// The user a table value names, as [`encode`] wrote it.
+pub fn decode(value: &[u8]) -> Option<UserInfo> {
+    let mut rest = value;
+    let mut next = || -> Option<Option<String>> {
+        let Some((length, after)) = rest.split_first_chunk::<4>() else {
+            return rest.is_empty().then_some(None);
+        };
+        let (field, after) = after.split_at_checked(u32::from_le_bytes(*length) as usize)?;
+        rest = after;
+        Some(Some(String::from_utf8(field.to_vec()).ok()?))
+    };
+    let username = next()??;
+    let uid = next()??;
+    let mut groups = Vec::new();
+    while let Some(group) = next()? {
+        groups.push(group);
+    }
+    Some(UserInfo { username, uid: (!uid.is_empty()).then_some(uid), groups, extra: Vec::new() })
+}
+
+/// The key and value of every token line, in file order, checking every line.
 ///
 /// # Errors
 ///
-/// A message naming the first bad line.
-pub fn lookup<'a>(text: &'a str, token: &str) -> Result<Option<Entry<'a>>, String> {
-    let mut found = None;
-    let mut lines = Lines { text, at: 0, number: 0 };
-    while let Some(line) = lines.next() {
-        let entry = match line {
-            // Checked and compared in place: an entry is built only for the
-            // line that matches.
-            Line::Simple(fields, count) => {
-                check_simple(text, &fields, count).map_err(|what| lines.bad(what))?;
-                if !constant_time_eq(field(text, &fields, 0).as_bytes(), token.as_bytes()) || found.is_some() {
-                    continue;
-                }
-                simple_entry(text, &fields, count).map_err(|what| lines.bad(what))?
-            }
-            Line::Other(line) => match general_line(line) {
-                None => continue,
-                Some(entry) => entry.map_err(|what| lines.bad(&what))?,
-            },
-        };
-        if constant_time_eq(entry.token.as_bytes(), token.as_bytes()) && found.is_none() {
-            found = Some(entry);
+/// A message naming the first bad line, or a line whose user, uid and groups
+/// take more than a table value may hold.
+pub fn table_entries(text: &str) -> impl Iterator<Item = Result<([u8; 32], Vec<u8>), String>> {
+    entries(text).map(|entry| {
+        let entry = entry?;
+        let value = encode(&entry);
+        if value.len() > MAX_VALUE {
+            return Err(format!(
+                "the line of user `{}` holds {} bytes of user, uid and groups, over the {MAX_VALUE} a token may have",
+                entry.user.escape_debug(),
+                value.len()
+            ));
         }
-    }
-    Ok(found)
-}
-
-/// A hasher that passes an already keyed hash through.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed.
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
-
-/// Where the lines of one token hash start (almost always one).
-#[derive(Debug)]
-enum Starts {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-/// A token file, checked and indexed: its text, and where each token's line
-/// starts, by a keyed hash of the token (the key is drawn per load, so nobody
-/// can pick tokens that collide).
-#[derive(Debug)]
-pub struct Index {
-    text: String,
-    keys: RandomState,
-    lines: HashMap<u64, Starts, BuildHasherDefault<Prehashed>>,
-}
-
-impl Index {
-    /// Check every line of `text` and index its tokens.
-    ///
-    /// # Errors
-    ///
-    /// A message naming the first bad line; a file over 4 GiB.
-    pub fn build(text: String) -> Result<Self, String> {
-        if u32::try_from(text.len()).is_err() {
-            return Err("a token file must be smaller than 4 GiB".into());
-        }
-        let keys = RandomState::new();
-        let mut lines: HashMap<u64, Starts, BuildHasherDefault<Prehashed>> = HashMap::default();
-        let mut scan = Lines { text: &text, at: 0, number: 0 };
-        loop {
-            let start = scan.at;
-            let Some(line) = scan.next() else { break };
-            let token = match line {
-                Line::Simple(fields, count) => {
-                    check_simple(&text, &fields, count).map_err(|what| scan.bad(what))?;
-                    Cow::Borrowed(field(&text, &fields, 0))
-                }
-                Line::Other(line) => match general_line(line) {
-                    None => continue,
-                    Some(entry) => entry.map_err(|what| scan.bad(&what))?.token,
-                },
-            };
-            // `start` fits: the text is under 4 GiB.
-            let start = start as u32;
-            lines
-                .entry(keys.hash_one(token.as_bytes()))
-                .and_modify(|starts| match starts {
-                    Starts::One(first) => *starts = Starts::Many(vec![*first, start]),
-                    Starts::Many(all) => all.push(start),
-                })
-                .or_insert(Starts::One(start));
-        }
-        lines.shrink_to_fit();
-        Ok(Self { text, keys, lines })
-    }
-
-    /// How many lines hold a token.
-    pub fn len(&self) -> usize {
-        self.lines.values().map(|s| if let Starts::Many(all) = s { all.len() } else { 1 }).sum()
-    }
-
-    /// Whether the file holds no token.
-    pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
-    }
-
-    /// The entry of the line starting at `start` (a line [`Index::build`] checked).
-    fn entry_at(&self, start: u32) -> Option<Entry<'_>> {
-        let mut lines = Lines { text: &self.text, at: start as usize, number: 0 };
-        match lines.next()? {
-            Line::Simple(fields, count) => simple_entry(&self.text, &fields, count).ok(),
-            Line::Other(line) => general_line(line).and_then(Result::ok),
-        }
-    }
-
-    /// The entry for `token`: the first line that holds it.
-    pub fn lookup(&self, token: &str) -> Option<Entry<'_>> {
-        let starts = match self.lines.get(&self.keys.hash_one(token.as_bytes()))? {
-            Starts::One(start) => std::slice::from_ref(start),
-            Starts::Many(all) => all.as_slice(),
-        };
-        starts
-            .iter()
-            .filter_map(|start| self.entry_at(*start))
-            .find(|entry| constant_time_eq(entry.token.as_bytes(), token.as_bytes()))
-    }
-}
-
-/// Compare without an early exit, so response time says nothing about how much
-/// of a token matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        Ok((token_key(&entry.token), value))
+    })
 }
 
 struct TokenFile;
 
-/// The file, indexed by setup (or by the first review, on a host that does
-/// not run setups).
-static INDEX: OnceLock<Index> = OnceLock::new();
+/// Whether this instance's table is filled: by setup (and so in every review
+/// started from its snapshot), or by the first review on a host that runs no
+/// setup.
+static FILLED: OnceLock<()> = OnceLock::new();
 
-fn index() -> Result<&'static Index, Error> {
-    if let Some(index) = INDEX.get() {
-        return Ok(index);
+/// Read, check and index the granted file into the host's table.
+fn fill() -> Result<(), Error> {
+    if FILLED.get().is_some() {
+        return Ok(());
     }
     let path = config::require("path")?;
     let text = files::read_to_string(&path)?;
-    let index = Index::build(text).map_err(|e| Error::misconfigured(format!("{path}: {e}")))?;
-    Ok(INDEX.get_or_init(|| index))
+    let filled = table_entries(&text)
+        .try_for_each(|pair| {
+            pair.and_then(|(key, value)| table::insert(key, value).map(drop).map_err(|e| e.describe()))
+        })
+        .map_err(|e| Error::misconfigured(format!("{path}: {e}")));
+    // The text itself is not kept: wiped, so the image of this instance
+    // (its memory, freed parts included) does not carry it.
+    let mut bytes = text.into_bytes();
+    bytes.fill(0);
+    std::hint::black_box(&mut bytes);
+    drop(bytes);
+    filled?;
+    let _ = FILLED.set(());
+    Ok(())
 }
 
 impl Validator for TokenFile {
     fn setup() -> Result<(), Error> {
-        index().map(|_| ())
+        fill()
     }
 
     fn validate(review: TokenReview) -> Result<ReviewOutcome, Error> {
-        let found = index()?.lookup(&review.token);
-        Ok(match found {
-            Some(entry) => ReviewOutcome::authenticated(UserInfo {
-                username: entry.user.to_string(),
-                uid: (!entry.uid.is_empty()).then(|| entry.uid.to_string()),
-                groups: entry.groups().map(str::to_string).collect(),
-                extra: Vec::new(),
-            }),
+        fill()?;
+        let found = table::get(token_key(&review.token));
+        Ok(match found.as_deref().map(decode) {
+            Some(Some(user)) => ReviewOutcome::authenticated(user),
+            Some(None) => return Err(Error::failed("the table holds a value this validator did not write")),
             None => ReviewOutcome::rejected("unknown token"),
         })
     }
@@ -529,6 +453,34 @@ credbroker_sdk::export_validator!(TokenFile);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference answer: the entry for `token` in the file `text`, by a
+    /// scan of every line (a broken file is an error, not a partial answer).
+    fn lookup<'a>(text: &'a str, token: &str) -> Result<Option<Entry<'a>>, String> {
+        let mut found = None;
+        let mut lines = Lines { text, at: 0, number: 0 };
+        while let Some(line) = lines.next() {
+            let entry = match line {
+                // Checked and compared in place: an entry is built only for the
+                // line that matches.
+                Line::Simple(fields, count) => {
+                    check_simple(text, &fields, count).map_err(|what| lines.bad(what))?;
+                    if field(text, &fields, 0) != token || found.is_some() {
+                        continue;
+                    }
+                    simple_entry(text, &fields, count).map_err(|what| lines.bad(what))?
+                }
+                Line::Other(line) => match general_line(line) {
+                    None => continue,
+                    Some(entry) => entry.map_err(|what| lines.bad(&what))?,
+                },
+            };
+            if entry.token == token && found.is_none() {
+                found = Some(entry);
+            }
+        }
+        Ok(found)
+    }
 
     #[test]
     fn the_apiserver_format_parses() {
@@ -549,16 +501,41 @@ mod tests {
         assert_eq!(lookup("t1,a,1\nbroken\n", "t1").unwrap_err(), "line 2: needs at least token,user,uid");
     }
 
-    #[test]
-    fn the_index_answers_as_the_full_scan_does() {
-        let text = "# comment\n\nt1,alice,1001,\"devs,ops\"\nt2,bob,1002\r\n\"t,3\",carol,,\"a\"\"b\"\nt2,shadowed,9\n";
-        let index = Index::build(text.to_string()).unwrap();
-        assert_eq!(index.len(), 4);
-        for token in ["t1", "t2", "t,3", "t", "t22", "", "t1,"] {
-            assert_eq!(index.lookup(token), lookup(text, token).unwrap(), "{token}");
+    /// The table setup fills, as the host keeps it: the first value of a key stays.
+    fn filled_table(text: &str) -> Result<std::collections::HashMap<[u8; 32], Vec<u8>>, String> {
+        let mut table = std::collections::HashMap::new();
+        for pair in table_entries(text) {
+            let (key, value) = pair?;
+            table.entry(key).or_insert(value);
         }
-        assert_eq!(index.lookup("t2").unwrap().user, "bob", "the first line wins");
-        assert_eq!(Index::build("t1,a,1\nbroken\n".into()).unwrap_err(), "line 2: needs at least token,user,uid");
+        Ok(table)
+    }
+
+    #[test]
+    fn the_table_answers_as_the_full_scan_does() {
+        let text = "# comment\n\nt1,alice,1001,\"devs,ops\"\nt2,bob,1002\r\n\"t,3\",carol,,\"a\"\"b\"\nt2,shadowed,9\n";
+        let table = filled_table(text).unwrap();
+        assert_eq!(table.len(), 3);
+        for token in ["t1", "t2", "t,3", "t", "t22", "", "t1,"] {
+            let found = table.get(&token_key(token)).map(|value| decode(value).unwrap());
+            let expected = lookup(text, token).unwrap().map(|entry| UserInfo {
+                username: entry.user.to_string(),
+                uid: (!entry.uid.is_empty()).then(|| entry.uid.to_string()),
+                groups: entry.groups().map(str::to_string).collect(),
+                extra: Vec::new(),
+            });
+            assert_eq!(found, expected, "{token}");
+        }
+        assert_eq!(decode(&table[&token_key("t2")]).unwrap().username, "bob", "the first line wins");
+        assert_eq!(decode(&table[&token_key("t,3")]).unwrap().groups, ["a\"b"]);
+        assert_eq!(filled_table("t1,a,1\nbroken\n").unwrap_err(), "line 2: needs at least token,user,uid");
+        // Values are bounded like the host's table values.
+        let many = format!("t,u,1,\"{}\"\n", vec!["g"; 20_000].join(","));
+        let refused = filled_table(&many).unwrap_err();
+        assert!(refused.contains("over the 65536 a token may have"), "{refused}");
+        // What decode is given back is what encode wrote, or nothing.
+        assert_eq!(decode(b"\x05\0\0\0ab"), None);
+        assert_eq!(decode(b""), None);
     }
 
     #[test]
@@ -684,12 +661,14 @@ mod tests {
                     .collect::<Result<Vec<_>, _>>()
                     .map(|all| all.into_iter().find(|e| e.token == token));
                 assert_eq!(lookup(&text, token), expected, "{token} in {text:?}");
-                match (Index::build(text.clone()), &expected) {
-                    (Ok(index), Ok(expected)) => {
-                        assert_eq!(&index.lookup(token), expected, "index: {token} in {text:?}")
+                match (filled_table(&text), &expected) {
+                    (Ok(table), Ok(expected)) => {
+                        let found = table.get(&token_key(token)).and_then(|value| decode(value));
+                        let expected = expected.as_ref().map(|entry| entry.user.to_string());
+                        assert_eq!(found.map(|user| user.username), expected, "table: {token} in {text:?}")
                     }
                     (Err(error), Err(expected)) => assert_eq!(&error, expected, "{text:?}"),
-                    (built, expected) => panic!("index {built:?} but scan {expected:?} for {text:?}"),
+                    (built, expected) => panic!("table {built:?} but scan {expected:?} for {text:?}"),
                 }
             }
         }

@@ -12,7 +12,7 @@ use credbroker_host::contract;
 
 /// The SDK version the Rust templates depend on: guest-sdk's (a test keeps
 /// them equal), which speaks the contract this binary speaks.
-pub const SDK_VERSION: &str = "0.1.4";
+pub const SDK_VERSION: &str = "0.1.5";
 
 /// The contract, for Python projects (componentize-py builds against it).
 const WIT: &str = include_str!("../../../wit/credbroker.wit");

@@ -256,14 +256,18 @@ impl Validator for Probe {
         match config::get("setup").as_deref() {
             None => Ok(()),
             Some("remember") => {
-                *SET_UP.lock().unwrap_or_else(|e| e.into_inner()) = Some(config::require("value")?);
+                let value = config::require("value")?;
+                credbroker_sdk::table::insert("setup", &value)?;
+                *SET_UP.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
                 Ok(())
             }
             Some("fail") => Err(Error::misconfigured("setup refuses this configuration")),
             // Writing to stderr opens a WASI stream that stays open.
             Some("print") => {
                 eprintln!("setting up");
-                *SET_UP.lock().unwrap_or_else(|e| e.into_inner()) = Some(config::require("value")?);
+                let value = config::require("value")?;
+                credbroker_sdk::table::insert("setup", &value)?;
+                *SET_UP.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
                 Ok(())
             }
             Some("loop") => loop {
@@ -288,12 +292,25 @@ impl Validator for Probe {
                 return Ok(ReviewOutcome::rejected(format!("the token {} is not one of mine", review.token)));
             }
             // Who this review sees: what setup left, and the token of any
-            // earlier review (there must be none).
+            // earlier review (there must be none), in its memory and in the
+            // host's table (the groups).
             Some("remember-token") => {
                 let set_up = SET_UP.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| "none".into());
                 let previous = PREVIOUS_TOKEN.lock().unwrap_or_else(|e| e.into_inner()).replace(review.token.clone());
                 let user = format!("setup-{set_up}.previous-{}", previous.unwrap_or_else(|| "none".into()));
-                return Ok(ReviewOutcome::authenticated(UserInfo::new(user, Vec::new())));
+                let text =
+                    |value: Option<Vec<u8>>| value.map_or("none".into(), |v| String::from_utf8_lossy(&v).into_owned());
+                let table_previous = text(credbroker_sdk::table::get("previous"));
+                let inserted = match credbroker_sdk::table::insert("previous", &review.token) {
+                    Ok(_) => "accepted".to_string(),
+                    Err(e) => format!("refused: {}", e.describe()),
+                };
+                let groups = vec![
+                    format!("table-setup-{}", text(credbroker_sdk::table::get("setup"))),
+                    format!("table-previous-{table_previous}"),
+                    format!("table-insert-{inserted}"),
+                ];
+                return Ok(ReviewOutcome::authenticated(UserInfo::new(user, groups)));
             }
             _ => {}
         }
