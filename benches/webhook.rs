@@ -167,8 +167,15 @@ async fn answered(response: reqwest::Result<reqwest::Response>) -> bool {
 }
 
 /// Closed loop: `concurrency` workers, each sending the next review as soon as
-/// the last is answered, for `seconds`.
-async fn closed_loop(http: &reqwest::Client, url: &str, tokens: &[String], concurrency: usize, seconds: f64) -> Stats {
+/// the last is answered, for `seconds`: the latencies of the answered ones and
+/// how many failed.
+async fn closed_loop_latencies(
+    http: &reqwest::Client,
+    url: &str,
+    tokens: &[String],
+    concurrency: usize,
+    seconds: f64,
+) -> (Vec<Duration>, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
@@ -197,19 +204,44 @@ async fn closed_loop(http: &reqwest::Client, url: &str, tokens: &[String], concu
     for worker in workers {
         all.extend(worker.await.unwrap());
     }
+    (all, errors.load(Ordering::Relaxed))
+}
+
+fn stats(mut all: Vec<Duration>, errors: u64, seconds: f64) -> Stats {
     all.sort();
-    Stats {
-        per_second: all.len() as f64 / seconds,
-        p50: percentile(&all, 0.5),
-        p99: percentile(&all, 0.99),
-        errors: errors.load(Ordering::Relaxed),
-    }
+    Stats { per_second: all.len() as f64 / seconds, p50: percentile(&all, 0.5), p99: percentile(&all, 0.99), errors }
+}
+
+/// A closed loop of `seconds`.
+async fn closed_loop(http: &reqwest::Client, url: &str, tokens: &[String], concurrency: usize, seconds: f64) -> Stats {
+    let (all, errors) = closed_loop_latencies(http, url, tokens, concurrency, seconds).await;
+    stats(all, errors, seconds)
 }
 
 /// One second of warm-up, then a [`closed_loop`] of `seconds`.
 async fn measure(http: &reqwest::Client, url: &str, tokens: &[String], concurrency: usize, seconds: f64) -> Stats {
     closed_loop(http, url, tokens, concurrency, 1.0).await;
     closed_loop(http, url, tokens, concurrency, seconds).await
+}
+
+/// Cases compared by a ratio, measured in turns: a warm-up of each, then
+/// `ROUNDS` rounds of a closed loop of `seconds / ROUNDS` on each. This
+/// machine's speed drifts by a third within minutes; in turns, the drift falls
+/// on every case of a ratio alike.
+async fn interleaved(http: &reqwest::Client, cases: &[(&str, &[String])], seconds: f64) -> Vec<Stats> {
+    const ROUNDS: usize = 8;
+    for (url, tokens) in cases {
+        closed_loop(http, url, tokens, 64, 0.5).await;
+    }
+    let mut runs: Vec<(Vec<Duration>, u64)> = cases.iter().map(|_| (Vec::new(), 0)).collect();
+    for _ in 0..ROUNDS {
+        for ((url, tokens), run) in cases.iter().zip(&mut runs) {
+            let (latencies, errors) = closed_loop_latencies(http, url, tokens, 64, seconds / ROUNDS as f64).await;
+            run.0.extend(latencies);
+            run.1 += errors;
+        }
+    }
+    runs.into_iter().map(|(all, errors)| stats(all, errors, seconds)).collect()
 }
 
 /// A set of one validator built in code, for any token and audience.
@@ -348,25 +380,15 @@ async fn main() {
     };
 
     println!("credbroker serve, {} s per case, concurrency 64 unless noted:", seconds);
-    // (a) wasm token-file, no response cache.
-    let (url, a_handle) = start(serve(0).await);
-    let a = measure(&http, &url, &tokens, 64, seconds).await;
-    row("(a) token-file validator in wasm", &a);
-    let a_rate = open_loop(&http, &url, &tokens, 1000, seconds).await;
-    row("(a) at 1000 reviews/s", &a_rate);
-    a_handle.abort();
-
-    // (h) the same validator with a one-line file: what a fresh instance per
-    // review costs, apart from the validator's own work.
+    // (a) wasm token-file, no response cache; (h) the same validator with a
+    // one-line file: what a fresh instance per review costs, apart from the
+    // validator's own work; (b) the same logic natively; (c) the floor. In
+    // turns, for their ratios.
+    let (url_a, a_handle) = start(serve(0).await);
     let one_line = write(dir.path(), "one.csv", "token-0007,user-7,7,\"devs,ops\"\n");
-    let (url, handle) = start(
+    let (url_h, h_handle) = start(
         serve_with(0, token_file.replace(&csv_path.display().to_string(), &one_line.display().to_string())).await,
     );
-    let h = measure(&http, &url, &[tokens[7].clone()], 64, seconds).await;
-    row("(h) token-file, one-line file (wasm instance)", &h);
-    handle.abort();
-
-    // (b) the same logic natively.
     let server = serve(0).await;
     server.replace_validators(|slots| {
         let mut table = std::collections::HashMap::new();
@@ -376,18 +398,25 @@ async fn main() {
         }
         one_validator("native", Some(Arc::new(NativeTokenFile { table })), None, slots)
     });
-    let (url, handle) = start(server);
-    let b = measure(&http, &url, &tokens, 64, seconds).await;
-    row("(b) the same logic compiled natively", &b);
-    handle.abort();
-
-    // (c) the floor.
+    let (url_b, b_handle) = start(server);
     let server = serve(0).await;
     server.replace_validators(|slots| one_validator("fixed", Some(Arc::new(Fixed)), None, slots));
-    let (url, handle) = start(server);
-    let c = measure(&http, &url, &tokens, 64, seconds).await;
+    let (url_c, c_handle) = start(server);
+    let one_token = [tokens[7].clone()];
+    let [a, h, b, c] = <[Stats; 4]>::try_from(
+        interleaved(&http, &[(&url_a, &tokens), (&url_h, &one_token), (&url_b, &tokens), (&url_c, &tokens)], seconds)
+            .await,
+    )
+    .unwrap_or_else(|_| unreachable!());
+    row("(a) token-file validator in wasm", &a);
+    row("(h) token-file, one-line file (wasm instance)", &h);
+    row("(b) the same logic compiled natively", &b);
     row("(c) fixed answer (the stack's floor)", &c);
-    handle.abort();
+    let a_rate = open_loop(&http, &url_a, &tokens, 1000, seconds).await;
+    row("(a) at 1000 reviews/s", &a_rate);
+    for handle in [h_handle, b_handle, c_handle] {
+        handle.abort();
+    }
 
     // (d) response-cache hits: one token, cached.
     let (url, handle) = start(serve(300).await);
@@ -438,12 +467,7 @@ async fn main() {
     let jwt_validator = format!(
         "[[validators]]\nname = \"idp\"\nplugin = \"jwt\"\n[validators.settings]\nissuer = {issuer_url:?}\naudiences = \"bench\"\n[validators.grants]\nhttp = [{issuer_url:?}]\n"
     );
-    let (url, handle) = start(serve_with(0, jwt_validator).await);
-    let f = measure(&http, &url, &jwts, 64, seconds).await;
-    row("(f) RS256 JWT, jwt validator in wasm", &f);
-    let f_rate = open_loop(&http, &url, &jwts, 1000, seconds).await;
-    row("(f) at 1000 reviews/s", &f_rate);
-    handle.abort();
+    let (url_f, f_handle) = start(serve_with(0, jwt_validator).await);
 
     // (i) the same JWTs through an AuthenticationConfiguration of two issuers
     // (https, as the file requires) and 8 CEL expressions.
@@ -464,10 +488,15 @@ async fn main() {
         authn = authn.display(),
         ca = ca.display().to_string(),
     );
-    let (url, handle) = start(serve_with(0, cel_validator).await);
-    let cel = measure(&http, &url, &cel_jwts, 64, seconds).await;
+    let (url_cel, cel_handle) = start(serve_with(0, cel_validator).await);
+    let [f, cel] = <[Stats; 2]>::try_from(interleaved(&http, &[(&url_f, &jwts), (&url_cel, &cel_jwts)], seconds).await)
+        .unwrap_or_else(|_| unreachable!());
+    row("(f) RS256 JWT, jwt validator in wasm", &f);
     row("(i) jwt, AuthenticationConfiguration, 2 issuers, 8 CEL", &cel);
-    handle.abort();
+    let f_rate = open_loop(&http, &url_f, &jwts, 1000, seconds).await;
+    row("(f) at 1000 reviews/s", &f_rate);
+    f_handle.abort();
+    cel_handle.abort();
 
     // (g) a `credbroker serve` process of its own, 256 connections busy.
     let (g, peak_rss_kib) =
@@ -486,7 +515,11 @@ async fn main() {
     let loaded = Instant::now();
     let (url, handle) = start(serve_with(0, big_validator(&csv_100k)).await);
     let load_100k = loaded.elapsed();
-    let i = measure(&http, &url, &tokens_100k, 64, seconds).await;
+    // In turns with (a) again, for their ratio.
+    let [a_again, i] =
+        <[Stats; 2]>::try_from(interleaved(&http, &[(&url_a, &tokens), (&url, &tokens_100k)], seconds).await)
+            .unwrap_or_else(|_| unreachable!());
+    row("(a) again, in turns with (i)", &a_again);
     row("(i) token-file, 100,000 lines", &i);
     // Reviews while the file changes under them, reloaded every ~2 s.
     let rewriting = Arc::new(AtomicBool::new(true));
@@ -517,9 +550,13 @@ async fn main() {
     let loaded = Instant::now();
     let (url, handle) = start(serve_with(0, big_validator(&csv_1m)).await);
     let load_1m = loaded.elapsed();
-    let j = measure(&http, &url, &tokens_1m, 64, seconds).await;
+    let [a_third, j] =
+        <[Stats; 2]>::try_from(interleaved(&http, &[(&url_a, &tokens), (&url, &tokens_1m)], seconds).await)
+            .unwrap_or_else(|_| unreachable!());
+    row("(a) again, in turns with (j)", &a_third);
     row("(j) token-file, 1,000,000 lines", &j);
     handle.abort();
+    a_handle.abort();
     let (i_rss, rss_100k) = serve_process_rss(
         &http,
         write(dir.path(), "serve-rss-100k.toml", &config(0, &big_validator(&csv_100k))),
@@ -606,8 +643,8 @@ async fn main() {
         "  peak RSS of credbroker serve at 256 connections = {:.1} MB (target <= 150 MB)",
         peak_rss_kib as f64 / 1024.0
     );
-    println!("  (i) 100,000 lines / (a) 1,000 lines = {:.2} (target >= 0.8)", i.per_second / a.per_second);
-    println!("  (j) 1,000,000 lines / (a) 1,000 lines = {:.2} (loads and serves)", j.per_second / a.per_second);
+    println!("  (i) 100,000 lines / (a) 1,000 lines = {:.2} (target >= 0.8)", i.per_second / a_again.per_second);
+    println!("  (j) 1,000,000 lines / (a) 1,000 lines = {:.2} (loads and serves)", j.per_second / a_third.per_second);
     println!(
         "  load with setup: 100,000 lines {:.0} ms, 1,000,000 lines {:.0} ms; reload of 100,000 lines {:.0} ms (target <= 200 ms)",
         load_100k.as_secs_f64() * 1000.0,
