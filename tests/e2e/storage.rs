@@ -5,9 +5,7 @@
 
 use std::process::Stdio;
 
-use crate::harness::keyring::{
-    SecretService, invalidate_kernel_key, kernel_key_found, kernel_keys_holding,
-};
+use crate::harness::keyring::{SecretService, invalidate_kernel_key, kernel_key_found, kernel_keys_holding};
 use crate::harness::{Answer, HttpStub, Run, UserEnv, files_holding, probe};
 
 /// A profile `counted` (storage `storage`, if given) whose provider fetches
@@ -90,9 +88,8 @@ fn a_keyring_hit_comes_from_the_kernel_keyring_without_the_bus_and_logout_remove
     // No bus, no GNOME Keyring: the next run is still a hit, from the kernel.
     let address = keyring.address.clone();
     drop(keyring);
-    let without_bus = |args: &[&str]| {
-        Run::of(env.credbroker(args).env("DBUS_SESSION_BUS_ADDRESS", &address).output().unwrap())
-    };
+    let without_bus =
+        |args: &[&str]| Run::of(env.credbroker(args).env("DBUS_SESSION_BUS_ADDRESS", &address).output().unwrap());
     let run = without_bus(&["get", "--provider", "counted"]);
     assert_eq!(run.token(), format!("200:{token}"), "{}", run.stderr);
     assert_eq!(stub.hits("/token"), 1, "no new login");
@@ -101,7 +98,9 @@ fn a_keyring_hit_comes_from_the_kernel_keyring_without_the_bus_and_logout_remove
     let logout = without_bus(&["logout", "--provider", "counted"]);
     assert_eq!(logout.code, Some(0), "{}", logout.stderr);
     assert!(
-        logout.stdout.starts_with("logged out of `counted`:\n  removed cached credentials: 1 copy in the kernel keyring\n"),
+        logout
+            .stdout
+            .starts_with("logged out of `counted`:\n  removed cached credentials: 1 copy in the kernel keyring\n"),
         "{}",
         logout.stdout
     );
@@ -151,6 +150,48 @@ fn the_kernel_copy_is_refilled_from_the_keyring_and_logout_all_removes_only_this
     let logout = Run::of(private.attach(&mut other.credbroker(&["logout", "--all"])).output().unwrap());
     assert!(logout.stdout.contains("1 copy in the kernel keyring"), "{}", logout.stdout);
     assert!(kernel_keys_holding(&theirs).is_empty());
+}
+
+/// `command` run by `keyctl session -`: in a session keyring of its own that
+/// does not hold the user keyring, as in a container or a service with a
+/// private keyring. credbroker does not possess the keys it adds to `@u`
+/// there, so the kernel refuses to narrow their permissions.
+fn in_a_session_without_the_user_keyring(command: &std::process::Command) -> std::process::Command {
+    let mut wrapped = std::process::Command::new("keyctl");
+    wrapped.args(["session", "-"]).arg(command.get_program()).args(command.get_args());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => wrapped.env(name, value),
+            None => wrapped.env_remove(name),
+        };
+    }
+    wrapped
+}
+
+#[test]
+fn where_the_kernel_refuses_the_copy_the_keyring_alone_serves_hits_silently() {
+    let keyring = SecretService::start();
+    let token = format!("no-kernel-copy-{}", std::process::id());
+    let stub = HttpStub::start(vec![("/token", Answer::ok(&token))]);
+    let env = UserEnv::new();
+    counted_profile(&env, &stub, Some("keyring"));
+    for _ in 0..2 {
+        let mut command = env.credbroker(&["get", "--provider", "counted"]);
+        keyring.attach(&mut command);
+        let run = Run::of(in_a_session_without_the_user_keyring(&command).output().unwrap());
+        assert_eq!(run.token(), format!("200:{token}"), "{}", run.stderr);
+        // A debug line at most (the tests log at debug level).
+        let said: Vec<&str> = run.stderr.lines().filter(|l| l.contains("kernel keyring")).collect();
+        assert!(said.iter().all(|l| l.starts_with("DEBUG ")), "only debug lines: {said:?}");
+    }
+    assert_eq!(stub.hits("/token"), 1, "the second run was a hit from the Secret Service");
+    assert!(kernel_keys_holding(&token).is_empty(), "no copy left behind, not even one without a timeout");
+    // The same home in a session with the user keyring: copied, and served from there.
+    let run = get(&env, Some(&keyring), &[]);
+    assert_eq!(run.token(), format!("200:{token}"));
+    assert_eq!(kernel_keys_holding(&token).len(), 1);
+    let logout = Run::of(keyring.attach(&mut env.credbroker(&["logout", "--all"])).output().unwrap());
+    assert!(logout.stdout.contains("1 copy in the kernel keyring"), "{}", logout.stdout);
 }
 
 #[test]
