@@ -97,7 +97,9 @@ mod tests {
         );
         // The kernel's copy goes even when the keyring does not answer.
         let kernel = Removed { kernel_keys: 2, keyring_unchecked: Some("x".into()), ..Removed::default() };
-        assert!(report(None, &kernel).starts_with("logged out of every provider:\n  removed cached credentials: 2 copies"));
+        assert!(
+            report(None, &kernel).starts_with("logged out of every provider:\n  removed cached credentials: 2 copies")
+        );
         let none = Removed { keyring_unchecked: Some("no OS keyring answers: x".into()), ..Removed::default() };
         assert_eq!(
             report(None, &none),

@@ -116,7 +116,9 @@ impl KernelCache {
     /// start with.
     fn prefix(&self, profile: Option<&str>) -> String {
         match profile {
-            Some(profile) => format!("{PREFIX}{}:{}:", self.scope, tag(&[self.scope.as_bytes(), profile.as_bytes()], 8)),
+            Some(profile) => {
+                format!("{PREFIX}{}:{}:", self.scope, tag(&[self.scope.as_bytes(), profile.as_bytes()], 8))
+            }
             None => format!("{PREFIX}{}:", self.scope),
         }
     }
@@ -205,7 +207,8 @@ impl KernelCache {
     pub fn delete_all(&self, profile: Option<&str>) -> Result<usize, KernelError> {
         let Some(ring) = user_keyring(false)? else { return Ok(0) };
         let prefix = self.prefix(profile);
-        let listed = keyctl_bytes(KEYCTL_READ, KeyRingIdentifier::User as i32).map_err(refused("listing the user keyring"))?;
+        let listed =
+            keyctl_bytes(KEYCTL_READ, KeyRingIdentifier::User as i32).map_err(refused("listing the user keyring"))?;
         let mut removed = 0;
         for id in listed.chunks_exact(4).map(|id| i32::from_ne_bytes([id[0], id[1], id[2], id[3]])) {
             // Keys this user may not view are not ours.
