@@ -8,7 +8,9 @@
 //!   built both as the project builds (static) and by plain `rustc -O`
 //! - cache hit from the OS keyring (a real Secret Service: GNOME Keyring on a
 //!   private session bus, as the tests start it) vs from the file cache
-//!   (target ≤ 3 ms), and `storage = auto` with no session bus at all
+//!   (target ≤ 3 ms): served by the kernel keyring's copy, and (on Linux)
+//!   with that copy removed before each run, from the Secret Service itself;
+//!   and `storage = auto` with no session bus at all
 //! - peak RSS of `credbroker get`                               (target ≤ 15 MB)
 //! - with `docker-registry` installed (scripts/install-test-deps), a plugin
 //!   from a loopback OCI registry: a cache hit of a profile naming it vs one
@@ -223,16 +225,30 @@ fn main() {
     // The default (auto) where no session bus exists: files, after a stat.
     let mut auto_hit_cmd = || get(home.path(), &["--set", "expires-in=86400"]);
     let mut keyring_hit_cmd = || keyring_get(&["--storage", "keyring", "--set", "expires-in=86400"]);
+    // The same hit without the kernel's copy (removed before the clock
+    // starts; the run puts it back): three round trips to the Secret Service.
+    let kernel_copies =
+        credbroker_host::storage::keyring::kernel::KernelCache::new(&home.path().join(".cache/credbroker/credentials"));
+    let mut secret_service_hit_cmd = || {
+        let _ = kernel_copies.delete_all(None);
+        keyring_get(&["--storage", "keyring", "--set", "expires-in=86400"])
+    };
     let mut commands: Vec<&mut dyn FnMut() -> Command> =
         vec![&mut true_cmd, &mut native_cmd, &mut default_native_cmd, &mut hit_cmd, &mut fresh_cmd, &mut auto_hit_cmd];
     if secret_service.is_some() {
         commands.push(&mut keyring_hit_cmd);
+        if cfg!(target_os = "linux") {
+            commands.push(&mut secret_service_hit_cmd);
+        }
     }
     let mut stats = measure_interleaved(runs, &mut commands).into_iter();
     let mut next = || stats.next().expect("one result per command");
     let (true_stats, native_stats, default_native_stats, hit, fresh, auto_hit) =
         (next(), next(), next(), next(), next(), next());
     let keyring_hit = stats.next();
+    let secret_service_hit = stats.next();
+    // The kernel keyring outlives the temp home: its copy goes now.
+    let _ = kernel_copies.delete_all(None);
     let compile_runs = (runs / 10).max(5);
     let first = measure(
         compile_runs,
@@ -287,6 +303,9 @@ fn main() {
     if let Some(keyring_hit) = &keyring_hit {
         row("credbroker get, cache hit (keyring)", keyring_hit);
     }
+    if let Some(secret_service_hit) = &secret_service_hit {
+        row("  the same, no kernel copy (Secret Service)", secret_service_hit);
+    }
     row("credbroker get, precompiled static plugin", &fresh);
     row("credbroker get, first run (compiles static)", &first);
     if let Some((size, stats)) = &probe_first {
@@ -313,6 +332,13 @@ fn main() {
             ms(keyring_hit.median) / ms(hit.median),
             ms(keyring_hit.median)
         );
+        if let Some(secret_service_hit) = &secret_service_hit {
+            println!(
+                "  Secret Service hit / file hit = {:.2}x ({:.2} ms, without the kernel keyring's copy)",
+                ms(secret_service_hit.median) / ms(hit.median),
+                ms(secret_service_hit.median)
+            );
+        }
     } else {
         println!("  keyring hit: not measured (no gnome-keyring-daemon; run scripts/install-test-deps)");
     }

@@ -27,7 +27,12 @@ pub fn run(command: CacheCommand) -> anyhow::Result<ExitCode> {
             let count = removed.credential_files + removed.credential_items;
             let what = if count == 1 { "credential" } else { "credentials" };
             let whose = provider.map(|p| format!(" of provider `{}`", credbroker_host::boundary::text::name(&p)));
-            eprintln!("removed {count} cached {what}{}", whose.unwrap_or_default());
+            let copies = match removed.kernel_keys {
+                0 => String::new(),
+                1 => " (and 1 copy in the kernel keyring)".to_string(),
+                n => format!(" (and {n} copies in the kernel keyring)"),
+            };
+            eprintln!("removed {count} cached {what}{}{copies}", whose.unwrap_or_default());
             eprintln!("refresh tokens and plugin state were kept; `credbroker logout` removes them too");
             Ok(ExitCode::SUCCESS)
         }

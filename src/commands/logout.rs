@@ -39,12 +39,16 @@ fn report(provider: Option<&str>, removed: &Removed) -> String {
         None => "every provider".to_string(),
     };
     let mut out = String::new();
-    let total = removed.credential_files + removed.credential_items + removed.state_files + removed.state_items;
+    let total = removed.credential_files
+        + removed.credential_items
+        + removed.kernel_keys
+        + removed.state_files
+        + removed.state_items;
     if total == 0 {
         out.push_str(&format!("nothing to remove for {whom}\n"));
     } else {
         out.push_str(&format!("logged out of {whom}:\n"));
-        let line = |what: &str, files: usize, items: usize| {
+        let line = |what: &str, files: usize, items: usize, kernel: usize| {
             let mut places = Vec::new();
             if files > 0 {
                 places.push(count(files, "file", "files"));
@@ -52,10 +56,18 @@ fn report(provider: Option<&str>, removed: &Removed) -> String {
             if items > 0 {
                 places.push(count(items, "keyring item", "keyring items"));
             }
+            if kernel > 0 {
+                places.push(count(kernel, "copy in the kernel keyring", "copies in the kernel keyring"));
+            }
             if places.is_empty() { String::new() } else { format!("  removed {what}: {}\n", places.join(", ")) }
         };
-        out.push_str(&line("cached credentials", removed.credential_files, removed.credential_items));
-        out.push_str(&line("plugin state (refresh tokens)", removed.state_files, removed.state_items));
+        out.push_str(&line(
+            "cached credentials",
+            removed.credential_files,
+            removed.credential_items,
+            removed.kernel_keys,
+        ));
+        out.push_str(&line("plugin state (refresh tokens)", removed.state_files, removed.state_items, 0));
     }
     if let Some(reason) = &removed.keyring_unchecked {
         out.push_str(&format!("  the OS keyring was not searched: {reason}\n"));
@@ -77,6 +89,16 @@ mod tests {
         assert_eq!(
             report(Some("corp"), &removed),
             "logged out of `corp`:\n  removed cached credentials: 2 files\n  removed plugin state (refresh tokens): 1 keyring item\n"
+        );
+        let keyring = Removed { credential_items: 1, kernel_keys: 1, ..Removed::default() };
+        assert_eq!(
+            report(Some("corp"), &keyring),
+            "logged out of `corp`:\n  removed cached credentials: 1 keyring item, 1 copy in the kernel keyring\n"
+        );
+        // The kernel's copy goes even when the keyring does not answer.
+        let kernel = Removed { kernel_keys: 2, keyring_unchecked: Some("x".into()), ..Removed::default() };
+        assert!(
+            report(None, &kernel).starts_with("logged out of every provider:\n  removed cached credentials: 2 copies")
         );
         let none = Removed { keyring_unchecked: Some("no OS keyring answers: x".into()), ..Removed::default() };
         assert_eq!(

@@ -316,10 +316,14 @@ fn refresh_tokens_move_into_the_keyring_and_logout_removes_them_from_everywhere(
 
     let logout = Run::of(keyring.attach(&mut env.credbroker(&["logout", "--provider", "idp"])).output().unwrap());
     assert_eq!(logout.code, Some(0), "{}", logout.stderr);
-    assert_eq!(
-        logout.stdout,
-        "logged out of `idp`:\n  removed cached credentials: 1 keyring item\n  removed plugin state (refresh tokens): 1 keyring item\n"
-    );
+    // The kernel keyring's copy of the credential lives as long as the ID
+    // token, 2 s: it may be gone already.
+    let said = |copy: &str| {
+        format!(
+            "logged out of `idp`:\n  removed cached credentials: 1 keyring item{copy}\n  removed plugin state (refresh tokens): 1 keyring item\n"
+        )
+    };
+    assert!(logout.stdout == said("") || logout.stdout == said(", 1 copy in the kernel keyring"), "{}", logout.stdout);
     assert_eq!(keyring.secrets(&[("application", "credbroker")]), Vec::<String>::new());
     let again = Run::of(keyring.attach(&mut env.credbroker(&["logout", "--all"])).output().unwrap());
     assert_eq!(again.stdout, "nothing to remove for every provider\n");

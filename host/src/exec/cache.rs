@@ -3,7 +3,10 @@
 //! kubectl runs the exec plugin on every command, so a valid credential is
 //! reused from here without starting the WebAssembly runtime at all. Entries
 //! live in the OS keyring (storage = "keyring") or in a private directory
-//! (0700), one private file (0600) per key, written atomically. Either way a
+//! (0700), one private file (0600) per key, written atomically. On Linux an
+//! entry kept in the keyring is also kept in the kernel's user keyring until
+//! it expires ([`KernelCache`]): a hit from there is a few system calls,
+//! where the Secret Service is three round trips over D-Bus. Either way a
 //! lock file per key in that directory, held across the provider run, makes
 //! many kubectl processes started at once log in only once; the lock is an
 //! `flock`, which the kernel releases when its holder dies, so a killed
@@ -19,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::credential::ExecCredentialStatus;
 use crate::fsutil::{self, FileLock, LockError};
+use crate::storage::keyring::kernel::KernelCache;
 use crate::storage::{ItemId, KeyringError, KeyringHandle};
 
 /// Largest cache entry read; anything bigger is not ours.
@@ -47,6 +51,8 @@ const ENTRY_VERSION: u32 = 1;
 pub struct TokenCache {
     dir: PathBuf,
     keyring: Option<KeyringHandle>,
+    /// The kernel's copy of the keyring's entries; only with `keyring`.
+    kernel: Option<KernelCache>,
 }
 
 /// A cache key: the profile it belongs to and a name unique to everything
@@ -127,7 +133,8 @@ impl TokenCache {
     /// cannot be created.
     pub fn open(dir: PathBuf, keyring: Option<KeyringHandle>) -> Result<Self, CacheError> {
         fsutil::ensure_private_dir(&dir)?;
-        Ok(Self { dir, keyring })
+        let kernel = keyring.is_some().then(|| KernelCache::new(&dir));
+        Ok(Self { dir, keyring, kernel })
     }
 
     /// The cache directory.
@@ -160,8 +167,14 @@ impl TokenCache {
 
     /// The cached credential for `key` if it is still valid `margin` seconds
     /// from `now`. Missing, unreadable, foreign, corrupt or expiring entries are
-    /// all a miss.
+    /// all a miss. With the keyring, the kernel's copy is read first, and an
+    /// entry found in the keyring is copied there.
     pub fn read(&self, key: &CacheKey, now: i64, margin: u64) -> Option<CachedCredential> {
+        if let Some(kernel) = &self.kernel
+            && let Some(hit) = read_kernel(kernel, key, now, margin)
+        {
+            return Some(hit);
+        }
         let (text, origin) = match &self.keyring {
             Some(keyring) => match keyring.block_on(keyring.keyring().get(&key.item())) {
                 Ok(Some(secret)) if secret.len() as u64 <= MAX_ENTRY => (secret, "keyring item".to_string()),
@@ -176,15 +189,18 @@ impl TokenCache {
                 (Self::read_file(&path)?, format!("`{}`", path.display()))
             }
         };
-        let entry: CachedCredential = match serde_json::from_slice(&text) {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::warn!("ignoring corrupt cache entry {origin}: {e}");
-                return None;
-            }
-        };
-        let margin = i64::try_from(margin).unwrap_or(i64::MAX);
-        (entry.version == ENTRY_VERSION && entry.expires_at > now.saturating_add(margin)).then_some(entry)
+        let entry = valid_entry(&text, &origin, now, margin)?;
+        if let Some(kernel) = &self.kernel {
+            keep_in_kernel(kernel, key, &text, entry.expires_at, now, margin);
+        }
+        Some(entry)
+    }
+
+    /// [`TokenCache::read`] from the kernel's copy of the keyring's entries of
+    /// the cache in `dir` alone: a hit without connecting to the keyring.
+    /// Always a miss off Linux, or where the kernel keeps no keys for us.
+    pub fn read_kernel(dir: &Path, key: &CacheKey, now: i64, margin: u64) -> Option<CachedCredential> {
+        read_kernel(&KernelCache::new(dir), key, now, margin)
     }
 
     fn read_file(path: &Path) -> Option<Vec<u8>> {
@@ -199,17 +215,23 @@ impl TokenCache {
         Some(text)
     }
 
-    /// Store `entry` under `key`.
+    /// Store `entry` under `key`; `now` and `margin` as for
+    /// [`TokenCache::read`] (the kernel keeps no copy of an entry that would
+    /// never be read back).
     ///
     /// # Errors
     ///
     /// [`CacheError::Io`] when the file cannot be written,
     /// [`CacheError::Keyring`] when the keyring refuses the item.
-    pub fn write(&self, key: &CacheKey, entry: &CachedCredential) -> Result<(), CacheError> {
+    pub fn write(&self, key: &CacheKey, entry: &CachedCredential, now: i64, margin: u64) -> Result<(), CacheError> {
         let json = serde_json::to_vec(entry).unwrap_or_default();
         if let Some(keyring) = &self.keyring {
             let label = format!("credbroker: cached credential of profile {}", key.profile);
-            return Ok(keyring.block_on(keyring.keyring().put(&key.item(), &label, &json))?);
+            keyring.block_on(keyring.keyring().put(&key.item(), &label, &json))?;
+            if let Some(kernel) = &self.kernel {
+                keep_in_kernel(kernel, key, &json, entry.expires_at, now, margin);
+            }
+            return Ok(());
         }
         let name = format!("{}.json", key.name);
         fsutil::write_private_atomic(&self.dir, &name, &json)
@@ -227,8 +249,8 @@ impl TokenCache {
     }
 
     /// Remove every entry file (or those of `profile`) and their locks;
-    /// returns how many entries were removed. Keyring items are removed by
-    /// [`crate::exec::forget`].
+    /// returns how many entries were removed. Keyring items and their kernel
+    /// copies are removed by [`crate::exec::clear_cache`].
     ///
     /// # Errors
     ///
@@ -253,6 +275,54 @@ impl TokenCache {
     }
 }
 
+/// `text` as a cache entry if it is one still valid `margin` seconds from
+/// `now` (`origin` names where it was read, for the warning about a corrupt one).
+fn valid_entry(text: &[u8], origin: &str, now: i64, margin: u64) -> Option<CachedCredential> {
+    let entry: CachedCredential = match serde_json::from_slice(text) {
+        Ok(entry) => entry,
+        Err(e) => {
+            tracing::warn!("ignoring corrupt cache entry {origin}: {e}");
+            return None;
+        }
+    };
+    let margin = i64::try_from(margin).unwrap_or(i64::MAX);
+    (entry.version == ENTRY_VERSION && entry.expires_at > now.saturating_add(margin)).then_some(entry)
+}
+
+/// The entry for `key` in `kernel`, if valid; one that is not (corrupt, or
+/// expiring within `margin`) is removed, so the next run asks the keyring.
+fn read_kernel(kernel: &KernelCache, key: &CacheKey, now: i64, margin: u64) -> Option<CachedCredential> {
+    let item = key.item();
+    let text = match kernel.get(&item) {
+        Ok(text) => text?,
+        Err(e) => {
+            tracing::debug!("credential cache: {e}; asking the OS keyring");
+            return None;
+        }
+    };
+    let entry = valid_entry(&text, "in the kernel keyring", now, margin);
+    if entry.is_none()
+        && let Err(e) = kernel.delete(&item)
+    {
+        tracing::debug!("credential cache: {e}");
+    }
+    entry
+}
+
+/// Copy an entry kept in the keyring into `kernel` until it expires, unless
+/// it expires within `margin` (it would never be read back). A kernel that
+/// refuses (seccomp, quota, size) only means no fast path next time.
+fn keep_in_kernel(kernel: &KernelCache, key: &CacheKey, text: &[u8], expires_at: i64, now: i64, margin: u64) {
+    let left = u64::try_from(expires_at.saturating_sub(now)).unwrap_or(0);
+    if left <= margin {
+        return;
+    }
+    let lifetime = Duration::from_secs(left);
+    if let Err(e) = kernel.put(&key.item(), text, lifetime) {
+        tracing::debug!("credential cache: {e}; the keyring alone keeps it");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +344,7 @@ mod tests {
     fn entries_expire_with_margin() {
         let dir = tempfile::tempdir().unwrap();
         let cache = TokenCache::open(dir.path().join("c"), None).unwrap();
-        cache.write(&key("k"), &entry(1_000)).unwrap();
+        cache.write(&key("k"), &entry(1_000), 0, 0).unwrap();
         assert!(cache.read(&key("k"), 900, 60).is_some());
         assert!(cache.read(&key("k"), 950, 60).is_none());
         assert!(cache.read(&key("other"), 0, 0).is_none());
@@ -318,12 +388,40 @@ mod tests {
         assert!(cache.lock(&key("k"), Duration::from_millis(50)).is_ok());
     }
 
+    /// The kernel's copy (Linux) is served while valid; a copy that is
+    /// corrupt or expiring within the margin is a miss and is removed.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn kernel_copies_are_served_while_valid_and_removed_when_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = KernelCache::new(dir.path());
+        let (valid, expiring, corrupt) = (key("valid.1"), key("expiring.1"), key("corrupt.1"));
+        let hour = Duration::from_secs(3600);
+        let json = |e: &CachedCredential| serde_json::to_vec(e).unwrap();
+        if kernel.put(&valid.item(), &json(&entry(10_000)), hour).is_err() {
+            eprintln!("no kernel keyring here (keyctl blocked?): skipped");
+            return;
+        }
+        kernel.put(&expiring.item(), &json(&entry(1_030)), hour).unwrap();
+        kernel.put(&corrupt.item(), b"{not json", hour).unwrap();
+
+        let hit = TokenCache::read_kernel(dir.path(), &valid, 1_000, 60);
+        assert_eq!(hit.and_then(|e| e.status.token), Some("t".to_string()));
+        assert!(TokenCache::read_kernel(dir.path(), &expiring, 1_000, 60).is_none());
+        assert!(TokenCache::read_kernel(dir.path(), &corrupt, 1_000, 60).is_none());
+        assert_eq!(kernel.get(&expiring.item()).unwrap(), None, "removed, so the next run asks the keyring");
+        assert_eq!(kernel.get(&corrupt.item()).unwrap(), None);
+        // Another cache directory's copies are not this one's.
+        assert!(TokenCache::read_kernel(&dir.path().join("other"), &valid, 1_000, 60).is_none());
+        assert_eq!(kernel.delete_all(None).unwrap(), 1);
+    }
+
     #[test]
     fn clear_by_profile() {
         let dir = tempfile::tempdir().unwrap();
         let cache = TokenCache::open(dir.path().join("c"), None).unwrap();
-        cache.write(&key("a.1"), &entry(1)).unwrap();
-        cache.write(&key("b.2"), &entry(1)).unwrap();
+        cache.write(&key("a.1"), &entry(1), 0, 0).unwrap();
+        cache.write(&key("b.2"), &entry(1), 0, 0).unwrap();
         assert_eq!(cache.clear(Some("a")).unwrap(), 1);
         assert!(cache.dir().join("b.2.json").exists());
         assert_eq!(cache.clear(None).unwrap(), 1);

@@ -21,6 +21,7 @@ use crate::dirs::Dirs;
 use crate::plugin::PluginError;
 use crate::plugin::prepare::PrepareError;
 use crate::runtime::{Allocation, LoadError, RunError, Runtime, RuntimeOptions, World};
+use crate::storage::keyring::kernel::KernelCache;
 use crate::storage::{KeyringHandle, Selector, Storage, StorageError, StorageKind};
 
 /// Which provider to run.
@@ -211,9 +212,25 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
         settings: settings.iter().collect(),
         server: if profile.share_across_clusters { None } else { server },
     });
+    let respond = |entry: &CachedCredential| ExecCredential {
+        kind: KIND.to_string(),
+        api_version: version.as_str().to_string(),
+        spec: ExecCredentialSpec { cluster: None, interactive: spec.interactive },
+        status: Some(entry.status.clone()),
+    };
+    let storage_kind = request.storage.unwrap_or(profile.storage);
+    // The fastest path: a credential the keyring keeps, copied in the kernel
+    // keyring, is served without connecting to the keyring at all.
+    if !request.no_cache
+        && matches!(storage_kind, StorageKind::Keyring | StorageKind::Auto)
+        && let Some(hit) = TokenCache::read_kernel(&dirs.credentials(), &key, now_unix(), profile.margin)
+    {
+        tracing::debug!("credential from the kernel keyring, valid until {}", credential::rfc3339(hit.expires_at));
+        return Ok(respond(&hit));
+    }
     // A cache hit reads this item first: the keyring looks it up as it connects.
     let first_read = (!request.no_cache).then(|| key.item());
-    let storage = Storage::open(request.storage.unwrap_or(profile.storage), &dirs.cache, first_read.as_ref())?;
+    let storage = Storage::open(storage_kind, &dirs.cache, first_read.as_ref())?;
     let keyring = match &storage {
         Storage::Keyring(handle) => Some(handle.clone()),
         Storage::Files | Storage::Nothing => None,
@@ -228,12 +245,6 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
                 None
             }
         }
-    };
-    let respond = |entry: &CachedCredential| ExecCredential {
-        kind: KIND.to_string(),
-        api_version: version.as_str().to_string(),
-        spec: ExecCredentialSpec { cluster: None, interactive: spec.interactive },
-        status: Some(entry.status.clone()),
     };
     // The fast path: a cache hit never starts the WebAssembly runtime.
     if let Some(cache) = &cache
@@ -306,7 +317,7 @@ pub fn get(request: &GetRequest) -> Result<ExecCredential, GetError> {
         status,
     };
     if let (Some(cache), Some(_)) = (&cache, cache_until)
-        && let Err(e) = cache.write(&key, &entry)
+        && let Err(e) = cache.write(&key, &entry, now, profile.margin)
     {
         tracing::warn!("{e}; the credential is not cached");
     }
@@ -382,6 +393,8 @@ pub struct Removed {
     pub state_files: usize,
     /// Plugin state kept in the keyring.
     pub state_items: usize,
+    /// Copies of keyring-kept credentials in the kernel keyring (Linux).
+    pub kernel_keys: usize,
     /// Why the keyring was not looked in, when it was not.
     pub keyring_unchecked: Option<String>,
 }
@@ -397,6 +410,12 @@ pub fn clear_cache(provider: Option<&str>) -> Result<Removed, GetError> {
     let mut removed = Removed::default();
     if dirs.credentials().exists() {
         removed.credential_files = TokenCache::open(dirs.credentials(), None)?.clear(provider)?;
+    }
+    // First, and whether or not the keyring answers now: a copy left there
+    // would still be served until it expires.
+    match KernelCache::new(&dirs.credentials()).delete_all(provider) {
+        Ok(count) => removed.kernel_keys = count,
+        Err(e) => tracing::debug!("credential cache: {e}; no copies removed from the kernel keyring"),
     }
     with_keyring(&mut removed, |handle, removed| {
         let items = handle.block_on(handle.keyring().delete_all(Selector {

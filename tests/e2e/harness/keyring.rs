@@ -116,3 +116,53 @@ impl Drop for SecretService {
         }
     }
 }
+
+/// A key in the kernel's user keyring (`@u`), as `keyctl` shows it.
+#[derive(Debug)]
+pub struct KernelKey {
+    /// Its serial number.
+    pub id: String,
+    /// `type;uid;gid;perm;description`, as `keyctl rdescribe` prints it.
+    pub described: String,
+    /// Its payload, as `keyctl pipe` prints it.
+    pub payload: String,
+}
+
+impl KernelKey {
+    /// Its description.
+    pub fn description(&self) -> &str {
+        self.described.splitn(5, ';').nth(4).unwrap_or_default()
+    }
+}
+
+fn keyctl(args: &[&str]) -> std::process::Output {
+    Command::new("keyctl").args(args).output().expect("keyctl (scripts/install-test-deps installs keyutils)")
+}
+
+/// The `user` keys in the user keyring whose payload holds `needle` (the
+/// tests of one run share the uid's `@u`: each looks for its own token).
+pub fn kernel_keys_holding(needle: &str) -> Vec<KernelKey> {
+    let listed = keyctl(&["rlist", "@u"]);
+    String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .filter_map(|id| {
+            let described = String::from_utf8_lossy(&keyctl(&["rdescribe", id]).stdout).trim().to_string();
+            let payload = String::from_utf8_lossy(&keyctl(&["pipe", id]).stdout).into_owned();
+            (described.starts_with("user;") && payload.contains(needle)).then(|| KernelKey {
+                id: id.to_string(),
+                described,
+                payload,
+            })
+        })
+        .collect()
+}
+
+/// Whether `keyctl search @u user DESCRIPTION` finds a key.
+pub fn kernel_key_found(description: &str) -> bool {
+    keyctl(&["search", "@u", "user", description]).status.success()
+}
+
+/// `keyctl invalidate ID`: the key is gone at once.
+pub fn invalidate_kernel_key(id: &str) {
+    assert!(keyctl(&["invalidate", id]).status.success(), "keyctl invalidate {id}");
+}

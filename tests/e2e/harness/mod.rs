@@ -117,6 +117,15 @@ pub struct UserEnv {
     home: tempfile::TempDir,
 }
 
+/// The kernel keyring outlives the test: the copies of credentials this
+/// user's runs cached there (keyed by its cache directory) go with it.
+impl Drop for UserEnv {
+    fn drop(&mut self) {
+        let credentials = self.cache_dir().join("credentials");
+        let _ = credbroker_host::storage::keyring::kernel::KernelCache::new(&credentials).delete_all(None);
+    }
+}
+
 impl UserEnv {
     /// A fresh user environment, of a user who has seen the one-time notice
     /// that `storage = "auto"` found no keyring and keeps files (tests of the

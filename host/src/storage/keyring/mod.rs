@@ -4,6 +4,10 @@
 //! `Keyring` with the same calls: `check_bus`, `connect`, `get`, `put`,
 //! `delete` and `delete_all`.
 //!
+//! On Linux, cached credentials kept in the Secret Service are also kept in
+//! the kernel's user keyring ([`kernel`]), which answers a cache hit without
+//! the bus; elsewhere [`kernel::KernelCache`] keeps nothing.
+//!
 //! Other platforms have no keyring support in this build yet: there,
 //! [`Keyring::connect`] says so, and `storage = "auto"` keeps files.
 
@@ -89,6 +93,52 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(target_os = "linux")]
+pub mod kernel;
+
+/// No kernel keyring off Linux: nothing is kept, every read is a miss.
+#[cfg(not(target_os = "linux"))]
+pub mod kernel {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::ItemId;
+
+    /// Never made: no call can fail.
+    #[derive(Debug, thiserror::Error)]
+    #[error("no kernel keyring on this platform")]
+    pub enum KernelError {}
+
+    /// A front cache that keeps nothing.
+    #[derive(Debug, Clone)]
+    pub struct KernelCache {
+        _private: (),
+    }
+
+    impl KernelCache {
+        /// The (empty) front cache of the cache in `scope`.
+        pub fn new(_scope: &Path) -> Self {
+            Self { _private: () }
+        }
+        /// Always a miss.
+        pub fn get(&self, _: &ItemId) -> Result<Option<Vec<u8>>, KernelError> {
+            Ok(None)
+        }
+        /// Keeps nothing.
+        pub fn put(&self, _: &ItemId, _: &[u8], _: Duration) -> Result<(), KernelError> {
+            Ok(())
+        }
+        /// Nothing to remove.
+        pub fn delete(&self, _: &ItemId) -> Result<bool, KernelError> {
+            Ok(false)
+        }
+        /// Nothing to remove.
+        pub fn delete_all(&self, _: Option<&str>) -> Result<usize, KernelError> {
+            Ok(0)
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
