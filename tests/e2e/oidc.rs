@@ -356,13 +356,15 @@ fn logout_with_files_removes_the_credential_and_the_refresh_token() {
 
 #[test]
 fn a_rejected_refresh_without_a_terminal_is_a_clear_error() {
-    let provider = OidcProvider::start(&[("OIDC_ID_TOKEN_TTL", "1"), ("OIDC_REFRESH_TOKEN_TTL", "2")]);
+    // Lifetimes long enough for the first login to reach the API server on a
+    // loaded machine, short enough to wait out.
+    let provider = OidcProvider::start(&[("OIDC_ID_TOKEN_TTL", "3"), ("OIDC_REFRESH_TOKEN_TTL", "4")]);
     let env = UserEnv::new();
     let cluster = cluster(&env, &provider);
     oidc_profile(&env, &provider, "client-id = \"public\"\nflow = \"device\"", "");
     let config = kubectl::kubeconfig(&env, &cluster.apiserver, &Exec::v1(&["get", "--provider", "idp"]));
     assert_eq!(kubectl_acting(&env, &config, device_approver(&provider, "alice")).code, Some(0));
-    std::thread::sleep(Duration::from_millis(3000));
+    std::thread::sleep(Duration::from_millis(5000));
     let run = kubectl_acting(&env, &config, |_| {});
     assert_ne!(run.code, Some(0));
     assert!(
