@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use super::{load, load_yaml};
+use super::load;
 use crate::mapping;
 use crate::review::Authenticator;
 
@@ -51,40 +51,9 @@ static COUNTING: Counting = Counting;
 
 const ISSUER: &str = "https://bench.example";
 
-/// benches/webhook.rs `authentication_configuration`, its `jwt` list.
-fn bench_jwt() -> String {
-    format!(
-        r#"- issuer:
-    url: {ISSUER}
-    audiences: [bench]
-  claimValidationRules:
-  - expression: 'claims.scope.split(" ").exists(s, s == "api:read")'
-    message: the token needs api:read
-  - expression: claims.email_verified == true
-    message: verify your email first
-  claimMappings:
-    username:
-      expression: "'oidc:' + claims.email"
-    groups:
-      expression: "claims.groups.map(g, 'oidc:' + g)"
-    uid:
-      claim: sub
-    extra:
-    - key: bench.example/tenant
-      valueExpression: claims.?tenant.orValue("none")
-  userValidationRules:
-  - expression: "!user.username.startsWith('system:')"
-    message: no system users
-- issuer:
-    url: {ISSUER}/second
-    audiences: [bench]
-  claimValidationRules:
-  - expression: has(claims.sub)
-  claimMappings:
-    username:
-      expression: "'second:' + claims.sub"
-"#
-    )
+/// The AuthenticationConfiguration of the webhook benchmark's case (i).
+fn bench_config() -> String {
+    include_str!("bench-config.yaml").replace("ISSUER", ISSUER)
 }
 
 /// The claims of one of the benchmark's tokens.
@@ -125,7 +94,7 @@ fn time(authenticator: &Authenticator, claims: &[Map<String, Value>], rounds: us
 fn cel_speed() {
     let rounds: usize = std::env::var("CEL_SPEED_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(200_000);
     let claims: Vec<_> = (0..64).map(bench_claims).collect();
-    let with_cel = load_yaml(&bench_jwt()).unwrap();
+    let with_cel = load(&[("authentication-config", &bench_config())]).unwrap();
     let without_cel = load(&[
         ("issuer", ISSUER),
         ("audiences", "bench"),
