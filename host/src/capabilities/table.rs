@@ -253,7 +253,7 @@ mod tests {
         let mut view = run.view::<Table>();
         for i in 0..10_000u32 {
             let inserted = view.insert(i.to_le_bytes().to_vec(), format!("user{i}").into_bytes()).await.unwrap();
-            assert_eq!(inserted.unwrap(), true);
+            assert!(inserted.unwrap());
         }
         assert!(!view.insert(7u32.to_le_bytes().to_vec(), b"other".to_vec()).await.unwrap().unwrap());
         assert_eq!(view.len().await.unwrap(), 10_000);
