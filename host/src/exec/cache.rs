@@ -51,7 +51,7 @@ const ENTRY_VERSION: u32 = 1;
 pub struct TokenCache {
     dir: PathBuf,
     keyring: Option<KeyringHandle>,
-    /// The kernel's copy of the keyring's entries; only with `keyring`.
+    /// Where entries found in or written to `keyring` are copied; only with `keyring`.
     kernel: Option<KernelCache>,
 }
 
@@ -167,14 +167,10 @@ impl TokenCache {
 
     /// The cached credential for `key` if it is still valid `margin` seconds
     /// from `now`. Missing, unreadable, foreign, corrupt or expiring entries are
-    /// all a miss. With the keyring, the kernel's copy is read first, and an
-    /// entry found in the keyring is copied there.
+    /// all a miss. With the keyring, an entry found there is copied into the
+    /// kernel keyring; the copy itself is read by [`TokenCache::read_kernel`],
+    /// before the keyring is connected to, not again here.
     pub fn read(&self, key: &CacheKey, now: i64, margin: u64) -> Option<CachedCredential> {
-        if let Some(kernel) = &self.kernel
-            && let Some(hit) = read_kernel(kernel, key, now, margin)
-        {
-            return Some(hit);
-        }
         let (text, origin) = match &self.keyring {
             Some(keyring) => match keyring.block_on(keyring.keyring().get(&key.item())) {
                 Ok(Some(secret)) if secret.len() as u64 <= MAX_ENTRY => (secret, "keyring item".to_string()),
