@@ -146,8 +146,16 @@ fn state_key(issuer: &str) -> String {
     format!("jwks:{}", hex(&digest[..16]))
 }
 
+/// Lower-case hex, two digits a byte (computed in every review: no `format!`
+/// machinery and one allocation).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let digit = |nibble: u8| char::from_digit(u32::from(nibble), 16).unwrap_or('0');
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        out.push(digit(byte >> 4));
+        out.push(digit(byte & 0x0f));
+    }
+    out
 }
 
 /// Keys and when they were fetched, in a form cheap to read back: version,
@@ -304,6 +312,12 @@ pub fn keys(host: &dyn Host, source: &Source<'_>, refresh: Refresh, refetch: boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_two_lower_case_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff, 0x10]), "000fa5ff10");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn keys_round_trip_through_the_compact_form() {
