@@ -66,10 +66,9 @@ pub struct CpuMeter {
     precise_after: u64,
     /// Nanoseconds used in polls that have finished.
     used: AtomicU64,
-    /// Whether the next poll is timed by the thread's CPU clock.
+    /// Whether polls are timed by the thread's CPU clock. Only the end of a
+    /// poll sets it, so it is the same from a poll's start to its end.
     precise: AtomicBool,
-    /// Whether the poll in progress is.
-    polling_precise: AtomicBool,
     /// The clock's reading when the poll in progress started (plus one, so
     /// that zero means "not polling").
     polling_since: AtomicU64,
@@ -88,7 +87,6 @@ impl CpuMeter {
             precise_after: u64::try_from(precise_after.as_nanos()).unwrap_or(u64::MAX),
             used: AtomicU64::new(0),
             precise: AtomicBool::new(precise_after.is_zero()),
-            polling_precise: AtomicBool::new(false),
             polling_since: AtomicU64::new(0),
         })
     }
@@ -103,7 +101,7 @@ impl CpuMeter {
         let mut used = self.used.load(Ordering::Relaxed);
         let since = self.polling_since.load(Ordering::Relaxed);
         if since != 0 {
-            let now = Self::now(self.polling_precise.load(Ordering::Relaxed));
+            let now = Self::now(self.is_precise());
             used = used.saturating_add(now.saturating_sub(since - 1));
         }
         Duration::from_nanos(used)
@@ -125,15 +123,13 @@ impl CpuMeter {
     }
 
     fn enter(&self) {
-        let precise = self.precise.load(Ordering::Relaxed);
-        self.polling_precise.store(precise, Ordering::Relaxed);
-        self.polling_since.store(Self::now(precise).saturating_add(1), Ordering::Relaxed);
+        self.polling_since.store(Self::now(self.is_precise()).saturating_add(1), Ordering::Relaxed);
     }
 
     fn leave(&self) {
         let since = self.polling_since.swap(0, Ordering::Relaxed);
         if since != 0 {
-            let spent = Self::now(self.polling_precise.load(Ordering::Relaxed)).saturating_sub(since - 1);
+            let spent = Self::now(self.is_precise()).saturating_sub(since - 1);
             let used = self.used.fetch_add(spent, Ordering::Relaxed).saturating_add(spent);
             if used >= self.precise_after {
                 self.precise.store(true, Ordering::Relaxed);
